@@ -1,0 +1,51 @@
+# rtc-testbed. Run as root on Debian: `make run` (set up + main job), `make test` (set up + tests).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := iproute2 nftables iperf3 iputils-ping tcpdump ethtool kmod procps
+STAMP_APT := $(VENV)/.apt-done
+STAMP_PIP := $(VENV)/.pip-done
+
+.PHONY: setup run test test-unit lint bench clean-kernel help
+
+help:
+	@echo "make setup   apt packages + .venv with pinned Python dependencies"
+	@echo "make run     setup, then the main job (the link fidelity benchmark, quick)"
+	@echo "make test    setup, then all tests (root: real namespaces, links, processes)"
+	@echo "make lint    ruff + mypy --strict on testbed/"
+	@echo "make bench   the full link fidelity benchmark"
+
+setup: $(STAMP_APT) $(STAMP_PIP)
+
+$(STAMP_APT):
+	@command -v apt-get >/dev/null || { echo "make setup needs Debian's apt-get"; exit 1; }
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null
+	mkdir -p $(VENV) && touch $@
+
+$(STAMP_PIP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+run: setup
+	$(VENV)/bin/testbed doctor
+	$(VENV)/bin/testbed bench link --quick --max-rate-mbps 50,100
+
+bench: setup
+	$(VENV)/bin/testbed bench link
+
+test: setup
+	$(VENV)/bin/pytest -q
+
+test-unit: setup
+	$(VENV)/bin/pytest -q tests/unit
+
+lint: setup
+	$(VENV)/bin/ruff check testbed tests
+	$(VENV)/bin/ruff format --check testbed tests
+	$(VENV)/bin/mypy
+
+clean-kernel: setup
+	$(VENV)/bin/testbed clean

@@ -1,0 +1,267 @@
+"""The `testbed` command. Thin: parse -> config -> call the layer below.
+
+Bad input exits 2 with one line naming the file, the key and what is valid, before anything
+is set up. Every command takes --name (default tb): the prefix of everything a topology makes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from testbed.errors import ConfigError, TestbedError
+
+NAME_HELP = "run name: the prefix of every namespace, interface and process this topology makes"
+
+
+def _fail(e: TestbedError) -> NoReturn:
+    click.echo(f"testbed: error: {e}", err=True)
+    sys.exit(e.exit_code)
+
+
+def _echo_prefixed(prefix: str, message: str) -> None:
+    click.echo(prefix + message)
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        _fail(TestbedError("this command creates network namespaces: run it as root"))
+
+
+def _name_option(default: str | None = "tb", help_text: str = NAME_HELP) -> Any:
+    return click.option("--name", "name", default=default, show_default=True, help=help_text)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rtc-testbed")
+def cli() -> None:
+    """rtc-testbed: emulated links and WebRTC measurement in network namespaces."""
+
+
+@cli.command()
+@click.argument("topology", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--backend", default=None, help="link backend: auto | emu | netem [topology's, or auto]"
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="override a topology value, e.g. --set uplink.loss_pct=2 (repeatable)",
+)
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="where the per-packet link logs go [state dir/logs]",
+)
+@click.option("--seed", type=int, default=None, help="seed of the loss and jitter models")
+@_name_option()
+def up(
+    topology: Path,
+    backend: str | None,
+    sets: tuple[str, ...],
+    log_dir: Path | None,
+    seed: int | None,
+    name: str,
+) -> None:
+    """Build TOPOLOGY and leave it up (tear it down with `testbed down`)."""
+    from testbed.config import load_topology, validate_run_name
+    from testbed.net.capabilities import choose_backend
+    from testbed.net.network import Network, describe_spec
+    from testbed.shaping.backends import make_backend
+
+    try:
+        validate_run_name(name)
+        topo = load_topology(topology, sets)
+        chosen, why = choose_backend(backend or topo.backend, name)
+        _require_root()
+        net = Network(
+            topo, make_backend(chosen), run=name, backend_reason=why, log_dir=log_dir, seed=seed
+        )
+        info = net.start()
+    except TestbedError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        click.echo("testbed: interrupted; everything created was removed", err=True)
+        sys.exit(130)
+    click.echo(
+        f"topology {topo.name} is up as {name!r} (backend {chosen}: {why}; seed {info.seed})"
+    )
+    for host, h in info.hosts.items():
+        click.echo(f"  {host:<12} {h.address:<12} netns {h.netns}")
+    for lname, link in info.links.items():
+        for direction in ("uplink", "downlink"):
+            click.echo(f"  {lname}.{direction}: {describe_spec(link[direction]['spec'])}")
+    click.echo(f"link logs: {info.log_dir}")
+    click.echo(
+        f"run commands with: testbed exec --name {name} HOST -- CMD...;  stop: testbed down --name {name}"
+    )
+
+
+@cli.command(name="exec", context_settings={"ignore_unknown_options": True})
+@click.argument("host")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@_name_option()
+def exec_(host: str, command: tuple[str, ...], name: str) -> None:
+    """Run COMMAND inside HOST, with TB_ADDR_<HOST> set for every host."""
+    from testbed.net.network import load_state
+    from testbed.net.nsenter import enter_netns
+
+    try:
+        info = load_state(name)
+    except TestbedError as e:
+        _fail(e)
+    if host not in info.hosts:
+        _fail(ConfigError("exec", host, f"unknown host; valid: {', '.join(info.hosts)}"))
+    env = dict(os.environ)
+    env.update(info.env())
+    enter_netns(info.hosts[host].netns)
+    try:
+        os.execvpe(command[0], list(command), env)
+    except FileNotFoundError:
+        _fail(TestbedError(f"{command[0]}: command not found inside {host}"))
+
+
+def _print_stats(log_dir: Path) -> None:
+    for path in sorted(log_dir.glob("link-*.stats.json")):
+        try:
+            st = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        late = st.get("lateness_us", {})
+        tag = path.name.removeprefix("link-").removesuffix(".stats.json")
+        p50, p99 = late.get("p50"), late.get("p99")
+        lat = f"release lateness p50 {p50:.0f} us p99 {p99:.0f} us" if p50 is not None else ""
+        click.echo(
+            f"  {tag}: {st['packets_in']} in, {st['deliver']} delivered, "
+            f"{st['drop_loss']} lost, {st['drop_queue']} queue drops; {lat}; "
+            f"{st['stalls_over_1ms']} releases >1 ms late; cpu {st['cpu_s']:.2f} s"
+        )
+
+
+@cli.command()
+@_name_option()
+def down(name: str) -> None:
+    """Tear down the topology NAME (processes first, then namespaces). Keeps its logs."""
+    from testbed.net.ledger import Ledger
+    from testbed.net.network import NetworkInfo, state_path
+
+    _require_root()
+    ledger = Ledger(name)
+    try:
+        ledger.lock()
+    except TestbedError as e:
+        _fail(e)
+    try:
+        if ledger.is_empty():
+            click.echo(f"nothing is up as {name!r}")
+            return
+        state = state_path(ledger)
+        info = NetworkInfo.from_json(state.read_text()) if state.exists() else None
+        removed = ledger.undo()
+        state.unlink(missing_ok=True)
+    finally:
+        ledger.unlock()
+    click.echo(f"{name!r} is down ({removed} objects removed)")
+    if info is not None:
+        _print_stats(Path(info.log_dir))
+        click.echo(f"link logs kept in {info.log_dir}")
+
+
+@cli.command()
+@_name_option(None, "clean only this run [every run the testbed recorded]")
+def clean(name: str | None) -> None:
+    """Remove everything the testbed created and recorded (after a crash too), nothing else."""
+    from testbed.net.ledger import Ledger, all_runs, state_root
+
+    _require_root()
+    runs = [name] if name else all_runs()
+    if name is None and state_root().is_dir():
+        runs = sorted(set(runs) | {p.name for p in state_root().iterdir() if p.is_dir()})
+    total = 0
+    for run in runs:
+        ledger = Ledger(run)
+        try:
+            ledger.lock()
+        except TestbedError as e:
+            click.echo(f"skipped {run}: {e}", err=True)
+            continue
+        try:
+            total += ledger.undo(say=functools.partial(_echo_prefixed, f"  {run}: "))
+        finally:
+            ledger.unlock()
+        ledger.remove_state()
+    click.echo(f"clean: {total} objects removed from {len(runs)} run(s)")
+
+
+@cli.command()
+@_name_option()
+def doctor(name: str) -> None:
+    """Report what the kernel offers and which link backend `auto` uses, and why."""
+    from testbed.net.capabilities import choose_backend, probe_kernel, timer_lateness_us
+
+    _require_root()
+    try:
+        caps = probe_kernel(name)
+    except TestbedError as e:
+        _fail(e)
+    click.echo(f"kernel {os.uname().release}, {os.cpu_count()} CPUs")
+    for cap in caps:
+        click.echo(f"  {'yes' if cap.ok else 'no ':<4} {cap.name:<12} {cap.detail}")
+    p50, p99 = timer_lateness_us()
+    click.echo(f"  timers: select() 1 ms sleeps wake late by p50 {p50:.0f} us, p99 {p99:.0f} us")
+    chosen, why = choose_backend("auto", name)
+    click.echo(f"backend auto -> {chosen} ({why})")
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks that print measured numbers next to references from the same run."""
+
+
+@bench.command(name="link")
+@click.option("--backend", default="emu", show_default=True, help="backend(s), comma-separated")
+@click.option("--quick", is_flag=True, help="shorter runs (a smoke test of the benchmark)")
+@click.option(
+    "--max-rate-mbps",
+    default="50,100,200,300",
+    show_default=True,
+    help="rates tried for the highest sustained rate",
+)
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@_name_option("tbb")
+def bench_link(
+    backend: str, quick: bool, max_rate_mbps: str, json_out: Path | None, name: str
+) -> None:
+    """Measure the emulated link with iperf3, ping and a timestamped UDP probe."""
+    from testbed.bench.link import run_link_bench
+
+    _require_root()
+    try:
+        rates = [float(x) for x in max_rate_mbps.split(",") if x]
+    except ValueError:
+        _fail(ConfigError("--max-rate-mbps", max_rate_mbps, "expected numbers, e.g. 50,100"))
+    try:
+        results = run_link_bench(
+            backends=backend.split(","), run=name, quick=quick, rates_mbps=rates, say=click.echo
+        )
+    except TestbedError as e:
+        _fail(e)
+    if json_out:
+        json_out.write_text(json.dumps(results, indent=1))
+
+
+def main() -> None:
+    cli(prog_name="testbed")
+
+
+if __name__ == "__main__":
+    main()

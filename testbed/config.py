@@ -1,0 +1,383 @@
+"""Topology and link specifications, loaded strictly from YAML.
+
+Every key has its unit in its name. Unknown keys, values out of range and values of the wrong
+type are a ConfigError naming the file, the key path and what would be valid, raised before
+anything is set up.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from testbed.errors import ConfigError
+from testbed.shaping.traces import load_trace
+
+BACKENDS = ("auto", "emu", "netem")
+NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+RUN_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,5}$")
+DEFAULT_QUEUE_PACKETS = 1000
+
+
+@dataclass(frozen=True)
+class GilbertElliottSpec:
+    """Two-state bursty loss, per packet, as netem's `loss gemodel p r 1-h 1-k`.
+
+    A packet is lost with the loss probability of the state it finds; then the state moves
+    (good -> bad with p, bad -> good with r).
+    """
+
+    p_pct: float
+    r_pct: float
+    loss_bad_pct: float = 100.0
+    loss_good_pct: float = 0.0
+
+    @property
+    def mean_loss_pct(self) -> float:
+        if self.p_pct + self.r_pct == 0:
+            return self.loss_good_pct
+        bad_share = self.p_pct / (self.p_pct + self.r_pct)
+        return bad_share * self.loss_bad_pct + (1 - bad_share) * self.loss_good_pct
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """One direction of a link: loss -> droptail queue -> rate or trace -> delay (+ jitter).
+
+    rate_mbps counts IP packet bytes (as Mahimahi does). Neither rate nor trace = no rate limit.
+    queue_packets / queue_bytes: droptail limits on packets waiting for the link (None = none).
+    """
+
+    rate_mbps: float | None = None
+    trace: str | None = None
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss_pct: float = 0.0
+    gilbert_elliott: GilbertElliottSpec | None = None
+    queue_packets: int | None = DEFAULT_QUEUE_PACKETS
+    queue_bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, GilbertElliottSpec):
+                value = {g.name: getattr(value, g.name) for g in fields(value)}
+            out[f.name] = value
+        return out
+
+
+@dataclass(frozen=True)
+class LinkDef:
+    """A link between two hosts: uplink = between[0] -> between[1], downlink the reverse."""
+
+    name: str
+    between: tuple[str, str]
+    uplink: LinkSpec
+    downlink: LinkSpec
+
+
+@dataclass(frozen=True)
+class TopologySpec:
+    name: str
+    hosts: tuple[str, ...]
+    links: tuple[LinkDef, ...]
+    backend: str = "auto"
+    seed: int | None = None
+    source: str = "<memory>"
+
+    def link(self, name: str) -> LinkDef:
+        for link in self.links:
+            if link.name == name:
+                return link
+        raise KeyError(name)
+
+
+# --- strict field readers ---------------------------------------------------------------
+
+
+def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], src: str, path: str) -> None:
+    for key in data:
+        if key not in allowed:
+            where = f"{path}.{key}" if path else str(key)
+            raise ConfigError(src, where, f"unknown key; valid keys: {', '.join(allowed)}")
+
+
+def _mapping(value: Any, src: str, path: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(src, path, f"expected a mapping of keys, got {value!r}")
+    return value
+
+
+def _number(
+    data: Mapping[str, Any],
+    key: str,
+    src: str,
+    path: str,
+    default: float | None,
+    lo: float,
+    hi: float,
+    lo_open: bool = False,
+) -> float | None:
+    where = f"{path}.{key}"
+    value = data.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(src, where, f"{value!r} is not a number; give {key} as a plain number")
+    low_ok = value > lo if lo_open else value >= lo
+    if not low_ok or value > hi or value != value:
+        bracket = "(" if lo_open else "["
+        raise ConfigError(src, where, f"{value} is out of range; valid: {bracket}{lo}, {hi}]")
+    return float(value)
+
+
+def _integer(
+    data: Mapping[str, Any], key: str, src: str, path: str, default: int | None, lo: int
+) -> int | None:
+    where = f"{path}.{key}"
+    value = data.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(src, where, f"{value!r} is not a whole number; valid: an integer >= {lo}")
+    if value < lo:
+        raise ConfigError(src, where, f"{value} is out of range; valid: an integer >= {lo}")
+    return value
+
+
+def _name(value: Any, src: str, where: str) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise ConfigError(
+            src,
+            where,
+            f"{value!r} is not a valid name; valid: lower-case letters and digits, "
+            "starting with a letter, at most 12 characters",
+        )
+    return value
+
+
+def parse_gilbert_elliott(value: Any, src: str, path: str) -> GilbertElliottSpec:
+    data = _mapping(value, src, path)
+    allowed = [f.name for f in fields(GilbertElliottSpec)]
+    _check_keys(data, allowed, src, path)
+    for required in ("p_pct", "r_pct"):
+        if required not in data:
+            raise ConfigError(src, f"{path}.{required}", "missing; a percentage in [0, 100]")
+    return GilbertElliottSpec(
+        p_pct=_number(data, "p_pct", src, path, None, 0, 100) or 0.0,
+        r_pct=_number(data, "r_pct", src, path, None, 0, 100) or 0.0,
+        loss_bad_pct=_number(data, "loss_bad_pct", src, path, 100.0, 0, 100) or 0.0,
+        loss_good_pct=_number(data, "loss_good_pct", src, path, 0.0, 0, 100) or 0.0,
+    )
+
+
+def parse_link_spec(value: Any, src: str, path: str, base_dir: Path) -> LinkSpec:
+    """Build one direction's LinkSpec; a trace path is resolved against base_dir and parsed."""
+    data = _mapping(value if value is not None else {}, src, path)
+    _check_keys(data, [f.name for f in fields(LinkSpec)], src, path)
+    rate = _number(data, "rate_mbps", src, path, None, 0, 100_000, lo_open=True)
+    trace = data.get("trace")
+    trace_path: str | None = None
+    if trace is not None:
+        if not isinstance(trace, str) or not trace:
+            raise ConfigError(src, f"{path}.trace", f"{trace!r} is not a path to a trace file")
+        if rate is not None:
+            raise ConfigError(src, f"{path}.trace", "give either rate_mbps or trace, not both")
+        p = Path(trace)
+        if not p.is_absolute():
+            p = base_dir / p
+        trace_path = str(p.resolve())
+        load_trace(trace_path)  # validates: missing, empty, malformed, decreasing
+    ge = None
+    if data.get("gilbert_elliott") is not None:
+        ge = parse_gilbert_elliott(data["gilbert_elliott"], src, f"{path}.gilbert_elliott")
+    loss = _number(data, "loss_pct", src, path, 0.0, 0, 100) or 0.0
+    if ge is not None and loss > 0:
+        raise ConfigError(
+            src, f"{path}.loss_pct", "give either loss_pct (bernoulli) or gilbert_elliott, not both"
+        )
+    return LinkSpec(
+        rate_mbps=rate,
+        trace=trace_path,
+        delay_ms=_number(data, "delay_ms", src, path, 0.0, 0, 60_000) or 0.0,
+        jitter_ms=_number(data, "jitter_ms", src, path, 0.0, 0, 60_000) or 0.0,
+        loss_pct=loss,
+        gilbert_elliott=ge,
+        queue_packets=_integer(data, "queue_packets", src, path, DEFAULT_QUEUE_PACKETS, 1),
+        queue_bytes=_integer(data, "queue_bytes", src, path, None, 1500),
+    )
+
+
+TOPOLOGY_KEYS = ("name", "hosts", "links", "backend", "seed")
+LINK_KEYS = ("name", "between", "uplink", "downlink")
+
+
+def parse_topology(raw: Any, src: str, base_dir: Path) -> TopologySpec:
+    data = _mapping(raw, src, "")
+    _check_keys(data, TOPOLOGY_KEYS, src, "")
+    name = _name(data.get("name", Path(src).stem.replace("-", "")[:12] or "topo"), src, "name")
+    hosts_raw = data.get("hosts")
+    if not isinstance(hosts_raw, list) or not hosts_raw:
+        raise ConfigError(src, "hosts", "expected a non-empty list of host names")
+    hosts = tuple(_name(h, src, f"hosts[{i}]") for i, h in enumerate(hosts_raw))
+    if len(set(hosts)) != len(hosts):
+        raise ConfigError(src, "hosts", f"host names repeat: {list(hosts)}")
+    links_raw = data.get("links")
+    if not isinstance(links_raw, list) or not links_raw:
+        raise ConfigError(src, "links", "expected a non-empty list of links")
+    links: list[LinkDef] = []
+    for i, item in enumerate(links_raw):
+        item = _mapping(item, src, f"links[{i}]")
+        lname = _name(item.get("name", f"link{i}"), src, f"links[{i}].name")
+        path = f"links.{lname}"
+        _check_keys(item, LINK_KEYS, src, path)
+        between = item.get("between")
+        if (
+            not isinstance(between, list)
+            or len(between) != 2
+            or any(h not in hosts for h in between)
+            or between[0] == between[1]
+        ):
+            raise ConfigError(
+                src,
+                f"{path}.between",
+                f"{between!r}: expected two different hosts of {list(hosts)}",
+            )
+        links.append(
+            LinkDef(
+                name=lname,
+                between=(between[0], between[1]),
+                uplink=parse_link_spec(item.get("uplink"), src, f"{path}.uplink", base_dir),
+                downlink=parse_link_spec(item.get("downlink"), src, f"{path}.downlink", base_dir),
+            )
+        )
+    all_names = list(hosts) + [lk.name for lk in links]
+    if len(set(all_names)) != len(all_names):
+        raise ConfigError(src, "links", f"host and link names must all differ: {all_names}")
+    linked = {h for lk in links for h in lk.between}
+    for h in hosts:
+        if h not in linked:
+            raise ConfigError(src, "hosts", f"host {h!r} has no link; add a link or remove it")
+    backend = data.get("backend", "auto")
+    if backend not in BACKENDS:
+        raise ConfigError(src, "backend", f"{backend!r} is unknown; valid: {', '.join(BACKENDS)}")
+    seed = _integer(data, "seed", src, "", None, 0)
+    return TopologySpec(
+        name=name,
+        hosts=hosts,
+        links=tuple(links),
+        backend=backend,
+        seed=seed,
+        source=src,
+    )
+
+
+# --- overrides (--set key=value) ---------------------------------------------------------
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """'uplink.loss_pct=2' -> ('uplink.loss_pct', 2); the value is read as YAML."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError("--set", item, "expected KEY=VALUE, e.g. --set uplink.loss_pct=2")
+    try:
+        value = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        value = text
+    if key.split(".")[-1] == "trace" and isinstance(value, str) and not Path(value).is_absolute():
+        value = str(Path(value).resolve())  # relative to where the command runs
+    return key.strip(), value
+
+
+def apply_overrides(raw: Mapping[str, Any], sets: Sequence[str]) -> dict[str, Any]:
+    """Apply --set overrides to a raw topology mapping (returns a new mapping).
+
+    Keys: a top-level key (`backend`, `seed`), `LINK.uplink.X`, `links.LINK.uplink.X`, or
+    `uplink.X` / `downlink.X` when the topology has exactly one link.
+    """
+    data: dict[str, Any] = yaml.safe_load(yaml.safe_dump(dict(raw)))  # deep copy
+    for item in sets:
+        key, value = parse_set(item)
+        parts = key.split(".")
+        links_any = data.get("links")
+        links: list[Any] = links_any if isinstance(links_any, list) else []
+        names = [
+            (lk.get("name") or f"link{i}") if isinstance(lk, dict) else None
+            for i, lk in enumerate(links)
+        ]
+        if parts[0] == "links" and len(parts) > 1:
+            parts = parts[1:]
+        if parts[0] in ("uplink", "downlink"):
+            if len(links) != 1:
+                raise ConfigError(
+                    "--set",
+                    key,
+                    f"the topology has {len(links)} links; name one: "
+                    + ", ".join(f"{n}.{key}" for n in names),
+                )
+            target: dict[str, Any] = links[0]
+        elif parts[0] in names and len(parts) > 1:
+            target = links[names.index(parts[0])]
+            parts = parts[1:]
+        elif len(parts) == 1 and parts[0] in TOPOLOGY_KEYS and parts[0] not in ("hosts", "links"):
+            data[parts[0]] = value
+            continue
+        else:
+            valid = ["backend", "seed", "uplink.KEY", "downlink.KEY"] + [
+                f"{n}.uplink.KEY" for n in names
+            ]
+            raise ConfigError("--set", key, f"unknown key; valid: {', '.join(valid)}")
+        for part in parts[:-1]:
+            nxt = target.get(part)
+            if nxt is None:
+                nxt = {}
+                target[part] = nxt
+            if not isinstance(nxt, dict):
+                raise ConfigError("--set", key, f"{part} is not a mapping")
+            target = nxt
+        target[parts[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> Any:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(str(p), "", "file not found") from None
+    except OSError as e:
+        raise ConfigError(str(p), "", f"cannot read: {e}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(str(p), where, f"malformed YAML: {problem}") from None
+
+
+def load_topology(path: str | Path, sets: Sequence[str] = ()) -> TopologySpec:
+    """Read a topology file, apply --set overrides, validate everything."""
+    raw = read_yaml(path)
+    src = str(path)
+    if not isinstance(raw, Mapping):
+        raise ConfigError(src, "", "expected a mapping with keys: " + ", ".join(TOPOLOGY_KEYS))
+    data = apply_overrides(raw, sets)
+    return parse_topology(data, src, Path(path).resolve().parent)
+
+
+def validate_run_name(name: str) -> str:
+    if not RUN_NAME_RE.match(name):
+        raise ConfigError(
+            "--name",
+            name,
+            "not a valid name; valid: 1-6 lower-case letters and digits, "
+            "starting with a letter (it prefixes every interface, at most 15 characters)",
+        )
+    return name

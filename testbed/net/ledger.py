@@ -1,0 +1,208 @@
+"""The ResourceLedger: every kernel object and process a run creates, recorded BEFORE it is made.
+
+The ledger is a JSON file under the state directory (default /run/rtc-testbed/<run>/). Undo
+walks it in reverse, tolerates objects that are already gone, and touches nothing it did not
+record — so `testbed clean` after a kill -9 removes exactly what the testbed made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from testbed.errors import BusyError
+from testbed.net.nsenter import NETNS_DIR
+
+Entry = dict[str, Any]
+
+
+def state_root() -> Path:
+    return Path(os.environ.get("RTC_TESTBED_STATE_DIR", "/run/rtc-testbed"))
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """Start time of a process in clock ticks since boot (tells a reused pid from ours)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    rest = stat[stat.rindex(")") + 2 :].split()
+    if rest[0] in ("Z", "X"):  # a zombie has finished; nothing to end
+        return None
+    return int(rest[19])
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Ledger:
+    """Append-only record of one run's kernel state; undo() removes it in reverse order."""
+
+    def __init__(self, run: str, root: Path | None = None) -> None:
+        self.run = run
+        self.dir = (root or state_root()) / run
+        self.path = self.dir / "ledger.json"
+        self._lock_fd: int | None = None
+
+    # --- locking -------------------------------------------------------------------------
+    def lock(self) -> None:
+        """Hold the run's lock for this process's lifetime (or until unlock)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BusyError(
+                f"topology {self.run!r} is being built or torn down by another testbed process; "
+                "wait for it, or choose another --name"
+            ) from None
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # --- recording -----------------------------------------------------------------------
+    def entries(self) -> list[Entry]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError):
+            return []  # a torn write cannot happen (atomic replace); an edited file is ignored
+        return list(data.get("entries", []))
+
+    def _save(self, entries: list[Entry]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.path, json.dumps({"run": self.run, "entries": entries}, indent=1))
+
+    def record(self, kind: str, **fields: Any) -> int:
+        """Record an object about to be created; returns its index for update()."""
+        entries = self.entries()
+        entries.append({"kind": kind, **fields})
+        self._save(entries)
+        return len(entries) - 1
+
+    def update(self, index: int, **fields: Any) -> None:
+        entries = self.entries()
+        entries[index].update(fields)
+        self._save(entries)
+
+    def is_empty(self) -> bool:
+        return not self.entries()
+
+    # --- undo ----------------------------------------------------------------------------
+    def undo(self, say: Callable[[str], None] = lambda _: None) -> int:
+        """Undo every entry, newest first. Returns how many objects were actually removed."""
+        entries = self.entries()
+        removed = 0
+        for i in range(len(entries) - 1, -1, -1):
+            entry = entries[i]
+            undo = _UNDO.get(entry["kind"])
+            if undo is not None and undo(entry):
+                removed += 1
+                say(f"removed {entry['kind']} {entry.get('name') or entry.get('pid')}")
+            entries.pop(i)
+            self._save(entries)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        return removed
+
+    def remove_state(self) -> None:
+        """Delete the run's state directory (ledger, state, logs): only after undo()."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _undo_netns(entry: Entry) -> bool:
+    name = entry["name"]
+    path = os.path.join(NETNS_DIR, name)
+    if not os.path.exists(path):
+        return False
+    from pyroute2 import netns
+
+    netns.remove(name)
+    return True
+
+
+def _read_pidfile(path: str | None) -> tuple[int, int] | None:
+    if not path:
+        return None
+    try:
+        pid_s, ticks_s = Path(path).read_text().split()
+        return int(pid_s), int(ticks_s)
+    except (OSError, ValueError):
+        return None
+
+
+def end_process(pid: int, start_ticks: int, grace_s: float = 3.0) -> bool:
+    """SIGTERM, then SIGKILL, the process with this pid AND start time; nothing else."""
+    if process_start_ticks(pid) != start_ticks:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        if process_start_ticks(pid) != start_ticks:
+            return True
+        time.sleep(0.01)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    for _ in range(200):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        if process_start_ticks(pid) != start_ticks:
+            break
+        time.sleep(0.01)
+    return True
+
+
+def _undo_process(entry: Entry) -> bool:
+    ended = False
+    known = {(entry.get("pid"), entry.get("start_ticks"))}
+    from_file = _read_pidfile(entry.get("pidfile"))
+    if from_file is not None:
+        known.add(from_file)
+    for pid, ticks in known:
+        if pid is not None and ticks is not None:
+            ended = end_process(int(pid), int(ticks)) or ended
+    return ended
+
+
+_UNDO: dict[str, Callable[[Entry], bool]] = {
+    "netns": _undo_netns,
+    "process": _undo_process,
+}
+
+
+def all_runs(root: Path | None = None) -> list[str]:
+    """Names of every run with a ledger under the state root."""
+    base = root or state_root()
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if (p / "ledger.json").exists())
+
+
+def write_pidfile(path: str) -> None:
+    """Called by a child process first thing, so a crash of its parent cannot hide it."""
+    pid = os.getpid()
+    ticks = process_start_ticks(pid)
+    _write_atomic(Path(path), f"{pid} {ticks}\n")

@@ -1,0 +1,146 @@
+"""Backend `emu`: the userspace TUN link emulator (see emu_process.py for the process itself).
+
+In the link's router namespace, packets arriving on the direction's input interface are sent by
+a policy rule to a routing table whose only route is the direction's TUN device; the emulator
+process reads them there, and writes each back into the same TUN when its time comes; arriving
+from the TUN, they follow the main table out of the router.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+from typing import Any
+
+from testbed.config import TopologySpec
+from testbed.errors import KernelError, UnavailableError
+from testbed.net import names
+from testbed.net.ledger import Ledger, process_start_ticks
+from testbed.shaping.base import DirectionPlan
+
+READY_TIMEOUT_S = 15.0
+TABLE_BASE = 100
+TUN_TXQUEUELEN = 10000
+
+
+class EmuBackend:
+    name = "emu"
+
+    def __init__(self, rt_priority: int = 50) -> None:
+        self.rt_priority = rt_priority
+
+    def check(self, topology: TopologySpec) -> None:
+        if not os.path.exists("/dev/net/tun"):
+            raise UnavailableError(
+                "backend emu needs /dev/net/tun (the TUN driver); load it with "
+                "`modprobe tun`, or use --backend netem on a kernel with sch_netem"
+            )
+
+    def install(self, plan: DirectionPlan, ledger: Ledger) -> dict[str, Any]:
+        tun = names.ifname(plan.run, plan.link_index, "up" if plan.direction == "uplink" else "dn")
+        pidfile = plan.log_dir / f"emu-{plan.tag}.pid"
+        errfile = plan.log_dir / f"emu-{plan.tag}.err"
+        entry = ledger.record("process", pidfile=str(pidfile), what=f"emulator {plan.tag}")
+        read_fd, write_fd = os.pipe()
+        cmd = [
+            sys.executable,
+            "-m",
+            "testbed.shaping.emu_process",
+            "--netns",
+            plan.router_ns,
+            "--tun",
+            tun,
+            "--spec",
+            _spec_json(plan),
+            "--seed",
+            str(plan.seed),
+            "--log",
+            str(plan.log_path),
+            "--stats",
+            str(plan.stats_path),
+            "--pidfile",
+            str(pidfile),
+            "--ready-fd",
+            str(write_fd),
+            "--rt-priority",
+            str(self.rt_priority),
+            "--header",
+            _header_json(plan),
+        ]
+        with open(errfile, "w") as err:
+            proc = subprocess.Popen(
+                cmd,
+                pass_fds=(write_fd,),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+            )
+        os.close(write_fd)
+        ledger.update(entry, pid=proc.pid, start_ticks=process_start_ticks(proc.pid))
+        try:
+            line = _read_line(read_fd, READY_TIMEOUT_S)
+        finally:
+            os.close(read_fd)
+        if not line.startswith("ready"):
+            detail = errfile.read_text().strip().splitlines()[-3:]
+            raise KernelError(
+                f"link emulator {plan.tag} did not start ({line or 'no ready signal'}): "
+                + " | ".join(detail)
+            )
+        _route_into_tun(plan, tun)
+        _, start_mono, start_real = line.split()
+        return {
+            "backend": "emu",
+            "pid": proc.pid,
+            "tun": tun,
+            "log": str(plan.log_path),
+            "stats": str(plan.stats_path),
+            "start_mono_ns": int(start_mono),
+            "start_real_ns": int(start_real),
+        }
+
+
+def _spec_json(plan: DirectionPlan) -> str:
+    import json
+
+    return json.dumps(plan.spec.to_dict())
+
+
+def _header_json(plan: DirectionPlan) -> str:
+    import json
+
+    return json.dumps({"run": plan.run, "link": plan.link, "direction": plan.direction})
+
+
+def _read_line(fd: int, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    data = b""
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return ""
+        chunk = os.read(fd, 256)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").strip()
+
+
+def _route_into_tun(plan: DirectionPlan, tun: str) -> None:
+    from pyroute2 import NetNS
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    table = TABLE_BASE + (0 if plan.direction == "uplink" else 1)
+    try:
+        with NetNS(plan.router_ns) as ns:
+            tun_index = ns.link_lookup(ifname=tun)[0]
+            ns.link("set", index=tun_index, txqlen=TUN_TXQUEUELEN)
+            ns.link("set", index=tun_index, state="up")
+            ns.route("add", dst="0.0.0.0/0", oif=tun_index, table=table)
+            ns.rule("add", iifname=plan.in_ifname, table=table, priority=table)
+    except (NetlinkError, IndexError) as e:
+        raise KernelError(f"routing {plan.tag} into {tun} in {plan.router_ns} failed: {e}") from e

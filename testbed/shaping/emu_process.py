@@ -1,0 +1,261 @@
+"""The userspace link emulator: one process per link direction, inside the link's namespace.
+
+Packets routed into a TUN device are read here, judged by the pure LinkModel (loss -> queue ->
+rate/trace -> delay), held until their release time, and written back into the same TUN, from
+where the kernel forwards them on (the router namespace's policy routing sends only what enters
+from the link's input side into the TUN).
+
+Timing: select() with microsecond timeouts, timer slack 1 ns, SCHED_FIFO, gc frozen; it sleeps
+until a margin (adapted to how late wake-ups are) before a release and then polls. Polling
+stops above MAX_SPIN_PPS packets/s or past a spin budget, so the process never stays busy long
+enough for the kernel's RT throttle to pause it.
+
+Run as: python -m testbed.shaping.emu_process --netns NS --tun IF --spec JSON ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import ctypes
+import fcntl
+import gc
+import json
+import os
+import resource
+import select
+import signal
+import struct
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+PR_SET_TIMERSLACK = 29
+SPIN_MIN_NS = 40_000  # spin margin before a release: adapts between these bounds
+SPIN_MAX_NS = 300_000
+SPIN_PAD_NS = 15_000
+SPIN_DECAY_NS = 1_000
+COARSE_NS = 2_000_000  # sleeps longer than this are split in two
+MAX_SPIN_PPS = 5000
+WINDOW_NS = 100_000_000
+SPIN_BUDGET = 0.4  # at most this share of a window spent spinning
+MAX_BLOCK_NS = 50_000_000  # wake at least this often to notice a stop request
+DRAIN_BATCH = 64  # read at most this many packets before serving due releases
+STALL_NS = 1_000_000  # a release later than this counts as a stall
+
+
+def open_tun(name: str) -> int:
+    """Create a (non-persistent) TUN device: it disappears when this process exits."""
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+    return fd
+
+
+def tune_timing(rt_priority: int, cpu: int | None) -> dict[str, Any]:
+    """Ask for precise timers; report what was granted (recorded in the stats)."""
+    granted: dict[str, Any] = {}
+    libc = ctypes.CDLL(None, use_errno=True)
+    granted["timer_slack_ns"] = 1 if libc.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0) == 0 else None
+    if rt_priority > 0:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt_priority))
+            granted["sched"] = f"FIFO {rt_priority}"
+        except OSError as e:
+            granted["sched"] = f"other ({e.strerror})"
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+        granted["cpu"] = cpu
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    return granted
+
+
+class Emulator:
+    """The loop. Everything time-related reads CLOCK_MONOTONIC in ns."""
+
+    def __init__(self, fd: int, model: Any, log: Any, start_ns: int, stop: list[bool]) -> None:
+        self.fd = fd
+        self.model = model
+        self.log = log
+        self.start_ns = start_ns
+        self.stop = stop  # stop[0] is set by the signal handler
+        self.packets_in = 0
+        self.counts = {"deliver": 0, "drop_loss": 0, "drop_queue": 0, "write_error": 0}
+        self.lateness_ns = array.array("q")
+
+    def run(self) -> None:
+        fd = self.fd
+        model = self.model
+        write_log = self.log.write
+        mono = time.monotonic_ns
+        sel = select.select
+        read = os.read
+        write = os.write
+        start = self.start_ns
+        rlist = [fd]
+        pending: deque[tuple[int, int, bytes, int, int]] = deque()
+        counts = self.counts
+        lateness = self.lateness_ns
+        seq = 0
+        margin = SPIN_MAX_NS  # spin this long before a release; adapts to observed wake-ups
+        window_start = mono()
+        window_packets = 0
+        window_spin = 0
+        spin = True
+        stop = self.stop
+        while not stop[0]:
+            now = mono()
+            wait = pending[0][0] - now if pending else MAX_BLOCK_NS
+            ready: Any = ()
+            if wait > COARSE_NS:
+                # Long sleeps wake late (deep idle); sleep coarse, then again close to the target.
+                ready = sel(rlist, (), (), min(wait - COARSE_NS // 2, MAX_BLOCK_NS) / 1e9)[0]
+            elif wait > 0:
+                if not spin:
+                    ready = sel(rlist, (), (), wait / 1e9)[0]
+                elif wait > margin:
+                    target = now + wait - margin
+                    ready = sel(rlist, (), (), (wait - margin) / 1e9)[0]
+                    if not ready:
+                        over = mono() - target
+                        margin = max(margin - SPIN_DECAY_NS, min(over + SPIN_PAD_NS, SPIN_MAX_NS))
+                        margin = max(margin, SPIN_MIN_NS)
+                else:
+                    t0 = now
+                    ready = sel(rlist, (), (), 0)[0]  # spin: poll until the release is due
+                    window_spin += mono() - t0
+            if ready:
+                for _ in range(DRAIN_BATCH):
+                    try:
+                        pkt = read(fd, 65536)
+                    except BlockingIOError:
+                        break
+                    t = mono()
+                    size = len(pkt)
+                    v = model.offer(t, size)
+                    if v.event == "deliver":
+                        pending.append((v.release_ns, seq, pkt, t, v.link_exit_ns))
+                    else:
+                        counts[v.event] += 1
+                        write_log(f"{seq}\t{t - start}\t{size}\t{v.event}\t\t\t\n")
+                    seq += 1
+                    window_packets += 1
+            now = mono()
+            while pending and pending[0][0] <= now:
+                release, s, pkt, arrival, link_exit = pending.popleft()
+                actual = mono()  # the release: the kernel's forwarding runs inside write()
+                try:
+                    write(fd, pkt)
+                    event = "deliver"
+                except OSError:
+                    event = "write_error"
+                counts[event] += 1
+                lateness.append(actual - release)
+                write_log(
+                    f"{s}\t{arrival - start}\t{len(pkt)}\t{event}\t{link_exit - start}\t"
+                    f"{release - start}\t{actual - start}\n"
+                )
+                now = mono()
+            elapsed = now - window_start
+            if elapsed >= WINDOW_NS:
+                # Spin only while cheap: never near the RT throttle (95% busy pauses us 50 ms).
+                spin = window_packets * 1e9 / elapsed < MAX_SPIN_PPS
+                window_start, window_packets, window_spin = now, 0, 0
+            elif window_spin > SPIN_BUDGET * WINDOW_NS:
+                spin = False
+        self.packets_in = seq
+
+    def stats(self, granted: dict[str, Any]) -> dict[str, Any]:
+        late = sorted(self.lateness_ns)
+
+        def q(p: float) -> float | None:
+            return late[min(len(late) - 1, int(p * len(late)))] / 1000 if late else None
+
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "packets_in": self.packets_in,
+            **self.counts,
+            "lateness_us": {
+                "p50": q(0.5),
+                "p99": q(0.99),
+                "max": late[-1] / 1000 if late else None,
+            },
+            "stalls_over_1ms": sum(1 for x in late if x > STALL_NS),
+            "cpu_s": usage.ru_utime + usage.ru_stime,
+            "duration_s": (time.monotonic_ns() - self.start_ns) / 1e9,
+            "timing": granted,
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--netns", required=True)
+    ap.add_argument("--tun", required=True)
+    ap.add_argument("--spec", required=True, help="LinkSpec as JSON")
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--stats", required=True)
+    ap.add_argument("--pidfile", required=True)
+    ap.add_argument("--header", default="{}", help="extra JSON for the log header")
+    ap.add_argument("--ready-fd", type=int, required=True)
+    ap.add_argument("--rt-priority", type=int, default=50)
+    ap.add_argument("--cpu", type=int, default=None)
+    args = ap.parse_args(argv)
+
+    from testbed.net.ledger import write_pidfile
+
+    write_pidfile(args.pidfile)  # first: a crash of the parent cannot hide this process
+
+    from testbed.config import parse_link_spec
+    from testbed.net.nsenter import enter_netns
+    from testbed.shaping.linklog import write_header
+    from testbed.shaping.model import LinkModel
+    from testbed.shaping.traces import load_trace
+
+    spec = parse_link_spec(json.loads(args.spec), "--spec", "spec", Path("/"))
+    trace = load_trace(spec.trace) if spec.trace else None
+    enter_netns(args.netns)
+    fd = open_tun(args.tun)
+    stop = [False]
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop[0] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    granted = tune_timing(args.rt_priority, args.cpu)
+    start_mono = time.monotonic_ns()
+    start_real = time.time_ns()
+    model = LinkModel(spec, seed=args.seed, start_ns=start_mono, trace=trace)
+    with open(args.log, "w", buffering=1 << 20) as log:
+        header = json.loads(args.header)
+        header.update(
+            spec=spec.to_dict(),
+            seed=args.seed,
+            start_mono_ns=start_mono,
+            start_real_ns=start_real,
+            tun=args.tun,
+            netns=args.netns,
+            timing=granted,
+        )
+        write_header(log, header)
+        emulator = Emulator(fd, model, log, start_mono, stop)
+        try:
+            os.write(args.ready_fd, f"ready {start_mono} {start_real}\n".encode())
+            os.close(args.ready_fd)
+        except OSError:
+            return 1  # the parent is gone before we were ready: nobody will use this link
+        emulator.run()
+    Path(args.stats).write_text(json.dumps(emulator.stats(granted), indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
