@@ -193,7 +193,10 @@ def parse_link_spec(value: Any, src: str, path: str, base_dir: Path) -> LinkSpec
         if not p.is_absolute():
             p = base_dir / p
         trace_path = str(p.resolve())
-        load_trace(trace_path)  # validates: missing, empty, malformed, decreasing
+        try:
+            load_trace(trace_path)  # validates: missing, empty, malformed, decreasing
+        except ConfigError as e:
+            raise ConfigError(src, f"{path}.trace", str(e)) from None
     ge = None
     if data.get("gilbert_elliott") is not None:
         ge = parse_gilbert_elliott(data["gilbert_elliott"], src, f"{path}.gilbert_elliott")

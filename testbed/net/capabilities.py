@@ -35,7 +35,7 @@ def _qdisc(ns: str, kind: str, **kw: object) -> Capability:
         with NetNS(ns) as n:
             lo = n.link_lookup(ifname="lo")[0]
             n.tc("add", kind, index=lo, **kw)
-            n.tc("del", kind, index=lo)
+            n.tc("del", kind, index=lo, **kw)
         return Capability(f"qdisc {kind}", True, "tc qdisc add works")
     except NetlinkError as e:
         msg = os.strerror(e.code) if e.code else str(e)

@@ -1,0 +1,116 @@
+"""Kernel state is owned: after kill -9, `testbed clean` leaves zero namespaces and processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from testbed.net.ledger import Ledger, process_start_ticks, state_root
+from tests.conftest import ROOT
+from tests.system.conftest import namespaces_of, run_cli
+
+P2P = str(ROOT / "topologies" / "p2p.yaml")
+
+
+def _emulator_pids(run: str) -> list[tuple[int, int]]:
+    out = []
+    for e in Ledger(run).entries():
+        if e["kind"] == "process":
+            pid, ticks = Path(e["pidfile"]).read_text().split()
+            out.append((int(pid), int(ticks)))
+    return out
+
+
+def _alive(pid: int, ticks: int) -> bool:
+    return process_start_ticks(pid) == ticks
+
+
+def test_clean_after_kill_9_of_emulators(run: str) -> None:
+    assert run_cli("up", P2P, "--name", run).returncode == 0
+    pids = _emulator_pids(run)
+    assert len(pids) == 2 and all(_alive(*p) for p in pids)
+    for pid, _ in pids:
+        os.kill(pid, signal.SIGKILL)
+    res = run_cli("clean")
+    assert res.returncode == 0, res.stderr
+    assert namespaces_of(run) == []
+    assert not any(_alive(*p) for p in pids)
+    assert not (state_root() / run).exists()
+
+
+def test_clean_after_kill_9_of_up_mid_build(run: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "testbed.cli", "up", P2P, "--name", run],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ledger = Ledger(run)
+    deadline = time.monotonic() + 20
+    # wait until the build is under way: the first emulator is recorded
+    while time.monotonic() < deadline:
+        if any(e["kind"] == "process" for e in ledger.entries()):
+            break
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait()
+    assert namespaces_of(run), "the build should have been under way"
+    time.sleep(0.3)  # let an emulator that was starting finish writing its pidfile
+    pids = [
+        (int(a), int(b))
+        for e in ledger.entries()
+        if e["kind"] == "process"
+        for a, b in [Path(e["pidfile"]).read_text().split()]
+        if Path(e["pidfile"]).exists()
+    ]
+    res = run_cli("clean", "--name", run)
+    assert res.returncode == 0, res.stderr
+    assert namespaces_of(run) == []
+    assert not any(_alive(*p) for p in pids)
+
+
+def test_sigterm_during_up_undoes(run: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "testbed.cli", "up", P2P, "--name", run],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ledger = Ledger(run)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not ledger.entries():
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    if proc.returncode == 0:  # it finished before the signal landed: take it down
+        assert run_cli("down", "--name", run).returncode == 0
+    else:
+        assert "interrupted" in err
+    assert namespaces_of(run) == []
+
+
+def test_clean_touches_nothing_it_did_not_record(run: str) -> None:
+    foreign = f"{run}-foreign"
+    subprocess.run(["ip", "netns", "add", foreign], check=True)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        assert run_cli("up", P2P, "--name", run).returncode == 0
+        assert run_cli("clean").returncode == 0
+        assert namespaces_of(run) == [foreign]
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        subprocess.run(["ip", "netns", "del", foreign], check=True)
+
+
+def test_ledger_records_before_creating(run: str) -> None:
+    assert run_cli("up", P2P, "--name", run).returncode == 0
+    kinds = [
+        e["kind"] for e in json.loads((state_root() / run / "ledger.json").read_text())["entries"]
+    ]
+    assert kinds[:3] == ["netns", "netns", "netns"] and kinds.count("process") == 2
+    assert run_cli("down", "--name", run).returncode == 0

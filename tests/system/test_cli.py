@@ -1,0 +1,113 @@
+"""The CLI as a user runs it: up / exec / down, doctor, and bad input (exit 2, nothing made)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.system.conftest import namespaces_of, run_cli
+
+P2P = str(ROOT / "topologies" / "p2p.yaml")
+
+
+def test_up_exec_down(run: str) -> None:
+    up = run_cli(
+        "up", P2P, "--name", run, "--set", "uplink.delay_ms=2", "--set", "downlink.delay_ms=2"
+    )
+    assert up.returncode == 0, up.stderr
+    assert "backend emu" in up.stdout and "10.77.0.1" in up.stdout and "10.77.1.1" in up.stdout
+    assert len(namespaces_of(run)) == 3
+    again = run_cli("up", P2P, "--name", run)
+    assert again.returncode == 2 and "already up" in again.stderr
+    ex = run_cli(
+        "exec", "--name", run, "sender", "--", "sh", "-c", "ping -c 2 -i 0.05 -n $TB_ADDR_RECEIVER"
+    )
+    assert ex.returncode == 0, ex.stderr
+    assert "2 received" in ex.stdout
+    bad_host = run_cli("exec", "--name", run, "nobody", "--", "true")
+    assert bad_host.returncode == 2 and "valid: sender, receiver" in bad_host.stderr
+    down = run_cli("down", "--name", run)
+    assert down.returncode == 0, down.stderr
+    assert "path-uplink" in down.stdout and "delivered" in down.stdout
+    assert namespaces_of(run) == []
+    assert "nothing is up" in run_cli("down", "--name", run).stdout
+
+
+def _topology(tmp_path: Path, text: str) -> str:
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+GOOD = """hosts: [sender, receiver]
+links:
+  - name: path
+    between: [sender, receiver]
+    uplink: {rate_mbps: 10, delay_ms: 30, %s}
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "sets", "message"),
+    [
+        ("colour: blue", [], "links.path.uplink.colour: unknown key; valid keys: rate_mbps"),
+        ("loss_pct: 150", [], "links.path.uplink.loss_pct: 150 is out of range; valid: [0, 100]"),
+        ("loss_pct: 1", ["uplink.rate_mbps=-3"], "links.path.uplink.rate_mbps: -3 is out of range"),
+        (
+            "loss_pct: 1",
+            ["uplink.delay_ms=abc"],
+            "links.path.uplink.delay_ms: 'abc' is not a number",
+        ),
+        (
+            "loss_pct: 1",
+            ["uplink.rate_mbps=null", "uplink.trace=/no/such.trace"],
+            "trace file not found",
+        ),
+        ("loss_pct: 1", ["--backend", "warp"], "'warp' is unknown; valid: auto, emu, netem"),
+        ("loss_pct: 1", ["--backend", "netem"], "this kernel has no sch_netem"),
+        ("loss_pct: 1", ["--name", "Bad_Name"], "--name: Bad_Name: not a valid name"),
+    ],
+)
+def test_bad_input_exits_2_and_creates_nothing(
+    tmp_path: Path, run: str, extra: str, sets: list[str], message: str
+) -> None:
+    path = _topology(tmp_path, GOOD % extra)
+    args = ["up", path, "--name", run]
+    for s in sets:
+        args += [s] if s.startswith("--") or "=" not in s else ["--set", s]
+    res = run_cli(*args)
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], res.stderr
+    assert namespaces_of(run) == []
+
+
+def test_malformed_yaml_exits_2(tmp_path: Path, run: str) -> None:
+    res = run_cli("up", _topology(tmp_path, "hosts: [a\n"), "--name", run)
+    assert res.returncode == 2 and "bad.yaml: line" in res.stderr and "malformed YAML" in res.stderr
+
+
+def test_malformed_trace_exits_2(tmp_path: Path, run: str) -> None:
+    (tmp_path / "x.trace").write_text("3\n1\n")
+    res = run_cli(
+        "up",
+        _topology(tmp_path, GOOD % "loss_pct: 0"),
+        "--name",
+        run,
+        "--set",
+        "uplink.rate_mbps=null",
+        "--set",
+        f"uplink.trace={tmp_path / 'x.trace'}",
+    )
+    assert res.returncode == 2
+    assert "x.trace: line 2: 1 comes after 3" in res.stderr
+
+
+def test_doctor_reports_kernel_and_backend(run: str) -> None:
+    res = run_cli("doctor", "--name", run)
+    assert res.returncode == 0, res.stderr
+    assert "qdisc netem" in res.stdout and "TUN" in res.stdout
+    assert "backend auto -> emu" in res.stdout
+    assert namespaces_of(run) == [] and namespaces_of(f"{run}-") == []
