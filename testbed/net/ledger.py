@@ -14,7 +14,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,21 @@ from testbed.errors import BusyError
 from testbed.net.nsenter import NETNS_DIR
 
 Entry = dict[str, Any]
+
+
+_DEFERRED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold Ctrl-C/SIGTERM until the block ends: for creations a signal must not cut in half
+    (pyroute2 makes a namespace in a helper process; an interrupted parent would undo first
+    and the helper would finish after)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def state_root() -> Path:

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from testbed.errors import KernelError
-from testbed.net.ledger import Ledger
+from testbed.net.ledger import Ledger, deferred_signals
 from testbed.net.nsenter import NETNS_DIR, enter_netns, netns_sysctl
 
 
@@ -30,7 +30,8 @@ def create(ledger: Ledger, name: str, router: bool = False) -> None:
             "run `testbed clean`; otherwise choose another --name"
         )
     ledger.record("netns", name=name)
-    netns.create(name)
+    with deferred_signals():
+        netns.create(name)
     with NetNS(name) as ns:
         ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
     for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"):

@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rt-priority", type=int, default=50)
     ap.add_argument("--cpu", type=int, default=None)
     args = ap.parse_args(argv)
+    # A parent may have been holding signals while it started us: take them again.
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
     from testbed.net.ledger import write_pidfile
 

@@ -60,13 +60,12 @@ def test_clean_after_kill_9_of_up_mid_build(run: str) -> None:
     proc.wait()
     assert namespaces_of(run), "the build should have been under way"
     time.sleep(0.3)  # let an emulator that was starting finish writing its pidfile
-    pids = [
-        (int(a), int(b))
-        for e in ledger.entries()
-        if e["kind"] == "process"
-        for a, b in [Path(e["pidfile"]).read_text().split()]
-        if Path(e["pidfile"]).exists()
-    ]
+    pids = []
+    for e in ledger.entries():
+        pidfile = Path(e.get("pidfile", "/nonexistent"))
+        if e["kind"] == "process" and pidfile.exists():
+            pid, ticks = pidfile.read_text().split()
+            pids.append((int(pid), int(ticks)))
     res = run_cli("clean", "--name", run)
     assert res.returncode == 0, res.stderr
     assert namespaces_of(run) == []
