@@ -130,21 +130,30 @@ def exec_(host: str, command: tuple[str, ...], name: str) -> None:
         _fail(TestbedError(f"{command[0]}: command not found inside {host}"))
 
 
-def _print_stats(log_dir: Path) -> None:
-    for path in sorted(log_dir.glob("link-*.stats.json")):
-        try:
-            st = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        late = st.get("lateness_us", {})
-        tag = path.name.removeprefix("link-").removesuffix(".stats.json")
-        p50, p99 = late.get("p50"), late.get("p99")
-        lat = f"release lateness p50 {p50:.0f} us p99 {p99:.0f} us" if p50 is not None else ""
-        click.echo(
-            f"  {tag}: {st['packets_in']} in, {st['deliver']} delivered, "
-            f"{st['drop_loss']} lost, {st['drop_queue']} queue drops; {lat}; "
-            f"{st['stalls_over_1ms']} releases >1 ms late; cpu {st['cpu_s']:.2f} s"
-        )
+def _print_stats(info: Any) -> None:
+    """One line per emulated direction, from the stats each emulator wrote when it stopped."""
+    for lname, link in info.links.items():
+        for direction in ("uplink", "downlink"):
+            tag = f"{lname}.{direction}"
+            path = link[direction].get("stats")
+            try:
+                st = json.loads(Path(path).read_text()) if path else None
+            except (OSError, ValueError):
+                st = None
+            if st is None:
+                click.echo(f"  {tag}: no statistics: its emulator did not stop cleanly (killed?)")
+                continue
+            late = st["lateness_us"]
+            lat = (
+                f"release lateness p50 {late['p50']:.0f} us p99 {late['p99']:.0f} us"
+                if late["p50"] is not None
+                else "no packets"
+            )
+            click.echo(
+                f"  {tag}: {st['packets_in']} in, {st['deliver']} delivered, "
+                f"{st['drop_loss']} lost, {st['drop_queue']} queue drops; {lat}; "
+                f"{st['stalls_over_1ms']} releases >1 ms late; cpu {st['cpu_s']:.2f} s"
+            )
 
 
 @cli.command()
@@ -172,7 +181,7 @@ def down(name: str) -> None:
         ledger.unlock()
     click.echo(f"{name!r} is down ({removed} objects removed)")
     if info is not None:
-        _print_stats(Path(info.log_dir))
+        _print_stats(info)
         click.echo(f"link logs kept in {info.log_dir}")
 
 

@@ -43,6 +43,7 @@ class EmuBackend:
         tun = names.ifname(plan.run, plan.link_index, "up" if plan.direction == "uplink" else "dn")
         pidfile = plan.log_dir / f"emu-{plan.tag}.pid"
         errfile = plan.log_dir / f"emu-{plan.tag}.err"
+        plan.stats_path.unlink(missing_ok=True)  # a previous run's, under the same name
         entry = ledger.record("process", pidfile=str(pidfile), what=f"emulator {plan.tag}")
         read_fd, write_fd = os.pipe()
         cmd = [
@@ -140,7 +141,10 @@ def _route_into_tun(plan: DirectionPlan, tun: str) -> None:
             tun_index = ns.link_lookup(ifname=tun)[0]
             ns.link("set", index=tun_index, txqlen=TUN_TXQUEUELEN)
             ns.link("set", index=tun_index, state="up")
-            ns.route("add", dst="0.0.0.0/0", oif=tun_index, table=table)
+            # If the emulator dies, its TUN and this route vanish: the blackhole below then
+            # drops the traffic instead of letting it bypass the emulated link unshaped.
+            ns.route("add", dst="0.0.0.0/0", type="blackhole", table=table, priority=4096)
+            ns.route("add", dst="0.0.0.0/0", oif=tun_index, table=table, priority=1)
             ns.rule("add", iifname=plan.in_ifname, table=table, priority=table)
     except (NetlinkError, IndexError) as e:
         raise KernelError(f"routing {plan.tag} into {tun} in {plan.router_ns} failed: {e}") from e

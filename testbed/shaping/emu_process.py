@@ -56,6 +56,82 @@ def open_tun(name: str) -> int:
     return fd
 
 
+ETH_P_ALL = 0x0003
+SO_TIMESTAMPNS = 35
+SO_ATTACH_FILTER = 26
+STAMP_SNAP = 48  # bytes of each packet the timestamp socket copies: enough to match it
+# Classic BPF: accept (first STAMP_SNAP bytes of) packets the kernel sends INTO the TUN only.
+_OUTGOING_ONLY = [
+    (0x20, 0, 0, 0xFFFFF004),  # ld pkttype (SKF_AD_OFF + SKF_AD_PKTTYPE)
+    (0x15, 0, 1, 4),  # jeq PACKET_OUTGOING
+    (0x06, 0, 0, STAMP_SNAP),  # ret snap
+    (0x06, 0, 0, 0),  # ret 0 (drop)
+]
+
+
+class ArrivalStamps:
+    """Kernel timestamps of packets entering the TUN, so a late wake-up does not delay them.
+
+    A packet socket on the TUN sees each packet the moment the kernel hands it to the TUN, with
+    a kernel timestamp (CLOCK_REALTIME, converted to CLOCK_MONOTONIC). The emulator matches each
+    packet it reads to its stamp by content; with no stamp it falls back to its own clock.
+    """
+
+    def __init__(self, ifname: str) -> None:
+        import socket
+
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+        prog = b"".join(struct.pack("HBBI", *ins) for ins in _OUTGOING_ONLY)
+        self._prog = ctypes.create_string_buffer(prog)
+        fprog = struct.pack("HL", len(_OUTGOING_ONLY), ctypes.addressof(self._prog))
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.sock.bind((ifname, ETH_P_ALL))
+        self.sock.setblocking(False)
+        self.pending: deque[tuple[bytes, int]] = deque()
+        self.offset_ns = 0
+        self.resync()
+        self.matched = 0
+        self.fallbacks = 0
+
+    def resync(self) -> None:
+        """Offset between the kernel's realtime stamps and CLOCK_MONOTONIC (NTP may slew it)."""
+        a = time.monotonic_ns()
+        r = time.time_ns()
+        b = time.monotonic_ns()
+        self.offset_ns = r - (a + b) // 2
+
+    def _drain(self) -> None:
+        recvmsg = self.sock.recvmsg
+        offset = self.offset_ns
+        while True:
+            try:
+                data, anc, _, _ = recvmsg(STAMP_SNAP, 64)
+            except BlockingIOError:
+                return
+            except OSError:  # e.g. ENETDOWN, reported once after the TUN came up: go on
+                continue
+            for _level, _kind, value in anc:
+                sec, nsec = struct.unpack_from("qq", value)
+                self.pending.append((data, sec * 1_000_000_000 + nsec - offset))
+
+    def stamp(self, pkt: bytes, now_ns: int) -> int:
+        head = pkt[:STAMP_SNAP]
+        pending = self.pending
+        for attempt in range(2):
+            for i, (data, t) in enumerate(pending):
+                if data == head:
+                    for _ in range(i + 1):  # stamps before it: packets the TUN never delivered
+                        pending.popleft()
+                    self.matched += 1
+                    return min(t, now_ns)
+            if attempt == 0:
+                self._drain()
+        self.fallbacks += 1  # its stamp was lost (socket buffer full): keep the later ones
+        return now_ns
+
+
 def tune_timing(rt_priority: int, cpu: int | None) -> dict[str, Any]:
     """Ask for precise timers; report what was granted (recorded in the stats)."""
     granted: dict[str, Any] = {}
@@ -79,7 +155,16 @@ def tune_timing(rt_priority: int, cpu: int | None) -> dict[str, Any]:
 class Emulator:
     """The loop. Everything time-related reads CLOCK_MONOTONIC in ns."""
 
-    def __init__(self, fd: int, model: Any, log: Any, start_ns: int, stop: list[bool]) -> None:
+    def __init__(
+        self,
+        fd: int,
+        model: Any,
+        log: Any,
+        start_ns: int,
+        stop: list[bool],
+        stamps: ArrivalStamps | None = None,
+    ) -> None:
+        self.stamps = stamps
         self.fd = fd
         self.model = model
         self.log = log
@@ -109,6 +194,8 @@ class Emulator:
         window_spin = 0
         spin = True
         stop = self.stop
+        stamps = self.stamps
+        last_arrival = 0
         while not stop[0]:
             now = mono()
             wait = pending[0][0] - now if pending else MAX_BLOCK_NS
@@ -137,6 +224,11 @@ class Emulator:
                     except BlockingIOError:
                         break
                     t = mono()
+                    if stamps is not None:
+                        t = stamps.stamp(pkt, t)
+                    if t < last_arrival:  # the model takes packets in time order
+                        t = last_arrival
+                    last_arrival = t
                     size = len(pkt)
                     v = model.offer(t, size)
                     if v.event == "deliver":
@@ -167,6 +259,8 @@ class Emulator:
                 # Spin only while cheap: never near the RT throttle (95% busy pauses us 50 ms).
                 spin = window_packets * 1e9 / elapsed < MAX_SPIN_PPS
                 window_start, window_packets, window_spin = now, 0, 0
+                if stamps is not None:
+                    stamps.resync()
             elif window_spin > SPIN_BUDGET * WINDOW_NS:
                 spin = False
         self.packets_in = seq
@@ -190,6 +284,11 @@ class Emulator:
             "cpu_s": usage.ru_utime + usage.ru_stime,
             "duration_s": (time.monotonic_ns() - self.start_ns) / 1e9,
             "timing": granted,
+            "arrival_stamps": (
+                {"kernel": self.stamps.matched, "own_clock": self.stamps.fallbacks}
+                if self.stamps is not None
+                else None
+            ),
         }
 
 
@@ -206,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ready-fd", type=int, required=True)
     ap.add_argument("--rt-priority", type=int, default=50)
     ap.add_argument("--cpu", type=int, default=None)
+    ap.add_argument(
+        "--no-kernel-stamps",
+        dest="kernel_stamps",
+        action="store_false",
+        help="time arrivals by this process's own clock (when it reads the packet)",
+    )
     args = ap.parse_args(argv)
     # A parent may have been holding signals while it started us: take them again.
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -224,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     trace = load_trace(spec.trace) if spec.trace else None
     enter_netns(args.netns)
     fd = open_tun(args.tun)
+    stamps = ArrivalStamps(args.tun) if args.kernel_stamps else None
     stop = [False]
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -248,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             timing=granted,
         )
         write_header(log, header)
-        emulator = Emulator(fd, model, log, start_mono, stop)
+        emulator = Emulator(fd, model, log, start_mono, stop, stamps)
         try:
             os.write(args.ready_fd, f"ready {start_mono} {start_real}\n".encode())
             os.close(args.ready_fd)

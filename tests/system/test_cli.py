@@ -30,7 +30,7 @@ def test_up_exec_down(run: str) -> None:
     assert bad_host.returncode == 2 and "valid: sender, receiver" in bad_host.stderr
     down = run_cli("down", "--name", run)
     assert down.returncode == 0, down.stderr
-    assert "path-uplink" in down.stdout and "delivered" in down.stdout
+    assert "path.uplink" in down.stdout and "delivered" in down.stdout
     assert namespaces_of(run) == []
     assert "nothing is up" in run_cli("down", "--name", run).stdout
 

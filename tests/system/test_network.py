@@ -108,3 +108,31 @@ def test_build_failure_undoes_everything(run: str) -> None:
         assert namespaces_of(run) == [f"{run}-receiver"]  # only the one we made by hand
     finally:
         subprocess.run(["ip", "netns", "del", f"{run}-receiver"], check=True)
+
+
+def test_dead_emulator_blackholes_instead_of_bypassing(run: str) -> None:
+    import os
+    import signal
+
+    with Network(topo(LinkSpec(delay_ms=20)), make_backend("emu"), run=run) as net:
+        assert net.info is not None
+        net.run_in("sender", ["ping", "-c", "1", "-W", "2", net.address("receiver")])
+        os.kill(net.info.links["path"]["uplink"]["pid"], signal.SIGKILL)
+        res = net.run_in(
+            "sender",
+            ["ping", "-c", "3", "-i", "0.1", "-W", "1", net.address("receiver")],
+            check=False,
+        )
+        assert res.returncode != 0 and " 0 received" in res.stdout
+
+
+def test_arrivals_carry_kernel_timestamps(run: str) -> None:
+    import json
+
+    with Network(topo(LinkSpec(rate_mbps=10, delay_ms=5)), make_backend("emu"), run=run) as net:
+        assert net.info is not None
+        stats_path = net.info.links["path"]["uplink"]["stats"]
+        probe(net, 1, 1000, 0.5)
+    stats = json.loads(Path(stats_path).read_text())
+    assert stats["arrival_stamps"]["kernel"] >= 50
+    assert stats["arrival_stamps"]["own_clock"] <= 1
