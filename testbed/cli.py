@@ -29,6 +29,10 @@ def _echo_prefixed(prefix: str, message: str) -> None:
     click.echo(prefix + message)
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def _require_root() -> None:
     if os.geteuid() != 0:
         _fail(TestbedError("this command creates network namespaces: run it as root"))
@@ -229,6 +233,95 @@ def doctor(name: str) -> None:
     click.echo(f"  timers: select() 1 ms sleeps wake late by p50 {p50:.0f} us, p99 {p99:.0f} us")
     chosen, why = choose_backend("auto", name)
     click.echo(f"backend auto -> {chosen} ({why})")
+
+
+@cli.command()
+@click.argument("topology", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--bitrate-mbps", type=float, default=4.0, show_default=True)
+@click.option("--duration-s", type=float, default=20.0, show_default=True)
+@click.option("--source", default="synthetic", show_default=True, help="synthetic | video")
+@click.option("--fps", type=float, default=30.0, show_default=True)
+@click.option("--codec", default="vp8", show_default=True, help="video source: vp8 | h264")
+@click.option("--video", default=None, help="video file for --source video [a moving pattern]")
+@click.option("--nack", default="aiortc", show_default=True, help="aiortc | retry | off")
+@click.option("--history-packets", type=int, default=128, show_default=True)
+@click.option(
+    "--stream-set",
+    "stream_sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="any other stream key (e.g. keyframe_period_s=1, width=1280)",
+)
+@click.option("--backend", default=None, help="link backend: auto | emu | netem")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="topology override")
+@click.option("--seed", type=int, default=None, help="seed of the loss and jitter models")
+@click.option("-o", "--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@_name_option()
+def stream(
+    topology: Path,
+    bitrate_mbps: float,
+    duration_s: float,
+    source: str,
+    fps: float,
+    codec: str,
+    video: str | None,
+    nack: str,
+    history_packets: int,
+    stream_sets: tuple[str, ...],
+    backend: str | None,
+    sets: tuple[str, ...],
+    seed: int | None,
+    out: Path,
+    name: str,
+) -> None:
+    """Bring TOPOLOGY up, run one WebRTC session sender -> receiver, tear down, write OUT."""
+    from testbed.config import load_topology, parse_set, validate_run_name
+    from testbed.net.capabilities import choose_backend
+    from testbed.rtc.session import run_stream
+    from testbed.rtc.spec import parse_stream
+    from testbed.shaping.backends import make_backend
+
+    data: dict[str, Any] = {
+        "bitrate_mbps": bitrate_mbps,
+        "duration_s": duration_s,
+        "source": source,
+        "fps": fps,
+        "codec": codec,
+        "nack": nack,
+        "history_packets": history_packets,
+    }
+    if video is not None:
+        data["video"] = video
+    try:
+        for item in stream_sets:
+            key, value = parse_set(item)
+            data[key] = value
+        validate_run_name(name)
+        spec = parse_stream(data, "--stream")
+        topo = load_topology(topology, sets)
+        chosen, why = choose_backend(backend or topo.backend, name)
+        _require_root()
+        click.echo(
+            f"streaming {spec.source} {spec.bitrate_mbps:g} Mbps for {spec.duration_s:g} s "
+            f"over {topo.name} (backend {chosen}) -> {out}"
+        )
+        result = run_stream(
+            topo, spec, out, make_backend(chosen), why, run=name, seed=seed, say=click.echo
+        )
+    except TestbedError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        click.echo("testbed: interrupted; the topology was removed", err=True)
+        sys.exit(130)
+    s = result.summary
+    lat = s["latency_ms"]
+    click.echo(
+        f"frames {s['frames']} (complete {s['complete']}, lost {s['lost']}), achieved "
+        f"{s['achieved_mbps']:.3f} Mbps, latency p50/p95/p99 {_ms(lat['p50'])}/{_ms(lat['p95'])}/"
+        f"{_ms(lat['p99'])} ms, retransmissions {s['retransmissions']}, "
+        f"packets lost on first try {s['packets_lost_first_try']}"
+    )
+    click.echo(f"wrote {out}/frames.parquet, cell.json, pcaps and link logs")
 
 
 @cli.group()

@@ -31,6 +31,17 @@ from testbed.shaping.traces import load_trace
 
 Say = Callable[[str], None]
 TRACES_DIR = Path(__file__).resolve().parents[2] / "topologies" / "traces"
+# Real cellular uplink recordings (Mahimahi's), when the shared folder sits beside the checkout.
+SHARED_TRACES = Path(__file__).resolve().parents[3] / "shared" / "traces" / "mahimahi"
+REAL_TRACES = ("TMobile-LTE-short.up", "Verizon-LTE-short.up")
+
+
+def default_traces() -> list[Path]:
+    shipped = sorted(TRACES_DIR.glob("*.trace"))
+    real = [SHARED_TRACES / n for n in REAL_TRACES if (SHARED_TRACES / n).exists()]
+    return shipped + real
+
+
 PING_BYTES = 84
 IPERF_PAYLOAD = 1400
 
@@ -206,7 +217,7 @@ def _fmt(q: dict[str, float]) -> str:
 
 
 def bench_backend(
-    backend: str, run: str, quick: bool, rates: list[float], say: Say
+    backend: str, run: str, quick: bool, rates: list[float], say: Say, traces: list[Path]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"backend": backend}
     secs = 4 if quick else 10
@@ -271,7 +282,7 @@ def bench_backend(
 
     # 3. Traces: delivered bytes per 100 ms window vs the trace's opportunities.
     out["traces"] = []
-    for trace_path in sorted(TRACES_DIR.glob("*.trace")):
+    for trace_path in traces:
         trace = load_trace(trace_path)
         peak = (
             max(
@@ -282,7 +293,7 @@ def bench_backend(
             / 0.1
             / 1e6
         )
-        seconds = min(trace.period_ms / 1000, 6 if quick else 12)
+        seconds = 6 if quick else 20
         case = Case(
             backend,
             run,
@@ -372,5 +383,8 @@ def run_link_bench(
             say(f"[{backend}] not measured: {e}")
             results.append({"backend": backend, "unavailable": str(e)})
             continue
-        results.append(bench_backend(chosen, run, quick, rates_mbps, say))
+        traces = default_traces()
+        if quick:
+            traces = traces[:3]
+        results.append(bench_backend(chosen, run, quick, rates_mbps, say, traces))
     return results

@@ -1,0 +1,1 @@
+"""Unidirectional WebRTC sessions (aiortc): sources, sender and receiver processes, frame log."""

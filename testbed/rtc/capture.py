@@ -1,0 +1,122 @@
+"""Wire captures: tcpdump with nanosecond kernel timestamps on a host's interface, and a lean
+pcap parser that reads the RTP headers SRTP leaves in clear."""
+
+from __future__ import annotations
+
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from testbed.errors import TestbedError, UnavailableError
+from testbed.net import netns
+
+SNAPLEN = 200  # IP + UDP + RTP header and extensions; payloads are encrypted anyway
+PCAP_NANO_MAGIC = 0xA1B23C4D
+PCAP_MICRO_MAGIC = 0xA1B2C3D4
+
+# one row per UDP packet: t_real_ns, src_ip, dst_ip, ip_bytes, kind, pt, marker, seq, ts, ssrc
+Row = tuple[int, str, str, int, str, int, int, int, int, int]
+
+
+class Capture:
+    """tcpdump inside a namespace, started and ended by us (by its pid)."""
+
+    def __init__(self, netns_name: str, ifname: str, path: Path) -> None:
+        if shutil.which("tcpdump") is None:
+            raise UnavailableError("tcpdump is not installed; run `make setup`")
+        self.path = path
+        cmd = ["tcpdump", "-i", ifname, "-n", "-s", str(SNAPLEN), "-U", "-Z", "root",
+               "--time-stamp-precision=nano", "-w", str(path), "udp"]  # fmt: skip
+        self.proc = netns.popen(netns_name, cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def wait_ready(self, timeout_s: float = 10.0) -> None:
+        """tcpdump says 'listening on' once its socket is capturing."""
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + timeout_s
+        seen = b""
+        while b"listening on" not in seen:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stderr], [], [], left)[0]:
+                raise TestbedError(f"tcpdump did not start: {seen.decode(errors='replace')[-200:]}")
+            chunk = self.proc.stderr.read1(4096)  # type: ignore[attr-defined]
+            if not chunk:
+                raise TestbedError(f"tcpdump exited: {seen.decode(errors='replace')[-200:]}")
+            seen += chunk
+
+    def stop(self) -> str:
+        """End tcpdump (SIGTERM flushes the file); returns its closing statistics."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return bytes(err or b"").decode(errors="replace").strip()
+
+
+def _ip(b: bytes) -> str:
+    return ".".join(str(x) for x in b)
+
+
+def classify(payload: bytes) -> tuple[str, int, int, int, int, int]:
+    """(kind, pt, marker, seq, ts, ssrc): kind is rtp, rtcp, stun, dtls or other (RFC 7983)."""
+    if len(payload) >= 12 and 128 <= payload[0] <= 191:
+        if 192 <= payload[1] <= 223:
+            return "rtcp", payload[1], 0, 0, 0, 0
+        seq, ts, ssrc = struct.unpack_from("!HII", payload, 2)
+        return "rtp", payload[1] & 0x7F, payload[1] >> 7, seq, ts, ssrc
+    if payload and payload[0] <= 3:
+        return "stun", 0, 0, 0, 0, 0
+    if payload and 20 <= payload[0] <= 63:
+        return "dtls", 0, 0, 0, 0, 0
+    return "other", 0, 0, 0, 0, 0
+
+
+def read_pcap(path: Path) -> list[Row]:
+    """Parse an Ethernet pcap of IPv4/UDP; times in CLOCK_REALTIME ns."""
+    data = path.read_bytes()
+    if len(data) < 24:
+        return []
+    magic = struct.unpack_from("<I", data)[0]
+    if magic not in (PCAP_NANO_MAGIC, PCAP_MICRO_MAGIC):
+        raise TestbedError(f"{path}: not a little-endian pcap file")
+    scale = 1 if magic == PCAP_NANO_MAGIC else 1000
+    linktype = struct.unpack_from("<I", data, 20)[0]
+    if linktype != 1:
+        raise TestbedError(f"{path}: link type {linktype}, expected Ethernet")
+    rows: list[Row] = []
+    off = 24
+    n = len(data)
+    while off + 16 <= n:
+        sec, frac, incl, _orig = struct.unpack_from("<IIII", data, off)
+        off += 16
+        frame = data[off : off + incl]
+        off += incl
+        if len(frame) < 14 + 20 + 8 or frame[12:14] != b"\x08\x00":
+            continue
+        ip = frame[14:]
+        ihl = (ip[0] & 0x0F) * 4
+        if ip[9] != 17:
+            continue
+        total = struct.unpack_from("!H", ip, 2)[0]
+        payload = ip[ihl + 8 :]
+        kind, pt, marker, seq, ts, ssrc = classify(payload)
+        rows.append((sec * 1_000_000_000 + frac * scale, _ip(ip[12:16]), _ip(ip[16:20]), total,
+                     kind, pt, marker, seq, ts, ssrc))  # fmt: skip
+    return rows
+
+
+def to_frame(rows: list[Row], offset_ns: int) -> Any:
+    """Rows as a DataFrame with t_ns in CLOCK_MONOTONIC (t_real - offset)."""
+    import pandas as pd
+
+    cols = ["t_ns", "src", "dst", "ip_bytes", "kind", "pt", "marker", "seq", "ts", "ssrc"]
+    df = pd.DataFrame(rows, columns=cols)
+    df["t_ns"] = df["t_ns"].astype("int64") - offset_ns
+    return df

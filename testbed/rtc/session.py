@@ -1,0 +1,242 @@
+"""One WebRTC session over a topology: up, capture, stream, collect, down, write the cell.
+
+The cell folder (one cell of a sweep later):
+  frames.parquet, frames.csv   the per-frame table (testbed.rtc.framelog.COLUMNS)
+  cell.json                    resolved topology + stream config, environment, summary
+  sender.pcap, receiver.pcap   wire captures (kernel ns timestamps; open them in Wireshark)
+  link-*.log, link-*.stats.json  the emulator's per-packet link logs
+  sender.json, receiver.json   what the endpoint taps saw (identity, not timing)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import select
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+
+from testbed.config import TopologySpec
+from testbed.errors import TestbedError
+from testbed.net import names
+from testbed.net.network import Network
+from testbed.rtc.capture import Capture, read_pcap, to_frame
+from testbed.rtc.framelog import build_frame_table
+from testbed.rtc.spec import StreamSpec
+from testbed.shaping.base import Backend
+
+Say = Callable[[str], None]
+
+
+class Endpoint:
+    """An endpoint process in its host, spoken to with JSON lines on stdin/stdout."""
+
+    def __init__(self, net: Network, role: str, host: str, spec: StreamSpec, out: Path) -> None:
+        self.role = role
+        self.errfile = open(out / f"{role}.stderr", "w")  # noqa: SIM115 (closed in close())
+        self.proc = net.popen(
+            host,
+            [sys.executable, "-m", "testbed.rtc.endpoint", role,
+             "--spec", json.dumps(spec.to_dict()), "--out", str(out)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errfile, text=True,
+        )  # fmt: skip
+
+    def send(self, message: dict[str, Any]) -> None:
+        stdin: IO[str] | None = self.proc.stdin
+        assert stdin is not None
+        stdin.write(json.dumps(message) + "\n")
+        stdin.flush()
+
+    def expect(self, kind: str, timeout_s: float) -> dict[str, Any]:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        if not select.select([stdout], [], [], timeout_s)[0]:
+            raise TestbedError(f"{self.role}: no {kind!r} within {timeout_s:.0f} s{self._tail()}")
+        line = stdout.readline()
+        if not line:
+            raise TestbedError(f"{self.role} exited before {kind!r}{self._tail()}")
+        message: dict[str, Any] = json.loads(line)
+        if message.get("type") == "error":
+            raise TestbedError(f"{self.role} failed: {message['error']}{self._tail()}")
+        if message.get("type") != kind:
+            raise TestbedError(f"{self.role}: expected {kind!r}, got {message.get('type')!r}")
+        return message
+
+    def _tail(self) -> str:
+        self.errfile.flush()
+        try:
+            lines = Path(self.errfile.name).read_text().strip().splitlines()[-3:]
+        except OSError:
+            lines = []
+        return (": " + " | ".join(lines)) if lines else ""
+
+    def close(self, timeout_s: float = 15) -> None:
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.errfile.close()
+
+
+@dataclass
+class StreamResult:
+    out: Path
+    frames: pd.DataFrame
+    summary: dict[str, Any]
+
+
+def _environment(backend: str) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    def v(pkg: str) -> str:
+        try:
+            return version(pkg)
+        except Exception:
+            return "?"
+
+    return {
+        "kernel": platform.release(), "python": platform.python_version(),
+        "machine": platform.machine(), "cpus": os.cpu_count(), "link_backend": backend,
+        "versions": {p: v(p) for p in ("rtc-testbed", "aiortc", "av", "pyroute2", "numpy", "pandas")},
+    }  # fmt: skip
+
+
+def summarize(frames: pd.DataFrame, spec: StreamSpec, t0_ns: int | None) -> dict[str, Any]:
+    """Short numbers for the terminal and cell.json; warm-up frames excluded."""
+    f = frames
+    if t0_ns is not None and spec.warmup_s > 0:
+        f = f[f.capture_ns >= t0_ns + spec.warmup_s * 1e9]
+    sent = f[f.status != "not_sent"]
+    done = sent[sent.status == "complete"]
+    lat = done.latency_ns.astype("float64").to_numpy() / 1e6
+    span = (sent.sent_first_ns.max() - sent.sent_first_ns.min()) / 1e9 if len(sent) > 1 else 0
+    achieved = float(sent.size_bytes.sum() * 8 / span / 1e6) if span else float("nan")
+
+    def q(p: float) -> float | None:
+        return float(np.percentile(lat, p)) if len(lat) else None
+
+    return {
+        "frames": len(sent), "complete": len(done), "lost": int((sent.status == "lost").sum()),
+        "achieved_mbps": achieved, "latency_ms": {"p50": q(50), "p95": q(95), "p99": q(99)},
+        "retransmissions": int(sent.retransmissions.sum()),
+        "packets_lost_first_try": int(sent.packets_lost_first_try.sum()),
+    }  # fmt: skip
+
+
+def run_stream(
+    topology: TopologySpec,
+    spec: StreamSpec,
+    out: Path,
+    backend: Backend,
+    backend_reason: str,
+    run: str = "tb",
+    seed: int | None = None,
+    say: Say = lambda _: None,
+) -> StreamResult:
+    out.mkdir(parents=True, exist_ok=True)
+    for host in (spec.sender, spec.receiver):
+        if host not in topology.hosts:
+            raise TestbedError(f"stream.{'sender' if host == spec.sender else 'receiver'}: "
+                               f"{host!r} is not a host of the topology ({', '.join(topology.hosts)})")  # fmt: skip
+    link_index = next(
+        i for i, lk in enumerate(topology.links) if set(lk.between) == {spec.sender, spec.receiver}
+    )
+    link = topology.links[link_index]
+    side = {link.between[0]: "a", link.between[1]: "b"}
+    net = Network(topology, backend, run=run, backend_reason=backend_reason,
+                  log_dir=out / "links", seed=seed)  # fmt: skip
+    started = time.time_ns()
+    with net:
+        info = net.info
+        assert info is not None
+        offset = time.time_ns() - time.monotonic_ns()
+        caps = {
+            role: Capture(
+                info.hosts[host].netns,
+                names.ifname(run, link_index, side[host]),
+                out / f"{role}.pcap",
+            )
+            for role, host in (("sender", spec.sender), ("receiver", spec.receiver))
+        }
+        endpoints: list[Endpoint] = []
+        try:
+            for cap in caps.values():
+                cap.wait_ready()
+            receiver = Endpoint(net, "receiver", spec.receiver, spec, out)
+            endpoints.append(receiver)
+            sender = Endpoint(net, "sender", spec.sender, spec, out)
+            endpoints.append(sender)
+            offer = sender.expect("offer", spec.connect_timeout_s)
+            receiver.send({"type": "offer", "sdp": offer["sdp"]})
+            answer = receiver.expect("answer", spec.connect_timeout_s)
+            sender.send({"type": "answer", "sdp": answer["sdp"]})
+            connected = sender.expect("connected", spec.connect_timeout_s)
+            receiver.expect("connected", spec.connect_timeout_s)
+            say(
+                f"connected in {(connected['t_ns'] - offer['t_ns']) / 1e9:.2f} s; streaming {spec.duration_s:g} s"
+            )
+            sender.expect("done", spec.duration_s + spec.drain_s + 30)
+            for ep in endpoints:
+                ep.send({"type": "stop"})
+        finally:
+            for ep in endpoints:
+                ep.close()
+            capture_stats = {role: cap.stop() for role, cap in caps.items()}
+    for ep in endpoints:
+        if ep.proc.returncode != 0:
+            raise TestbedError(f"{ep.role} exited with {ep.proc.returncode}{ep._tail()}")
+    snd = json.loads((out / "sender.json").read_text())
+    rcv = json.loads((out / "receiver.json").read_text())
+    sender_ip, receiver_ip = info.hosts[spec.sender].address, info.hosts[spec.receiver].address
+    sent_wire = to_frame(read_pcap(out / "sender.pcap"), offset)
+    recv_wire = to_frame(read_pcap(out / "receiver.pcap"), offset)
+    sent_wire = sent_wire[(sent_wire.src == sender_ip) & (sent_wire.dst == receiver_ip)]
+    recv_wire = recv_wire[(recv_wire.src == sender_ip) & (recv_wire.dst == receiver_ip)]
+    frames = build_frame_table(
+        snd["frames"], snd["packets"], sent_wire, recv_wire,
+        [(t, ts, n, bytes.fromhex(h)) for t, ts, n, h in rcv["frames_out"]], rcv["nacks"],
+        snd["media_pt"], snd["rtx_pt"], int(spec.giveup_ms * 1e6),
+    )  # fmt: skip
+    if spec.source == "video":
+        frames["size_bytes"] = _video_sizes(frames, sent_wire, snd["media_pt"])
+    summary = summarize(frames, spec, snd.get("track_start_ns"))
+    tmp = out / "frames.parquet.tmp"
+    frames.to_parquet(tmp, index=False)
+    os.replace(tmp, out / "frames.parquet")
+    frames.to_csv(out / "frames.csv", index=False)
+    cell = {
+        "topology": {"source": topology.source, "hosts": list(topology.hosts),
+                     "links": {lk.name: {"between": list(lk.between), "uplink": lk.uplink.to_dict(),
+                                         "downlink": lk.downlink.to_dict()} for lk in topology.links}},
+        "stream": spec.to_dict(), "seed": info.seed, "backend": info.backend,
+        "backend_reason": info.backend_reason, "environment": _environment(info.backend),
+        "rtcp_received_by_sender": snd["rtcp_received"], "plis_sent": len(rcv["plis"]),
+        "capture": capture_stats, "clock_offset_real_minus_mono_ns": offset,
+        "started_real_ns": started, "ended_real_ns": time.time_ns(), "summary": summary,
+        "pcap_bytes": {r: (out / f"{r}.pcap").stat().st_size for r in ("sender", "receiver")},
+    }  # fmt: skip
+    (out / "cell.json").write_text(json.dumps(cell, indent=1, default=str))
+    for p in (out / "links").glob("*"):
+        if p.suffix in (".log", ".json"):
+            shutil.copy(p, out / p.name)
+    shutil.rmtree(out / "links", ignore_errors=True)
+    return StreamResult(out, frames, summary)
+
+
+def _video_sizes(frames: pd.DataFrame, sent_wire: pd.DataFrame, media_pt: int) -> Any:
+    """Encoded frames: bytes on the wire minus IP/UDP/RTP/SRTP overheads, per RTP timestamp."""
+    media = sent_wire[(sent_wire.kind == "rtp") & (sent_wire.pt == media_pt)]
+    media = media.drop_duplicates(["seq", "ts"])
+    per = (media.ip_bytes - 28 - 12 - 12 - 10).groupby(media.ts).sum()
+    return frames.rtp_ts.map(per).fillna(0).astype("int64")

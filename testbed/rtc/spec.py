@@ -1,0 +1,112 @@
+"""StreamSpec: what one WebRTC session sends, and how loss is repaired. Loaded strictly."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from testbed.errors import ConfigError
+
+SOURCES = ("synthetic", "video")
+CODECS = ("vp8", "h264")
+NACK_MODES = ("aiortc", "retry", "off")
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One unidirectional session: sender host -> receiver host.
+
+    source: synthetic (frames of exactly bitrate/fps bytes, no encoder) or video (aiortc's
+    VP8/H.264 encoder on a file or a built-in moving pattern, bitrate pinned).
+    history_packets: the sender's retransmission history (aiortc: 128).
+    nack: aiortc (one NACK when a gap appears), retry (re-request every nack_retry_ms up to
+    nack_max_retries times), off. giveup_ms: a frame not complete by then is lost.
+    """
+
+    source: str = "synthetic"
+    bitrate_mbps: float = 4.0
+    fps: float = 30.0
+    duration_s: float = 20.0
+    warmup_s: float = 0.0
+    keyframe_period_s: float | None = None
+    keyframe_ratio: float = 1.0
+    codec: str = "vp8"
+    video: str | None = None
+    width: int = 640
+    height: int = 480
+    history_packets: int = 128
+    nack: str = "aiortc"
+    nack_retry_ms: float = 70.0
+    nack_max_retries: int = 10
+    giveup_ms: float = 1000.0
+    drain_s: float = 1.5
+    connect_timeout_s: float = 20.0
+    sender: str = "sender"
+    receiver: str = "receiver"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _num(
+    data: Mapping[str, Any], key: str, src: str, lo: float, hi: float, *, open_lo: bool
+) -> None:
+    if key not in data or data[key] is None:
+        return
+    v = data[key]
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ConfigError(src, f"stream.{key}", f"{v!r} is not a number")
+    if (v <= lo if open_lo else v < lo) or v > hi:
+        low = f"> {lo:g}" if open_lo else f">= {lo:g}"
+        raise ConfigError(src, f"stream.{key}", f"{v} is out of range; valid: {low} and <= {hi:g}")
+
+
+def parse_stream(data: Mapping[str, Any], src: str = "--stream") -> StreamSpec:
+    """Validate a mapping into a StreamSpec; errors name the key and what is valid."""
+    allowed = [f.name for f in fields(StreamSpec)]
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(src, f"stream.{key}", f"unknown key; valid: {', '.join(allowed)}")
+    for key, lo, hi, open_lo in (
+        ("bitrate_mbps", 0, 1000, True), ("fps", 0, 240, True), ("duration_s", 0, 86400, True),
+        ("warmup_s", 0, 86400, False), ("keyframe_period_s", 0, 3600, True),
+        ("keyframe_ratio", 1, 100, False), ("nack_retry_ms", 0, 10000, True),
+        ("giveup_ms", 0, 600000, True), ("drain_s", 0, 600, False),
+        ("connect_timeout_s", 0, 600, True),
+    ):  # fmt: skip
+        _num(data, key, src, lo, hi, open_lo=open_lo)
+    for key, lo in (("width", 16), ("height", 16), ("history_packets", 1), ("nack_max_retries", 0)):
+        v = data.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
+            raise ConfigError(src, f"stream.{key}", f"{v!r}: valid: a whole number >= {lo}")
+    for key, valid in (("source", SOURCES), ("codec", CODECS), ("nack", NACK_MODES)):
+        if key in data and data[key] not in valid:
+            raise ConfigError(
+                src, f"stream.{key}", f"{data[key]!r} is unknown; valid: {', '.join(valid)}"
+            )
+    spec = StreamSpec(**data)
+    if spec.video is not None:
+        p = Path(spec.video)
+        if not p.is_file():
+            raise ConfigError(src, "stream.video", f"{spec.video}: no such video file")
+        try:
+            import av
+
+            with av.open(str(p)) as container:
+                if not container.streams.video:
+                    raise ConfigError(src, "stream.video", f"{spec.video}: has no video stream")
+        except ConfigError:
+            raise
+        except Exception as e:  # PyAV raises many kinds for unreadable files
+            raise ConfigError(
+                src, "stream.video", f"{spec.video}: cannot be read as video ({e})"
+            ) from None
+    if spec.source == "synthetic" and spec.bitrate_mbps * 1e6 / 8 / spec.fps < 16:
+        raise ConfigError(
+            src,
+            "stream.bitrate_mbps",
+            "frames would be under 16 bytes; raise the bitrate or lower fps",
+        )
+    return spec
