@@ -67,6 +67,10 @@ class SenderTap:
     rtx_pt: int | None = None
     packets: list[tuple[int, int, int, int, int, int, int]] = field(default_factory=list)
     rtcp_received: dict[str, int] = field(default_factory=dict)
+    # wire RTP timestamp = (origin + the frame's pts in 90 kHz) mod 2^32; aiortc draws origin
+    # at random: it is learnt from the first frame that is sent
+    origin: int | None = None
+    pending_pts: int | None = None
 
 
 def install_sender(history_packets: int) -> SenderTap:
@@ -84,9 +88,21 @@ def install_sender(history_packets: int) -> SenderTap:
             if pt == tap.rtx_pt and len(data) >= hlen + 2:
                 osn = struct.unpack_from("!H", data, hlen)[0]
             tap.packets.append((time.monotonic_ns(), pt, ssrc, seq, ts, marker, osn))
+            if tap.origin is None and tap.pending_pts is not None and pt != tap.rtx_pt:
+                tap.origin = (ts - tap.pending_pts) % (1 << 32)
         await original(self, data)
 
     rtcdtlstransport.RTCDtlsTransport._send_rtp = _send_rtp  # type: ignore[method-assign]
+
+    original_next = rtcrtpsender.RTCRtpSender._next_encoded_frame
+
+    async def _next_encoded_frame(self: Any, codec: Any) -> Any:
+        frame = await original_next(self, codec)
+        if frame is not None and tap.origin is None:
+            tap.pending_pts = frame.timestamp  # its packets are sent next
+        return frame
+
+    rtcrtpsender.RTCRtpSender._next_encoded_frame = _next_encoded_frame  # type: ignore[method-assign]
 
     original_rtcp = rtcrtpsender.RTCRtpSender._handle_rtcp_packet
 

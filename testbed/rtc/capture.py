@@ -19,7 +19,7 @@ SNAPLEN = 200  # IP + UDP + RTP header and extensions; payloads are encrypted an
 PCAP_NANO_MAGIC = 0xA1B23C4D
 PCAP_MICRO_MAGIC = 0xA1B2C3D4
 
-# one row per UDP packet: t_real_ns, src_ip, dst_ip, ip_bytes, kind, pt, marker, seq, ts, ssrc
+# one row per IPv4 packet: t_real_ns, src_ip, dst_ip, ip_bytes, kind, pt, marker, seq, ts, ssrc
 Row = tuple[int, str, str, int, str, int, int, int, int, int]
 
 
@@ -30,8 +30,8 @@ class Capture:
         if shutil.which("tcpdump") is None:
             raise UnavailableError("tcpdump is not installed; run `make setup`")
         self.path = path
-        cmd = ["tcpdump", "-i", ifname, "-n", "-s", str(SNAPLEN), "-U", "-Z", "root",
-               "--time-stamp-precision=nano", "-w", str(path), "udp"]  # fmt: skip
+        cmd = ["tcpdump", "-i", ifname, "-n", "-s", str(SNAPLEN), "-U", "--immediate-mode", "-Z", "root",
+               "--time-stamp-precision=nano", "-w", str(path), "ip"]  # fmt: skip
         self.proc = netns.popen(netns_name, cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def wait_ready(self, timeout_s: float = 10.0) -> None:
@@ -65,7 +65,7 @@ def _ip(b: bytes) -> str:
 
 
 def classify(payload: bytes) -> tuple[str, int, int, int, int, int]:
-    """(kind, pt, marker, seq, ts, ssrc): kind is rtp, rtcp, stun, dtls or other (RFC 7983)."""
+    """(kind, pt, marker, seq, ts, ssrc) of a UDP payload: rtp, rtcp, stun, dtls or other."""
     if len(payload) >= 12 and 128 <= payload[0] <= 191:
         if 192 <= payload[1] <= 223:
             return "rtcp", payload[1], 0, 0, 0, 0
@@ -79,7 +79,7 @@ def classify(payload: bytes) -> tuple[str, int, int, int, int, int]:
 
 
 def read_pcap(path: Path) -> list[Row]:
-    """Parse an Ethernet pcap of IPv4/UDP; times in CLOCK_REALTIME ns."""
+    """Parse an Ethernet pcap of IPv4 packets; times in CLOCK_REALTIME ns."""
     data = path.read_bytes()
     if len(data) < 24:
         return []
@@ -98,15 +98,15 @@ def read_pcap(path: Path) -> list[Row]:
         off += 16
         frame = data[off : off + incl]
         off += incl
-        if len(frame) < 14 + 20 + 8 or frame[12:14] != b"\x08\x00":
+        if len(frame) < 14 + 20 or frame[12:14] != b"\x08\x00":
             continue
         ip = frame[14:]
         ihl = (ip[0] & 0x0F) * 4
-        if ip[9] != 17:
-            continue
         total = struct.unpack_from("!H", ip, 2)[0]
-        payload = ip[ihl + 8 :]
-        kind, pt, marker, seq, ts, ssrc = classify(payload)
+        if ip[9] == 17:
+            kind, pt, marker, seq, ts, ssrc = classify(ip[ihl + 8 :])
+        else:
+            kind, pt, marker, seq, ts, ssrc = ("icmp" if ip[9] == 1 else "other"), 0, 0, 0, 0, 0
         rows.append((sec * 1_000_000_000 + frac * scale, _ip(ip[12:16]), _ip(ip[16:20]), total,
                      kind, pt, marker, seq, ts, ssrc))  # fmt: skip
     return rows

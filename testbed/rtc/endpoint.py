@@ -88,7 +88,7 @@ async def run_sender(spec: StreamSpec, out: Path) -> None:
     result = {
         "media_pt": media_pt, "rtx_pt": tap.rtx_pt, "history_packets": spec.history_packets,
         "frames": track.frames, "packets": tap.packets, "rtcp_received": tap.rtcp_received,
-        "track_start_ns": track.start_ns,
+        "track_start_ns": track.start_ns, "rtp_origin": tap.origin,
     }  # fmt: skip
     (out / "sender.json").write_text(json.dumps(result))
     await pc.close()

@@ -29,10 +29,11 @@ COLUMNS = {
     "retransmissions": "RTX packets the sender sent for the frame",
     "nacks": "packet requests (NACK entries) the receiver sent for the frame",
     "keyframe": "key frame (synthetic: by period; video: from the source)",
-    "status": "complete | lost (not complete within giveup_ms) | not_sent",
+    "status": "complete | lost (not complete within giveup_ms) | not_sent (e.g. the encoder dropped it)",
 }
 
 U32 = 1 << 32
+PTS_TOLERANCE = 2  # 90 kHz ticks
 
 
 def _first_times(df: pd.DataFrame, keys: list[str], name: str) -> pd.DataFrame:
@@ -49,16 +50,16 @@ def build_frame_table(
     media_pt: int,
     rtx_pt: int | None,
     giveup_ns: int,
+    origin: int | None,
 ) -> pd.DataFrame:
-    """One row per source frame; see COLUMNS."""
+    """One row per source frame; see COLUMNS. origin: wire RTP timestamp of pts 0."""
     src = pd.DataFrame(
         source_frames, columns=["frame_id", "pts", "capture_ns", "size_bytes", "keyframe"]
     )
     tap = pd.DataFrame(tap_packets, columns=["t_ns", "pt", "ssrc", "seq", "ts", "marker", "osn"])
     media_tap = tap[tap.pt == media_pt]
-    if media_tap.empty or src.empty:
+    if media_tap.empty or src.empty or origin is None:
         return _empty_table(src)
-    origin = (int(media_tap.ts.iloc[0]) - int(src.pts.iloc[0])) % U32
 
     def media(df: pd.DataFrame) -> pd.DataFrame:
         return df[(df.kind == "rtp") & (df.pt == media_pt)]
@@ -96,11 +97,19 @@ def build_frame_table(
         "retransmissions": g.retransmissions.sum(),
         "nacks": g.nacks.sum(),
     }).reset_index().rename(columns={"ts": "rtp_ts"})  # fmt: skip
-    frames["pts"] = (frames.rtp_ts.astype("int64") - origin) % U32
+    # The encoder's time-base conversion may round a pts by a tick: match to the nearest.
+    wire_pts = (frames.rtp_ts.astype("int64") - origin) % U32
+    frames["wire_pts"] = wire_pts.where(wire_pts < U32 // 2, wire_pts - U32)  # -1 tick, not 2^32-1
+    frames = pd.merge_asof(
+        frames.sort_values("wire_pts"), src[["pts"]].sort_values("pts"),
+        left_on="wire_pts", right_on="pts", direction="nearest", tolerance=PTS_TOLERANCE,
+    ).dropna(subset=["pts"])  # fmt: skip
+    frames["pts"] = frames["pts"].astype("int64")
     jb = pd.DataFrame(jitter_frames, columns=["jitterbuffer_out_ns", "rtp_ts", "jb_bytes", "head"])
     jb = jb.groupby("rtp_ts", as_index=False).jitterbuffer_out_ns.min()
-    table = src.merge(frames, on="pts", how="left").merge(jb, on="rtp_ts", how="left")
-    table["rtp_ts"] = ((table.pts + origin) % U32).astype("int64")
+    frames = frames.merge(jb, on="rtp_ts", how="left").drop(columns=["wire_pts"])
+    table = src.merge(frames, on="pts", how="left")
+    table["rtp_ts"] = table.rtp_ts.fillna((table.pts + origin) % U32).astype("int64")
     for col in (
         "sent_first_ns",
         "sent_last_ns",

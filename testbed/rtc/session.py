@@ -192,6 +192,9 @@ def run_stream(
         finally:
             for ep in endpoints:
                 ep.close()
+            # what the endpoints sent while closing is still on the link: let it arrive
+            flight_ms = max(d.delay_ms + 4 * d.jitter_ms for d in (link.uplink, link.downlink))
+            time.sleep(flight_ms / 1000 + 0.2)
             capture_stats = {role: cap.stop() for role, cap in caps.items()}
     for ep in endpoints:
         if ep.proc.returncode != 0:
@@ -206,7 +209,7 @@ def run_stream(
     frames = build_frame_table(
         snd["frames"], snd["packets"], sent_wire, recv_wire,
         [(t, ts, n, bytes.fromhex(h)) for t, ts, n, h in rcv["frames_out"]], rcv["nacks"],
-        snd["media_pt"], snd["rtx_pt"], int(spec.giveup_ms * 1e6),
+        snd["media_pt"], snd["rtx_pt"], int(spec.giveup_ms * 1e6), snd["rtp_origin"],
     )  # fmt: skip
     if spec.source == "video":
         frames["size_bytes"] = _video_sizes(frames, sent_wire, snd["media_pt"])
