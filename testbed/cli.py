@@ -361,6 +361,31 @@ def bench_link(
         json_out.write_text(json.dumps(results, indent=1))
 
 
+@bench.command(name="floor")
+@click.option("--bitrates", default="0.5,1,2,4,8", show_default=True, help="Mbps, comma-separated")
+@click.option("--seconds", type=float, default=20.0, show_default=True)
+@click.option("--no-video", is_flag=True, help="skip the 720p VP8 CPU run")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@_name_option("tbf")
+def bench_floor(
+    bitrates: str, seconds: float, no_video: bool, json_out: Path | None, name: str
+) -> None:
+    """Frame latency vs the physical floor on a lossless link, wire vs hook timing, CPU."""
+    from testbed.bench.floor import run_floor_bench
+
+    _require_root()
+    try:
+        rates = [float(x) for x in bitrates.split(",") if x]
+    except ValueError:
+        _fail(ConfigError("--bitrates", bitrates, "expected numbers, e.g. 1,2,4"))
+    try:
+        rows = run_floor_bench(name, rates, seconds, click.echo, video=not no_video)
+    except TestbedError as e:
+        _fail(e)
+    if json_out:
+        json_out.write_text(json.dumps(rows, indent=1))
+
+
 def main() -> None:
     cli(prog_name="testbed")
 

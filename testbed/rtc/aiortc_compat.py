@@ -137,6 +137,7 @@ class ReceiverTap:
     nacks: list[tuple[int, list[int]]] = field(default_factory=list)
     plis: list[int] = field(default_factory=list)
     media_ssrc: int | None = None
+    rtp_in: list[tuple[int, int, int, int]] = field(default_factory=list)  # mono_ns, pt, seq, ts
 
 
 class NullDecoder:
@@ -160,6 +161,17 @@ def install_receiver(synthetic: bool) -> ReceiverTap:
         return pli, frame
 
     JitterBuffer.add = add  # type: ignore[method-assign]
+
+    original_handle = rtcrtpreceiver.RTCRtpReceiver._handle_rtp_packet
+
+    async def _handle_rtp_packet(self: Any, packet: Any, arrival_time_ms: int) -> None:
+        # what a hook-timed measurement would see (compared with the wire in bench floor)
+        tap.rtp_in.append(
+            (time.monotonic_ns(), packet.payload_type, packet.sequence_number, packet.timestamp)
+        )
+        await original_handle(self, packet, arrival_time_ms)
+
+    rtcrtpreceiver.RTCRtpReceiver._handle_rtp_packet = _handle_rtp_packet  # type: ignore[method-assign]
 
     original_nack = rtcrtpreceiver.RTCRtpReceiver._send_rtcp_nack
 

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import re
+import resource
 import sys
 import time
 from pathlib import Path
@@ -60,6 +61,15 @@ async def _connected(pc: RTCPeerConnection, timeout_s: float) -> None:
         raise RuntimeError(f"connection {pc.connectionState}")
 
 
+STARTED = time.monotonic()
+
+
+def _cpu() -> dict[str, float]:
+    """CPU seconds this process used, and for how long it ran."""
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return {"cpu_s": u.ru_utime + u.ru_stime, "wall_s": time.monotonic() - STARTED}
+
+
 async def run_sender(spec: StreamSpec, out: Path) -> None:
     tap = compat.install_sender(spec.history_packets)
     if spec.source == "video":
@@ -88,7 +98,7 @@ async def run_sender(spec: StreamSpec, out: Path) -> None:
     result = {
         "media_pt": media_pt, "rtx_pt": tap.rtx_pt, "history_packets": spec.history_packets,
         "frames": track.frames, "packets": tap.packets, "rtcp_received": tap.rtcp_received,
-        "track_start_ns": track.start_ns, "rtp_origin": tap.origin,
+        "track_start_ns": track.start_ns, "rtp_origin": tap.origin, "cpu": _cpu(),
     }  # fmt: skip
     (out / "sender.json").write_text(json.dumps(result))
     await pc.close()
@@ -135,7 +145,8 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
         await retrier.close()
     result = {
         "frames_out": [(t, ts, n, head.hex()) for t, ts, n, head in tap.frames],
-        "nacks": tap.nacks, "plis": tap.plis, "decoded": decoded,
+        "nacks": tap.nacks, "plis": tap.plis, "decoded": decoded, "cpu": _cpu(),
+        "rtp_in": tap.rtp_in,
     }  # fmt: skip
     (out / "receiver.json").write_text(json.dumps(result))
     await pc.close()
@@ -159,5 +170,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    start = time.monotonic()
     sys.exit(main())

@@ -24,6 +24,7 @@ COLUMNS = {
     "jitterbuffer_out_ns": "when aiortc's jitter buffer released the frame (null if never)",
     "latency_ns": "complete_ns - sent_first_ns (null if never complete)",
     "size_bytes": "frame payload bytes (synthetic: exact; video: sum of RTP payloads)",
+    "wire_bytes": "IP bytes of the frame's original packets on the sender's wire",
     "packets": "original RTP packets of the frame",
     "packets_lost_first_try": "originals that never reached the receiver's wire",
     "retransmissions": "RTX packets the sender sent for the frame",
@@ -64,7 +65,11 @@ def build_frame_table(
     def media(df: pd.DataFrame) -> pd.DataFrame:
         return df[(df.kind == "rtp") & (df.pt == media_pt)]
 
-    sent = _first_times(media(sent_wire), ["seq", "ts"], "t_sent")
+    sent_media = media(sent_wire)
+    sent = _first_times(sent_media, ["seq", "ts"], "t_sent")
+    sent = sent.merge(
+        sent_media.drop_duplicates(["seq", "ts"])[["seq", "ts", "ip_bytes"]], on=["seq", "ts"]
+    )
     arrived = _first_times(media(recv_wire), ["seq", "ts"], "t_orig")
     packets = sent.merge(arrived, on=["seq", "ts"], how="left")
     rtx_count = pd.DataFrame(columns=["seq", "ts", "retransmissions"])
@@ -93,6 +98,7 @@ def build_frame_table(
         "recv_first_ns": g.t_first.min(),
         "complete_ns": g.t_first.max().where(~g.t_first.apply(lambda s: s.isna().any())),
         "packets": g.size(),
+        "wire_bytes": g.ip_bytes.sum(),
         "packets_lost_first_try": g.lost_first.sum(),
         "retransmissions": g.retransmissions.sum(),
         "nacks": g.nacks.sum(),
@@ -118,7 +124,7 @@ def build_frame_table(
         "jitterbuffer_out_ns",
     ):
         table[col] = table[col].round().astype("Int64")
-    for col in ("packets", "packets_lost_first_try", "retransmissions", "nacks"):
+    for col in ("packets", "wire_bytes", "packets_lost_first_try", "retransmissions", "nacks"):
         table[col] = table[col].fillna(0).astype("int64")
     latency = table.complete_ns - table.sent_first_ns
     table["latency_ns"] = latency

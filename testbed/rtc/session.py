@@ -225,6 +225,7 @@ def run_stream(
         "stream": spec.to_dict(), "seed": info.seed, "backend": info.backend,
         "backend_reason": info.backend_reason, "environment": _environment(info.backend),
         "rtcp_received_by_sender": snd["rtcp_received"], "plis_sent": len(rcv["plis"]),
+        "cpu": {"sender": snd["cpu"], "receiver": rcv["cpu"]},
         "capture": capture_stats, "clock_offset_real_minus_mono_ns": offset,
         "started_real_ns": started, "ended_real_ns": time.time_ns(), "summary": summary,
         "pcap_bytes": {r: (out / f"{r}.pcap").stat().st_size for r in ("sender", "receiver")},
