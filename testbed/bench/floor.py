@@ -49,8 +49,8 @@ def hook_latency_ns(out: Path, frames: pd.DataFrame) -> np.ndarray:
     got = pd.DataFrame(rcv["rtp_in"], columns=["t", "pt", "seq", "ts"])
     got = got[got.pt == media].groupby("ts").t.max()
     lat = (got - sent).dropna()
-    out: np.ndarray = frames.rtp_ts.map(lat).dropna().to_numpy(dtype=np.float64)
-    return out
+    result: np.ndarray = frames.rtp_ts.map(lat).dropna().to_numpy(dtype=np.float64)
+    return result
 
 
 def _q(values: np.ndarray, p: float) -> float:
