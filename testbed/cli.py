@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -322,6 +323,138 @@ def stream(
         f"packets lost on first try {s['packets_lost_first_try']}"
     )
     click.echo(f"wrote {out}/frames.parquet, cell.json, pcaps and link logs")
+
+
+@cli.command(name="run")
+@click.argument("experiment", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="results folder [results/<experiment name>]",
+)
+@click.option("--jobs", type=int, default=None, help="cells at once [one per two cores]")
+@click.option("--backend", default="auto", show_default=True, help="auto | emu | netem")
+@click.option("--yes", is_flag=True, help="run a grid larger than its cell limit")
+@_name_option()
+def run_cmd(
+    experiment: Path, out: Path | None, jobs: int | None, backend: str, yes: bool, name: str
+) -> None:
+    """Run every cell of EXPERIMENT (skipping cells already done), with a progress bar."""
+    from testbed.config import validate_run_name
+    from testbed.experiment.runner import default_jobs, run_experiment
+    from testbed.experiment.spec import load_experiment
+    from testbed.net.capabilities import choose_backend
+
+    try:
+        validate_run_name(name)
+        exp = load_experiment(experiment, max_cells=10**9 if yes else None)
+        if jobs is not None and jobs < 1:
+            raise ConfigError("--jobs", str(jobs), "valid: a whole number >= 1")
+        chosen, _ = choose_backend(backend, name)
+        _require_root()
+        target = out or Path("results") / exp.name
+        start = time.monotonic()
+        run_experiment(exp, target, jobs or default_jobs(), name, chosen, click.echo)
+    except TestbedError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        click.echo("testbed: interrupted; finished cells are kept, rerun to continue", err=True)
+        sys.exit(130)
+    click.echo(f"done in {time.monotonic() - start:.0f} s: {target}  (next: testbed plot {target})")
+
+
+def _configs(results: Path) -> Any:
+    from testbed.analysis.load import load_frames
+    from testbed.analysis.metrics import cell_table, config_table
+
+    return config_table(cell_table(load_frames(results)))
+
+
+@cli.command()
+@click.argument("results", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def report(results: Path, csv_out: Path | None) -> None:
+    """Per configuration: achieved bitrate, frames, completion, latency with 95% CIs, model."""
+    import pandas as pd
+
+    try:
+        configs = _configs(results)
+    except TestbedError as e:
+        _fail(e)
+    cols = [
+        "loss_pct",
+        "bitrate_mbps",
+        "achieved_mbps",
+        "repetitions",
+        "frames",
+        "completion",
+        "latency_mean_ms",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "latency_p95_lo",
+        "latency_p95_hi",
+        "latency_p99_ms",
+        "model_p50_ms",
+        "model_p95_ms",
+        "retransmissions",
+    ]
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 2):
+        click.echo(configs[cols].to_string(index=False))
+    if csv_out:
+        configs.to_csv(csv_out, index=False)
+
+
+@cli.command()
+@click.argument("results", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="figure path (.pdf and .png) [RESULTS/../<name>-fig3.pdf]",
+)
+@click.option("--metric", default="p95", show_default=True, help="p50 | p95 | p99 | mean")
+@click.option("--linear", is_flag=True, help="linear x axis (default log)")
+@click.option("--response-ms", type=float, default=300.0, show_default=True)
+@click.option("--model-ms", type=float, default=232.0, show_default=True)
+@click.option(
+    "--yellow-loss-pct",
+    type=float,
+    default=None,
+    help="the yellow region holds up to this loss [the highest loss any bitrate meets]",
+)
+def plot(
+    results: Path,
+    out: Path | None,
+    metric: str,
+    linear: bool,
+    response_ms: float,
+    model_ms: float,
+    yellow_loss_pct: float | None,
+) -> None:
+    """The Figure 3 view, with the yellow region computed from the data."""
+    from testbed.analysis.metrics import yellow_region
+    from testbed.analysis.plots import fig3, save
+
+    if metric not in ("p50", "p95", "p99", "mean"):
+        _fail(ConfigError("--metric", metric, "valid: p50, p95, p99, mean"))
+    budget = response_ms - model_ms
+    try:
+        configs = _configs(results)
+    except TestbedError as e:
+        _fail(e)
+    target = out or results.parent / f"{results.name}-fig3.pdf"
+    fig = fig3(
+        configs, metric=metric, budget_ms=budget, log_x=not linear, max_loss_pct=yellow_loss_pct
+    )
+    paths = save(fig, target)
+    region = yellow_region(configs, metric, budget, yellow_loss_pct)
+    where = (f"{region[0]:.2f}-{region[1]:.2f} Mbps, holding up to {region[2]:g}% loss"
+             if region else "none (no bitrate meets it)")  # fmt: skip
+    click.echo(f"yellow region ({metric} <= {budget:g} ms): {where}")
+    click.echo("figure: " + ", ".join(str(p) for p in paths))
 
 
 @cli.group()

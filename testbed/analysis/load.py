@@ -1,0 +1,53 @@
+"""Read a results folder. Read-only: analysis never rewrites raw results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from testbed.errors import TestbedError
+
+
+def _cells(results: Path) -> list[Path]:
+    cells = results / "cells"
+    if not cells.is_dir():
+        raise TestbedError(f"{results}: no cells/ folder; is this a `testbed run` results folder?")
+    return sorted(
+        p for p in cells.iterdir() if not p.name.startswith(".") and (p / "cell.json").exists()
+    )
+
+
+def load_cells(results: str | Path) -> pd.DataFrame:
+    """One row per cell: its params (grid keys as columns), link and stream config, summary."""
+    rows: list[dict[str, Any]] = []
+    for path in _cells(Path(results)):
+        cell = json.loads((path / "cell.json").read_text())
+        link = next(iter(cell["topology"]["links"].values()))
+        row = {"cell_id": path.name, **cell.get("params", {})}
+        row.update(
+            rate_mbps=link["uplink"]["rate_mbps"], delay_ms=link["uplink"]["delay_ms"],
+            loss_pct=link["uplink"]["loss_pct"], bitrate_mbps=cell["stream"]["bitrate_mbps"],
+            fps=cell["stream"]["fps"], warmup_s=cell["stream"]["warmup_s"],
+            reverse_delay_ms=link["downlink"]["delay_ms"],
+        )  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def load_frames(results: str | Path, include_warmup: bool = False) -> pd.DataFrame:
+    """All frames of all cells, with the cell's id and params as columns; warm-up excluded."""
+    cells = load_cells(results).set_index("cell_id")
+    parts = []
+    for cell_id, meta in cells.iterrows():
+        frames = pd.read_parquet(Path(results) / "cells" / str(cell_id) / "frames.parquet")
+        if not include_warmup and meta.warmup_s > 0 and len(frames):
+            start = frames.capture_ns.min()
+            frames = frames[frames.capture_ns >= start + meta.warmup_s * 1e9]
+        frames = frames.assign(cell_id=cell_id, **{k: meta[k] for k in cells.columns})
+        parts.append(frames)
+    if not parts:
+        raise TestbedError(f"{results}: no finished cells yet")
+    return pd.concat(parts, ignore_index=True)

@@ -1,0 +1,106 @@
+"""Per-cell and per-configuration statistics, with bootstrap intervals over repetitions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from testbed.analysis.model import LinkModelInput, latency_mean_ms, latency_quantile_ms
+
+STATS: dict[str, Callable[[np.ndarray], float]] = {
+    "mean": lambda v: float(np.mean(v)),
+    "p50": lambda v: float(np.percentile(v, 50)),
+    "p95": lambda v: float(np.percentile(v, 95)),
+    "p99": lambda v: float(np.percentile(v, 99)),
+}
+
+
+def cell_table(frames: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell: achieved bitrate, frames, completion, latency statistics (ms)."""
+    rows = []
+    for cell_id, f in frames.groupby("cell_id", sort=False):
+        sent = f[f.status != "not_sent"]
+        done = sent[sent.status == "complete"]
+        lat = done.latency_ns.astype("float64").to_numpy() / 1e6
+        span = (
+            (sent.sent_first_ns.max() - sent.sent_first_ns.min()) / 1e9 if len(sent) > 1 else np.nan
+        )
+        first = f.iloc[0]
+        row = {
+            "cell_id": cell_id, "bitrate_mbps": first.bitrate_mbps, "loss_pct": first.loss_pct,
+            "repetition": first.get("repetition", 0), "rate_mbps": first.rate_mbps,
+            "delay_ms": first.delay_ms, "reverse_delay_ms": first.reverse_delay_ms, "fps": first.fps,
+            "achieved_mbps": sent.size_bytes.sum() * 8 / span / 1e6 if span else np.nan,
+            "frames": len(sent), "completion": len(done) / len(sent) if len(sent) else np.nan,
+            "retransmissions": int(sent.retransmissions.sum()),
+            "frames_hit": float((sent.packets_lost_first_try > 0).mean()) if len(sent) else np.nan,
+        }  # fmt: skip
+        for name, fn in STATS.items():
+            row[f"latency_{name}_ms"] = float(fn(lat)) if len(lat) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def bootstrap_ci(values: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of the mean of values (repetitions); a point when there is one."""
+    values = values[~np.isnan(values)]
+    if len(values) <= 1:
+        v = float(values[0]) if len(values) else float("nan")
+        return v, v
+    rng = np.random.default_rng(seed)
+    means = rng.choice(values, size=(n, len(values)), replace=True).mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def config_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per (bitrate, loss): means over repetitions, bootstrap CIs, and the model."""
+    rows = []
+    for (bitrate, loss), g in cells.groupby(["bitrate_mbps", "loss_pct"]):
+        first = g.iloc[0]
+        link = LinkModelInput(first.rate_mbps, first.delay_ms, first.reverse_delay_ms, loss)
+        row = {"bitrate_mbps": bitrate, "loss_pct": loss, "repetitions": len(g),
+               "rate_mbps": first.rate_mbps,
+               "achieved_mbps": g.achieved_mbps.mean(), "frames": int(g.frames.sum()),
+               "completion": g.completion.mean(), "retransmissions": int(g.retransmissions.sum()),
+               "frames_hit": g.frames_hit.mean()}  # fmt: skip
+        for name in STATS:
+            vals = g[f"latency_{name}_ms"].to_numpy(dtype=float)
+            row[f"latency_{name}_ms"] = (
+                float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
+            )
+            row[f"latency_{name}_lo"], row[f"latency_{name}_hi"] = bootstrap_ci(vals)
+        row["model_mean_ms"] = latency_mean_ms(link, bitrate, first.fps)
+        row["model_p50_ms"] = latency_quantile_ms(link, bitrate, first.fps, 0.50)
+        row["model_p95_ms"] = latency_quantile_ms(link, bitrate, first.fps, 0.95)
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(["loss_pct", "bitrate_mbps"]).reset_index(drop=True)
+
+
+def yellow_region(
+    configs: pd.DataFrame, metric: str, budget_ms: float, max_loss_pct: float | None = None
+) -> tuple[float, float, float] | None:
+    """(lo, hi, loss): achieved bitrates whose latency stays within the budget at every loss
+    rate up to `loss` (default: the highest loss rate for which any bitrate can).
+
+    From the lowest bitrate up, the region ends at the first bitrate that exceeds the budget at
+    some loss rate <= loss. None if no bitrate meets the budget even without loss.
+    """
+    col = f"latency_{metric}_ms"
+    losses = sorted(configs.loss_pct.unique())
+    if max_loss_pct is not None:
+        candidates = [x for x in losses if x <= max_loss_pct]
+    else:
+        candidates = [x for x in losses if (configs[configs.loss_pct == x][col] <= budget_ms).any()]
+    for loss in sorted(candidates, reverse=True):
+        sub = configs[configs.loss_pct <= loss]
+        ok_rates = []
+        for _bitrate, g in sub.groupby("bitrate_mbps", sort=True):
+            if (g[col] <= budget_ms).all():
+                ok_rates.append(float(g.achieved_mbps.mean()))
+            else:
+                break
+        if ok_rates:
+            return min(ok_rates), max(ok_rates), float(loss)
+    return None

@@ -1,0 +1,62 @@
+"""Run one cell in its own process (so a crash, or Ctrl-C, unwinds only that cell):
+
+  python -m testbed.experiment.cell --job JSON --out DIR --name RUN
+
+The cell is written into a temporary folder beside DIR and renamed to DIR only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--job", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--name", required=True)
+    args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    from testbed.config import load_topology
+    from testbed.errors import TestbedError
+    from testbed.net.capabilities import choose_backend
+    from testbed.rtc.session import run_stream
+    from testbed.rtc.spec import StreamSpec
+    from testbed.shaping.backends import make_backend
+
+    job = json.loads(args.job)
+    final = Path(args.out)
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        topo = load_topology(job["topology_path"], job["topology_sets"])
+        chosen, why = choose_backend(job["backend"], args.name)
+        run_stream(topo, StreamSpec(**job["stream"]), tmp, make_backend(chosen), why,
+                   run=args.name, seed=job["seed"])  # fmt: skip
+        cell = json.loads((tmp / "cell.json").read_text())
+        cell.update(params=job["params"], cell_id=job["cell_id"], experiment=job["experiment"])
+        (tmp / "cell.json").write_text(json.dumps(cell, indent=1, default=str))
+        os.replace(tmp, final)  # atomic: the cell exists whole or not at all
+    except TestbedError as e:
+        print(f"cell {job['cell_id']}: {e}", file=sys.stderr)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return 1
+    except KeyboardInterrupt:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""`testbed run`: every cell in its own fresh topology, atomically written, skipped when done.
+
+results/NAME/run.json             metadata: experiment file (text and digest), git revision,
+                                  versions, kernel, machine, backend, jobs, start/end
+results/NAME/cells/ID/            one cell (frames.parquet, cell.json with `params`, pcaps, logs)
+
+A cell is a subprocess with its own run name (its namespaces and emulators): `jobs` of them run
+at once. A rerun skips cells whose folder exists; a cell folder appears only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from testbed.errors import ConfigError, TestbedError
+from testbed.experiment.spec import Cell, Experiment
+
+Say = Callable[[str], None]
+
+
+def default_jobs() -> int:
+    """One cell per two cores: a cell keeps ~2 emulators, 2 endpoints and 2 captures busy."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    out = {}
+    for pkg in ("rtc-testbed", "aiortc", "av", "pyroute2", "numpy", "pandas", "matplotlib"):
+        try:
+            out[pkg] = version(pkg)
+        except Exception:
+            out[pkg] = "?"
+    return out
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def prepare_results(exp: Experiment, out: Path, backend: str, jobs: int) -> dict[str, Any]:
+    """Create or reopen the results folder; refuse one made by a different experiment file."""
+    meta_path = out / "run.json"
+    if meta_path.exists():
+        meta: dict[str, Any] = json.loads(meta_path.read_text())
+        if meta.get("experiment_digest") != exp.digest:
+            raise ConfigError(
+                str(out), "run.json",
+                f"these results come from a different experiment file ({meta.get('experiment_source')},"
+                f" digest {meta.get('experiment_digest')}); refusing to mix: use another -o",
+            )  # fmt: skip
+        meta.setdefault("sessions", []).append({"started": time.time(), "jobs": jobs})
+    else:
+        (out / "cells").mkdir(parents=True, exist_ok=True)
+        meta = {
+            "experiment": exp.name, "experiment_source": exp.source,
+            "experiment_digest": exp.digest, "experiment_text": exp.text,
+            "topology": exp.topology_path, "grid": exp.grid, "repetitions": exp.repetitions,
+            "cells": len(exp.cells), "git_revision": _git_revision(), "versions": _versions(),
+            "kernel": platform.release(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "backend": backend,
+            "sessions": [{"started": time.time(), "jobs": jobs}],
+        }  # fmt: skip
+    _write_json(meta_path, meta)
+    return meta
+
+
+def done_cells(out: Path) -> set[str]:
+    cells = out / "cells"
+    if not cells.is_dir():
+        return set()
+    return {
+        p.name for p in cells.iterdir() if not p.name.startswith(".") and (p / "cell.json").exists()
+    }
+
+
+def _job(cell: Cell, exp: Experiment, backend: str) -> str:
+    return json.dumps({
+        "cell_id": cell.cell_id, "params": cell.params, "topology_path": exp.topology_path,
+        "topology_sets": cell.topology_sets, "stream": cell.stream.to_dict(), "seed": cell.seed,
+        "backend": backend, "experiment": exp.name,
+    })  # fmt: skip
+
+
+def run_experiment(
+    exp: Experiment, out: Path, jobs: int, run: str, backend: str, say: Say, progress: bool = True
+) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    meta = prepare_results(exp, out, backend, jobs)
+    finished = done_cells(out)
+    todo = [c for c in exp.cells if c.cell_id not in finished]
+    say(f"{exp.name}: {len(exp.cells)} cells, {len(finished)} already done, {len(todo)} to run, "
+        f"{jobs} at a time -> {out}")  # fmt: skip
+    names = [f"{run[:4]}{slot}" for slot in range(jobs)]
+    free = list(names)
+    running: dict[subprocess.Popen[bytes], tuple[Cell, str, Path]] = {}
+    failed: list[str] = []
+    bar = tqdm(total=len(exp.cells), initial=len(finished), unit="cell", disable=not progress,
+               dynamic_ncols=True)  # fmt: skip
+    queue = list(todo)
+    try:
+        while queue or running:
+            while queue and free:
+                cell = queue.pop(0)
+                name = free.pop(0)
+                log = out / "cells" / f".log-{cell.cell_id}"
+                with open(log, "wb") as err:
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "testbed.experiment.cell", "--job",
+                         _job(cell, exp, backend), "--out", str(out / "cells" / cell.cell_id),
+                         "--name", name],
+                        stdout=subprocess.DEVNULL, stderr=err,
+                    )  # fmt: skip
+                running[proc] = (cell, name, log)
+            time.sleep(0.2)
+            for proc in [p for p in running if p.poll() is not None]:
+                cell, name, log = running.pop(proc)
+                free.append(name)
+                if proc.returncode == 0:
+                    log.unlink(missing_ok=True)
+                    bar.update(1)
+                else:
+                    tail = (
+                        log.read_text(errors="replace").strip().splitlines()[-1:]
+                        if log.exists()
+                        else []
+                    )
+                    failed.append(cell.cell_id)
+                    bar.write(f"cell {cell.cell_id} {cell.params} failed: {' '.join(tail)}")
+    except KeyboardInterrupt:
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+        for proc in running:
+            proc.wait()
+        bar.close()
+        raise
+    bar.close()
+    meta = dict(json.loads((out / "run.json").read_text()))
+    meta["sessions"][-1].update(ended=time.time(), failed=failed)
+    meta["ended"] = time.time()
+    _write_json(out / "run.json", meta)
+    if failed:
+        raise TestbedError(f"{len(failed)} cell(s) failed (logs in {out}/cells/.log-*); "
+                           "rerun the same command to retry them")  # fmt: skip
+    return meta

@@ -1,0 +1,127 @@
+"""Experiment files: a base topology + overrides + a grid; every combination x repetition is a cell.
+
+Every cell's full configuration is built and validated before anything runs, so a bad value in
+the last cell of a grid fails at once, with one line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testbed.config import TopologySpec, apply_overrides, parse_topology, read_yaml
+from testbed.errors import ConfigError
+from testbed.rtc.spec import StreamSpec, parse_stream
+
+EXPERIMENT_KEYS = ("name", "topology", "set", "stream", "grid", "repetitions", "seed", "max_cells")
+DEFAULT_MAX_CELLS = 1000
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run: its grid values (params), resolved topology and stream, and a stable id."""
+
+    cell_id: str
+    params: dict[str, Any]
+    topology: TopologySpec
+    stream: StreamSpec
+    seed: int
+    topology_sets: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    source: str
+    text: str
+    topology_path: str
+    cells: tuple[Cell, ...]
+    repetitions: int
+    grid: dict[str, list[Any]]
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+
+
+def _cell_id(params: Mapping[str, Any]) -> str:
+    canonical = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha1(canonical.encode()).hexdigest()[:12]
+
+
+def _scalar_sets(data: Mapping[str, Any]) -> list[str]:
+    return [f"{k}={json.dumps(v)}" for k, v in data.items()]
+
+
+def load_experiment(path: str | Path, max_cells: int | None = None) -> Experiment:
+    src = str(path)
+    raw = read_yaml(path)
+    if not isinstance(raw, Mapping):
+        raise ConfigError(src, "", "expected a mapping with keys: " + ", ".join(EXPERIMENT_KEYS))
+    for key in raw:
+        if key not in EXPERIMENT_KEYS:
+            raise ConfigError(src, str(key), f"unknown key; valid: {', '.join(EXPERIMENT_KEYS)}")
+    name = raw.get("name", Path(src).stem)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(src, "name", f"{name!r}: expected a non-empty string")
+    topo_ref = raw.get("topology")
+    if not isinstance(topo_ref, str):
+        raise ConfigError(src, "topology", "expected the path of a topology file")
+    topo_path = Path(topo_ref)
+    if not topo_path.is_absolute():
+        here = Path(src).resolve().parent
+        topo_path = topo_path if topo_path.exists() else here / topo_path
+    base_raw = read_yaml(topo_path)
+    sets = raw.get("set") or {}
+    stream = raw.get("stream") or {}
+    grid = raw.get("grid") or {}
+    for key, value in (("set", sets), ("stream", stream), ("grid", grid)):
+        if not isinstance(value, Mapping):
+            raise ConfigError(src, key, "expected a mapping of keys to values")
+    repetitions = raw.get("repetitions", 1)
+    if isinstance(repetitions, bool) or not isinstance(repetitions, int) or repetitions < 1:
+        raise ConfigError(src, "repetitions", f"{repetitions!r}: valid: a whole number >= 1")
+    seed = raw.get("seed", 1)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(src, "seed", f"{seed!r}: valid: a whole number >= 0")
+    limit = max_cells or raw.get("max_cells", DEFAULT_MAX_CELLS)
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(src, f"grid.{key}", "expected a non-empty list of values")
+    n_cells = repetitions
+    for values in grid.values():
+        n_cells *= len(values)
+    if n_cells > limit:
+        raise ConfigError(src, "grid", f"{n_cells} cells is more than the limit of {limit}; "
+                          "pass --yes (or raise max_cells) to run them all")  # fmt: skip
+    keys = list(grid)
+    cells: list[Cell] = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        values = dict(zip(keys, combo, strict=True))
+        stream_data = dict(stream)
+        topo_sets = _scalar_sets(sets)
+        for key, value in values.items():
+            if key.startswith("stream."):
+                stream_data[key.removeprefix("stream.")] = value
+            else:
+                topo_sets.append(f"{key}={json.dumps(value)}")
+        try:
+            topo = parse_topology(apply_overrides(base_raw, topo_sets), str(topo_path),
+                                  topo_path.resolve().parent)  # fmt: skip
+            spec = parse_stream(stream_data, src)
+        except ConfigError as e:
+            where = f"grid {values}" if values else "set/stream"
+            key = f"grid.{e.key}" if e.key in values or f"stream.{e.key}" in values else e.key
+            raise ConfigError(src, key, f"{e.message} (in {where})") from None
+        for rep in range(repetitions):
+            params = {**values, "repetition": rep}
+            cell_seed = int(_cell_id({**params, "seed": seed}), 16) % (2**31)
+            cells.append(Cell(_cell_id(params), params, topo, spec, seed=cell_seed,
+                              topology_sets=topo_sets))  # fmt: skip
+    return Experiment(name=name, source=src, text=Path(src).read_text(), topology_path=str(topo_path),
+                      cells=tuple(cells), repetitions=repetitions, grid=dict(grid))  # fmt: skip

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from testbed.analysis.metrics import bootstrap_ci, yellow_region
+from testbed.analysis.model import (
+    LinkModelInput,
+    latency_quantile_ms,
+    p_frame_hit,
+    packets_per_frame,
+)
+from testbed.errors import ConfigError
+from testbed.experiment.spec import load_experiment
+from tests.conftest import ROOT
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "exp.yaml"
+    p.write_text(f"topology: {ROOT / 'topologies' / 'p2p.yaml'}\n" + text)
+    return p
+
+
+def test_fig3_is_the_papers_grid() -> None:
+    exp = load_experiment(ROOT / "experiments" / "fig3.yaml")
+    assert exp.grid["stream.bitrate_mbps"][-1] > 10 and len(exp.grid["stream.bitrate_mbps"]) >= 10
+    assert exp.grid["uplink.loss_pct"] == [0, 1, 2, 5, 10]
+    assert len(exp.cells) == 10 * 5 * 3
+    cell = exp.cells[0]
+    assert cell.topology.links[0].uplink.rate_mbps == 10 and cell.stream.fps == 30
+
+
+def test_grid_expands_with_stable_ids_and_params(tmp_path: Path) -> None:
+    p = write(
+        tmp_path, "grid: {stream.bitrate_mbps: [1, 2], uplink.loss_pct: [0, 5]}\nrepetitions: 2\n"
+    )
+    a, b = load_experiment(p), load_experiment(p)
+    assert len(a.cells) == 8 and [c.cell_id for c in a.cells] == [c.cell_id for c in b.cells]
+    assert len({c.cell_id for c in a.cells}) == 8
+    c = a.cells[-1]
+    assert c.params == {"stream.bitrate_mbps": 2, "uplink.loss_pct": 5, "repetition": 1}
+    assert c.stream.bitrate_mbps == 2 and c.topology.links[0].uplink.loss_pct == 5
+    assert len({x.seed for x in a.cells}) == 8
+
+
+def test_no_grid_is_one_cell(tmp_path: Path) -> None:
+    assert len(load_experiment(write(tmp_path, "stream: {duration_s: 2}\n")).cells) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [
+        ("grid: {uplink.lossy_pct: [1]}\n", "unknown key"),
+        ("grid: {stream.bitrate_mbps: []}\n", "non-empty list"),
+        ("grid: {uplink.loss_pct: [1, 150]}\n", "out of range"),
+        ("grid: {stream.bitrate_mbps: [1, 2, 3]}\nmax_cells: 2\n", "--yes"),
+        ("colour: 1\n", "unknown key"),
+        ("repetitions: 0\n", "repetitions"),
+    ],
+)
+def test_bad_experiments(tmp_path: Path, text: str, what: str) -> None:
+    with pytest.raises(ConfigError, match=what.replace("-", r"\-")) as e:
+        load_experiment(write(tmp_path, text))
+    assert e.value.exit_code == 2
+
+
+def test_model_packets_and_hit_probability() -> None:
+    assert packets_per_frame(0.25, 30) == 1 and packets_per_frame(8, 30) == 26
+    assert p_frame_hit(1, 8, 30) == pytest.approx(1 - 0.99**26)
+    link = LinkModelInput(10, 30, 30, 0)
+    assert latency_quantile_ms(link, 2, 30, 0.95) == pytest.approx(
+        30 + (8333 + 7 * 68) * 8 / 1e4, rel=1e-4
+    )
+    assert math.isinf(latency_quantile_ms(link, 12, 30, 0.5))
+    lossy = LinkModelInput(10, 30, 30, 5)
+    # 1 packet per frame at 5% loss: p95 just reaches a retransmission round; 26 packets: surely
+    assert latency_quantile_ms(lossy, 8, 30, 0.95) > latency_quantile_ms(lossy, 0.25, 30, 0.95)
+
+
+def test_bootstrap_ci() -> None:
+    assert bootstrap_ci(np.array([5.0])) == (5.0, 5.0)
+    lo, hi = bootstrap_ci(np.array([1.0, 2.0, 3.0]))
+    assert 1.0 <= lo < 2.0 < hi <= 3.0
+
+
+def test_yellow_region() -> None:
+    configs = pd.DataFrame({
+        "bitrate_mbps": [0.5, 1, 4, 0.5, 1, 4],
+        "achieved_mbps": [0.5, 1, 4, 0.5, 1, 4],
+        "loss_pct": [0, 0, 0, 2, 2, 2],
+        "latency_p95_ms": [40, 45, 60, 50, 90, 120],
+    })  # fmt: skip
+    assert yellow_region(configs, "p95", 68) == (0.5, 0.5, 2.0)
+    assert yellow_region(configs, "p95", 68, max_loss_pct=0) == (0.5, 4.0, 0.0)
+    assert yellow_region(configs, "p95", 10) is None
