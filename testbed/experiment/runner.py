@@ -10,9 +10,12 @@ at once. A rerun skips cells whose folder exists; a cell folder appears only whe
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +28,7 @@ from testbed.errors import ConfigError, TestbedError
 from testbed.experiment.spec import Cell, Experiment
 
 Say = Callable[[str], None]
+PR_SET_PDEATHSIG = 1
 
 
 def default_jobs() -> int:
@@ -95,6 +99,12 @@ def done_cells(out: Path) -> set[str]:
     }
 
 
+def _die_with_parent() -> None:
+    """A cell whose runner is killed gets SIGTERM and unwinds its topology."""
+    libc = ctypes.CDLL(None)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
 def _job(cell: Cell, exp: Experiment, backend: str) -> str:
     return json.dumps({
         "cell_id": cell.cell_id, "params": cell.params, "topology_path": exp.topology_path,
@@ -108,7 +118,15 @@ def run_experiment(
 ) -> dict[str, Any]:
     from tqdm import tqdm
 
+    out.mkdir(parents=True, exist_ok=True)
+    lock = os.open(out / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise TestbedError(f"another `testbed run` is writing {out}; wait for it") from None
     meta = prepare_results(exp, out, backend, jobs)
+    for stale in (out / "cells").glob(".tmp-*"):  # cells cut short by a crash: never results
+        shutil.rmtree(stale, ignore_errors=True)
     finished = done_cells(out)
     todo = [c for c in exp.cells if c.cell_id not in finished]
     say(f"{exp.name}: {len(exp.cells)} cells, {len(finished)} already done, {len(todo)} to run, "
@@ -131,7 +149,7 @@ def run_experiment(
                         [sys.executable, "-m", "testbed.experiment.cell", "--job",
                          _job(cell, exp, backend), "--out", str(out / "cells" / cell.cell_id),
                          "--name", name],
-                        stdout=subprocess.DEVNULL, stderr=err,
+                        stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_die_with_parent,
                     )  # fmt: skip
                 running[proc] = (cell, name, log)
             time.sleep(0.2)

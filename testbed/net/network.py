@@ -27,7 +27,7 @@ from typing import Any
 from testbed.config import LinkDef, TopologySpec, validate_run_name
 from testbed.errors import BusyError, KernelError, TestbedError
 from testbed.net import names, netns
-from testbed.net.ledger import Ledger
+from testbed.net.ledger import Ledger, process_start_ticks
 from testbed.shaping.base import Backend, DirectionPlan
 
 
@@ -250,8 +250,12 @@ class Network:
 
     # --- running things inside hosts ---------------------------------------------------------
     def popen(self, host: str, cmd: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
+        """Start CMD in HOST; recorded in the ledger, so `down` and `clean` end it too."""
         assert self.info is not None, "start() the network first"
-        return netns.popen(self.info.hosts[host].netns, cmd, env=self.info.env(), **kw)
+        proc = netns.popen(self.info.hosts[host].netns, cmd, env=self.info.env(), **kw)
+        self.ledger.record("process", pid=proc.pid, start_ticks=process_start_ticks(proc.pid),
+                           what=f"{cmd[0]} in {host}")  # fmt: skip
+        return proc
 
     def run_in(
         self, host: str, cmd: Sequence[str], timeout: float | None = None, check: bool = True
