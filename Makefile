@@ -10,10 +10,10 @@ STAMP_PIP := $(VENV)/.pip-done
 
 help:
 	@echo "make setup   apt packages + .venv with pinned Python dependencies"
-	@echo "make run     setup, then the main job (the link fidelity benchmark, quick)"
+	@echo "make run     setup, then the main job: a small Figure 3 sweep and its plot"
 	@echo "make test    setup, then all tests (root: real namespaces, links, processes)"
 	@echo "make lint    ruff + mypy --strict on testbed/"
-	@echo "make bench   the full link fidelity benchmark"
+	@echo "make bench   the link fidelity and frame-latency floor benchmarks"
 
 setup: $(STAMP_APT) $(STAMP_PIP)
 
@@ -31,10 +31,13 @@ $(STAMP_PIP): pyproject.toml
 
 run: setup
 	$(VENV)/bin/testbed doctor
-	$(VENV)/bin/testbed bench link --quick --max-rate-mbps 50,100
+	$(VENV)/bin/testbed run experiments/quick.yaml -o results/quick
+	$(VENV)/bin/testbed report results/quick
+	$(VENV)/bin/testbed plot results/quick -o results/quick-fig3.pdf
 
 bench: setup
 	$(VENV)/bin/testbed bench link
+	$(VENV)/bin/testbed bench floor
 
 test: setup
 	$(VENV)/bin/pytest -q

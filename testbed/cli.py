@@ -435,6 +435,9 @@ def plot(
     yellow_loss_pct: float | None,
 ) -> None:
     """The Figure 3 view, with the yellow region computed from the data."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
     from testbed.analysis.metrics import yellow_region
     from testbed.analysis.plots import fig3, save
 
