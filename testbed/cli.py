@@ -30,6 +30,16 @@ def _echo_prefixed(prefix: str, message: str) -> None:
     click.echo(prefix + message)
 
 
+def _numbers(option: str, text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x]
+    except ValueError:
+        values = []
+    if not values or any(v <= 0 for v in values):
+        _fail(ConfigError(option, text, "expected positive numbers, comma-separated, e.g. 1,2,4"))
+    return values
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
@@ -483,10 +493,7 @@ def bench_link(
     from testbed.bench.link import run_link_bench
 
     _require_root()
-    try:
-        rates = [float(x) for x in max_rate_mbps.split(",") if x]
-    except ValueError:
-        _fail(ConfigError("--max-rate-mbps", max_rate_mbps, "expected numbers, e.g. 50,100"))
+    rates = _numbers("--max-rate-mbps", max_rate_mbps)
     try:
         results = run_link_bench(
             backends=backend.split(","), run=name, quick=quick, rates_mbps=rates, say=click.echo
@@ -510,10 +517,7 @@ def bench_floor(
     from testbed.bench.floor import run_floor_bench
 
     _require_root()
-    try:
-        rates = [float(x) for x in bitrates.split(",") if x]
-    except ValueError:
-        _fail(ConfigError("--bitrates", bitrates, "expected numbers, e.g. 1,2,4"))
+    rates = _numbers("--bitrates", bitrates)
     try:
         rows = run_floor_bench(name, rates, seconds, click.echo, video=not no_video)
     except TestbedError as e:

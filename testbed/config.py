@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from testbed.errors import ConfigError
+from testbed.errors import ConfigError, read_input_file
 from testbed.shaping.traces import load_trace
 
 BACKENDS = ("auto", "emu", "netem")
@@ -350,12 +350,7 @@ def apply_overrides(raw: Mapping[str, Any], sets: Sequence[str]) -> dict[str, An
 
 def read_yaml(path: str | Path) -> Any:
     p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise ConfigError(str(p), "", "file not found") from None
-    except OSError as e:
-        raise ConfigError(str(p), "", f"cannot read: {e}") from None
+    text = read_input_file(p)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class TestbedError(Exception):
     """Base of every error the CLI turns into one line and a non-zero exit."""
@@ -36,3 +38,14 @@ class BusyError(TestbedError):
     """A topology with this name is already up."""
 
     exit_code = 2
+
+
+def read_input_file(path: str | Path, what: str = "file") -> str:
+    """The text of a user's input file; a missing or unreadable one is a ConfigError."""
+    p = Path(path)
+    try:
+        return p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(str(p), "", f"{what} not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(str(p), "", f"cannot read {what}: {e}") from None

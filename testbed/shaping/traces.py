@@ -11,7 +11,7 @@ import bisect
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed.errors import ConfigError
+from testbed.errors import ConfigError, read_input_file
 
 OPPORTUNITY_BYTES = 1500
 
@@ -91,12 +91,7 @@ def parse_trace(text: str, source: str) -> Trace:
 def load_trace(path: str | Path) -> Trace:
     """Read a Mahimahi trace file; a missing or malformed file is a ConfigError."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise ConfigError(str(p), "", "trace file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(str(p), "", f"cannot read trace file: {e}") from None
+    text = read_input_file(p, "trace file")
     return parse_trace(text, str(p))
 
 
