@@ -73,9 +73,10 @@ def load_experiment(path: str | Path, max_cells: int | None = None) -> Experimen
     if not isinstance(topo_ref, str):
         raise ConfigError(src, "topology", "expected the path of a topology file")
     topo_path = Path(topo_ref)
-    if not topo_path.is_absolute():
-        here = Path(src).resolve().parent
-        topo_path = topo_path if topo_path.exists() else here / topo_path
+    if not topo_path.is_absolute():  # relative to the experiment file, else to the cwd
+        beside = Path(src).resolve().parent / topo_path
+        topo_path = beside if beside.exists() else topo_path
+    topo_path = topo_path.resolve()
     base_raw = read_yaml(topo_path)
     sets = raw.get("set") or {}
     stream = raw.get("stream") or {}
