@@ -288,6 +288,7 @@ def stream(
     """Bring TOPOLOGY up, run one WebRTC session sender -> receiver, tear down, write OUT."""
     from testbed.config import load_topology, parse_set, validate_run_name
     from testbed.net.capabilities import choose_backend
+    from testbed.net.network import terminate_unwinds
     from testbed.rtc.session import run_stream
     from testbed.rtc.spec import parse_stream
     from testbed.shaping.backends import make_backend
@@ -316,9 +317,10 @@ def stream(
             f"streaming {spec.source} {spec.bitrate_mbps:g} Mbps for {spec.duration_s:g} s "
             f"over {topo.name} (backend {chosen}) -> {out}"
         )
-        result = run_stream(
-            topo, spec, out, make_backend(chosen), why, run=name, seed=seed, say=click.echo
-        )
+        with terminate_unwinds():
+            result = run_stream(
+                topo, spec, out, make_backend(chosen), why, run=name, seed=seed, say=click.echo
+            )
     except TestbedError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -356,6 +358,7 @@ def run_cmd(
     from testbed.experiment.runner import default_jobs, run_experiment
     from testbed.experiment.spec import load_experiment
     from testbed.net.capabilities import choose_backend
+    from testbed.net.network import terminate_unwinds
 
     try:
         validate_run_name(name)
@@ -366,7 +369,8 @@ def run_cmd(
         _require_root()
         target = out or Path("results") / exp.name
         start = time.monotonic()
-        run_experiment(exp, target, jobs or default_jobs(), name, chosen, click.echo)
+        with terminate_unwinds():
+            run_experiment(exp, target, jobs or default_jobs(), name, chosen, click.echo)
     except TestbedError as e:
         _fail(e)
     except KeyboardInterrupt:

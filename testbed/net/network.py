@@ -83,8 +83,11 @@ def _seed_for(base: int, link_index: int, direction: str) -> int:
 
 
 @contextmanager
-def _signals_raise() -> Iterator[None]:
-    """SIGTERM/SIGHUP during a build unwind like Ctrl-C, so the ledger undoes what was made."""
+def terminate_unwinds() -> Iterator[None]:
+    """SIGTERM/SIGHUP unwind like Ctrl-C (KeyboardInterrupt), so what was made is undone.
+
+    Main thread only; nests (the innermost handler wins, the outer one is restored after).
+    """
 
     owner = os.getpid()
 
@@ -138,7 +141,7 @@ class Network:
                     "first, or choose another --name"
                 )
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            with _signals_raise():
+            with terminate_unwinds():
                 try:
                     self.info = self._build(say)
                 except BaseException:

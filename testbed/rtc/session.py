@@ -170,6 +170,7 @@ def run_stream(
             for role, host in (("sender", spec.sender), ("receiver", spec.receiver))
         }
         endpoints: list[Endpoint] = []
+        finished = False
         try:
             for cap in caps.values():
                 cap.wait_ready()
@@ -189,9 +190,10 @@ def run_stream(
             sender.expect("done", spec.duration_s + spec.drain_s + 30)
             for ep in endpoints:
                 ep.send({"type": "stop"})
+            finished = True
         finally:
-            for ep in endpoints:
-                ep.close()
+            for ep in endpoints:  # after an error or Ctrl-C, do not wait for them
+                ep.close(timeout_s=15 if finished else 0)
             # what the endpoints sent while closing is still on the link: let it arrive
             flight_ms = max(d.delay_ms + 4 * d.jitter_ms for d in (link.uplink, link.downlink))
             time.sleep(flight_ms / 1000 + 0.2)

@@ -113,3 +113,24 @@ def test_ledger_records_before_creating(run: str) -> None:
     ]
     assert kinds[:3] == ["netns", "netns", "netns"] and kinds.count("process") == 2
     assert run_cli("down", "--name", run).returncode == 0
+
+
+def test_sigterm_during_stream_removes_everything(run: str, tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "testbed.cli", "stream", P2P, "--name", run, "--duration-s", "30",
+         "-o", str(tmp_path / "s")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until it streams
+        if "streaming" in line and "connected" in line:
+            break
+    time.sleep(1)
+    pids = [(e["pid"], e["start_ticks"]) for e in Ledger(run).entries()
+            if e["kind"] == "process" and e.get("pid")]  # fmt: skip
+    assert len(pids) >= 4  # 2 emulators, 2 captures, 2 endpoints
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert namespaces_of(run) == []
+    assert not any(_alive(pid, ticks) for pid, ticks in pids)
