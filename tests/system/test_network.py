@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 from pathlib import Path
@@ -136,3 +137,29 @@ def test_arrivals_carry_kernel_timestamps(run: str) -> None:
     stats = json.loads(Path(stats_path).read_text())
     assert stats["arrival_stamps"]["kernel"] >= 50
     assert stats["arrival_stamps"]["own_clock"] <= 1
+
+
+def test_gilbert_elliott_loss_is_bursty_on_a_real_link(run: str) -> None:
+    from testbed.config import GilbertElliottSpec
+
+    ge = GilbertElliottSpec(p_pct=2, r_pct=25)  # mean loss 7.4%, mean burst 4 packets
+    spec = LinkSpec(rate_mbps=50, gilbert_elliott=ge, queue_packets=None)
+    with Network(topo(spec, LinkSpec()), make_backend("emu"), run=run) as net:
+        rows = probe(net, 8, 500, 3.0)
+    sent = int(3.0 * 8e6 / (528 * 8))
+    got = set(rows[:, 0].tolist())
+    lost = [seq not in got for seq in range(sent)]
+    mean = sum(lost) / sent
+    assert 0.04 < mean < 0.12
+    bursts = sum(1 for a, b in itertools.pairwise(lost) if a and not b)
+    assert sum(lost) / max(bursts, 1) > 2.5, "losses should come in bursts (mean 4)"
+
+
+def test_jitter_delays_vary_but_never_reorder(run: str) -> None:
+    spec = LinkSpec(rate_mbps=50, delay_ms=20, jitter_ms=3, queue_packets=None)
+    with Network(topo(spec, LinkSpec()), make_backend("emu"), run=run) as net:
+        rows = probe(net, 4, 500, 2.0)
+    owd_ms = (rows[:, 2] - rows[:, 1]) / 1e6
+    assert owd_ms.std() > 1.0 and owd_ms.min() > 5
+    arrival_order = rows[:, 0][rows[:, 2].argsort(kind="stable")]
+    assert (arrival_order == sorted(arrival_order)).all()

@@ -105,14 +105,17 @@ def test_nack_retry_and_history_are_applied(run: str, tmp_path: Path) -> None:
     assert (frames.status == "complete").mean() > 0.97
 
 
-def test_video_source_vp8(run: str, tmp_path: Path) -> None:
-    frames = session(
-        run, tmp_path, [], source="video", bitrate_mbps=1.0, duration_s=3.0, width=320, height=240
-    )
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+def test_video_source(run: str, tmp_path: Path, codec: str) -> None:
+    frames = session(run, tmp_path, [], source="video", codec=codec, bitrate_mbps=1.0,
+                     duration_s=3.0, width=320, height=240)  # fmt: skip
     assert (frames.status == "complete").mean() > 0.95
     assert frames.size_bytes.sum() > 0
     cell = json.loads((tmp_path / "cell.json").read_text())
-    assert cell["summary"]["achieved_mbps"] > 0.2
+    assert cell["stream"]["codec"] == codec
+    assert cell["summary"]["achieved_mbps"] > 0.05
+    sdp_pt = json.loads((tmp_path / "sender.json").read_text())["media_pt"]
+    assert sdp_pt in set(pd.DataFrame(read_pcap(tmp_path / "receiver.pcap"))[5])
 
 
 @pytest.mark.parametrize(
