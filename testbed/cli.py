@@ -138,7 +138,11 @@ def exec_(host: str, command: tuple[str, ...], name: str) -> None:
         _fail(ConfigError("exec", host, f"unknown host; valid: {', '.join(info.hosts)}"))
     env = dict(os.environ)
     env.update(info.env())
-    enter_netns(info.hosts[host].netns)
+    try:
+        enter_netns(info.hosts[host].netns)
+    except OSError as e:
+        _fail(TestbedError(f"cannot enter {host} ({e.strerror}): is {name!r} still up? "
+                           "`testbed clean` removes a crashed topology"))  # fmt: skip
     try:
         os.execvpe(command[0], list(command), env)
     except FileNotFoundError:

@@ -14,7 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from testbed.errors import ConfigError
+from testbed.errors import ConfigError, UnavailableError
 from testbed.net import netns
 from testbed.net.ledger import Ledger
 from testbed.net.nsenter import enter_netns, in_netns
@@ -165,7 +165,13 @@ def choose_backend(requested: str, run: str, source: str = "--backend") -> tuple
     if requested == "emu":
         return "emu", "asked for"
     if requested == "netem":
-        netem.NetemBackend(kernel_has_netem(run)).ensure_available()
+        try:
+            has = kernel_has_netem(run)
+        except OSError as e:
+            raise UnavailableError(
+                f"cannot probe the kernel for sch_netem ({e}); run as root"
+            ) from e
+        netem.NetemBackend(has).ensure_available()
         return "netem", "asked for"
     # auto
     if not netem.IMPLEMENTED:
