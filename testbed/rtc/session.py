@@ -149,9 +149,11 @@ def run_stream(
         if host not in topology.hosts:
             raise TestbedError(f"stream.{'sender' if host == spec.sender else 'receiver'}: "
                                f"{host!r} is not a host of the topology ({', '.join(topology.hosts)})")  # fmt: skip
-    link_index = next(
-        i for i, lk in enumerate(topology.links) if set(lk.between) == {spec.sender, spec.receiver}
-    )
+    pair = {spec.sender, spec.receiver}
+    matches = [i for i, lk in enumerate(topology.links) if set(lk.between) == pair]
+    if not matches:
+        raise TestbedError(f"no link joins {spec.sender} and {spec.receiver} in {topology.source}")
+    link_index = matches[0]
     link = topology.links[link_index]
     side = {link.between[0]: "a", link.between[1]: "b"}
     net = Network(topology, backend, run=run, backend_reason=backend_reason,
