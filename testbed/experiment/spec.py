@@ -115,6 +115,10 @@ def load_experiment(path: str | Path, max_cells: int | None = None) -> Experimen
             topo = parse_topology(apply_overrides(base_raw, topo_sets), str(topo_path),
                                   topo_path.resolve().parent)  # fmt: skip
             spec = parse_stream(stream_data, src)
+            for role in ("sender", "receiver"):
+                if getattr(spec, role) not in topo.hosts:
+                    raise ConfigError(src, f"stream.{role}", f"{getattr(spec, role)!r} is not a "
+                                      f"host of {topo_path.name}; valid: {', '.join(topo.hosts)}")  # fmt: skip
         except ConfigError as e:
             where = f"grid {values}" if values else "set/stream"
             key = f"grid.{e.key}" if e.key in values or f"stream.{e.key}" in values else e.key
