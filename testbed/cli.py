@@ -154,6 +154,8 @@ def _print_stats(info: Any) -> None:
     for lname, link in info.links.items():
         for direction in ("uplink", "downlink"):
             tag = f"{lname}.{direction}"
+            if link[direction].get("backend") != "emu":
+                continue  # kernel netem keeps its own counters (tc -s qdisc), not ours
             path = link[direction].get("stats")
             try:
                 st = json.loads(Path(path).read_text()) if path else None
@@ -246,6 +248,11 @@ def doctor(name: str) -> None:
         click.echo(f"  {'yes' if cap.ok else 'no ':<4} {cap.name:<12} {cap.detail}")
     p50, p99 = timer_lateness_us()
     click.echo(f"  timers: select() 1 ms sleeps wake late by p50 {p50:.0f} us, p99 {p99:.0f} us")
+    from testbed.shaping.uml import uml_available
+
+    uml = "yes " if uml_available() else "no  "
+    click.echo(f"  {uml} user-mode-linux  /usr/bin/linux.uml: kernel netem as a process "
+               "(--backend netem on this kernel)")  # fmt: skip
     chosen, why = choose_backend("auto", name)
     click.echo(f"backend auto -> {chosen} ({why})")
 

@@ -18,6 +18,7 @@ from testbed.errors import ConfigError, UnavailableError
 from testbed.net import netns
 from testbed.net.ledger import Ledger
 from testbed.net.nsenter import enter_netns, in_netns
+from testbed.shaping.uml import uml_available
 
 
 @dataclass(frozen=True)
@@ -171,13 +172,24 @@ def choose_backend(requested: str, run: str, source: str = "--backend") -> tuple
             raise UnavailableError(
                 f"cannot probe the kernel for sch_netem ({e}); run as root"
             ) from e
-        netem.NetemBackend(has).ensure_available()
-        return "netem", "asked for"
+        if has:
+            netem.NetemBackend(has).ensure_available()
+            return "netem", "asked for; the kernel has sch_netem"
+        if not uml_available():
+            raise UnavailableError(
+                "backend netem: this kernel has no sch_netem, and user-mode-linux (a kernel that "
+                "has it, run as a process) is not installed: `apt-get install user-mode-linux "
+                "kmod` (make setup does), or use --backend emu"
+            )
+        return (
+            "netem-uml",
+            "asked for; this kernel has no sch_netem, so netem runs in a user-mode-linux router",
+        )
     # auto
     if not netem.IMPLEMENTED:
         return (
             "emu",
-            "auto: the netem backend is not built yet (issue #3), so the userspace emulator",
+            "auto: the kernel has no native netem backend here yet, so the userspace emulator",
         )
     if kernel_has_netem(run):
         return "netem", "auto: the kernel has sch_netem"

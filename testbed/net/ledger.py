@@ -190,15 +190,47 @@ def end_process(pid: int, start_ticks: int, grace_s: float = 3.0) -> bool:
     return True
 
 
+def session_members(sid: int, not_before_ticks: int) -> list[tuple[int, int]]:
+    """(pid, start ticks) of live processes in session `sid` started no earlier than the
+    session's leader: a session we created (start_new_session) keeps its id even after its
+    leader dies, so its helpers are still ours to end."""
+    out: list[tuple[int, int]] = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        rest = stat[stat.rindex(")") + 2 :].split()
+        if rest[0] in ("Z", "X") or int(rest[3]) != sid:
+            continue
+        ticks = int(rest[19])
+        if ticks >= not_before_ticks:
+            out.append((int(d), ticks))
+    return out
+
+
 def _undo_process(entry: Entry) -> bool:
     ended = False
-    known = {(entry.get("pid"), entry.get("start_ticks"))}
+    pid, ticks = entry.get("pid"), entry.get("start_ticks")
+    if entry.get("session") and pid is not None and ticks is not None:
+        # a process that runs helpers of its own (user-mode-linux), in a session it leads
+        family = session_members(int(pid), int(ticks))
+        for p, _ in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        for p, t in family:
+            end_process(p, t, grace_s=0.5)
+        return bool(family)
+    known = {(pid, ticks)}
     from_file = _read_pidfile(entry.get("pidfile"))
     if from_file is not None:
         known.add(from_file)
-    for pid, ticks in known:
-        if pid is not None and ticks is not None:
-            ended = end_process(int(pid), int(ticks)) or ended
+    for known_pid, known_ticks in known:
+        if known_pid is not None and known_ticks is not None:
+            ended = end_process(int(known_pid), int(known_ticks)) or ended
     return ended
 
 

@@ -194,6 +194,10 @@ class Network:
         from pyroute2 import NetNS
         from pyroute2.netlink.exceptions import NetlinkError
 
+        build_link = getattr(self.backend, "build_link", None)
+        if build_link is not None:  # the backend brings its own router (user-mode-linux)
+            info: dict[str, Any] = build_link(self, i, link, hosts, say)
+            return info
         run = self.run
         router = names.netns_name(run, link.name)
         netns.create(self.ledger, router, router=True)
@@ -218,15 +222,11 @@ class Network:
                     idx = r.link_lookup(ifname=router_if)[0]
                     r.addr("add", index=idx, address=gateway, prefixlen=24)
                     r.link("set", index=idx, state="up")
-                with NetNS(host_ns) as h:
-                    idx = h.link_lookup(ifname=host_if)[0]
-                    h.addr("add", index=idx, address=addr, prefixlen=24)
-                    h.link("set", index=idx, state="up")
-                    h.route("add", dst=f"{far}.0/24", gateway=gateway)
+                self.configure_host_interface(host_ns, host_if, addr, gateway, far)
                 hosts.setdefault(host, HostInfo(host, host_ns, addr))
         except NetlinkError as e:
             raise KernelError(f"building link {link.name!r} failed: {e}") from e
-        info: dict[str, Any] = {"index": i, "router_netns": router, "between": list(link.between)}
+        info = {"index": i, "router_netns": router, "between": list(link.between)}
         for direction, spec, in_if, out_if in (
             ("uplink", link.uplink, sides[0][2], sides[1][2]),
             ("downlink", link.downlink, sides[1][2], sides[0][2]),
@@ -250,6 +250,22 @@ class Network:
             }
             say(f"link {link.name} {direction}: {describe_spec(spec.to_dict())}")
         return info
+
+    def configure_host_interface(
+        self, host_ns: str, ifname: str, addr: str, gateway: str, far_net: str
+    ) -> None:
+        """Address a host's side of a link, bring it up, route the far side via the router."""
+        from pyroute2 import NetNS
+
+        with NetNS(host_ns) as h:
+            idx = h.link_lookup(ifname=ifname)[0]
+            h.addr("add", index=idx, address=addr, prefixlen=24)
+            h.link("set", index=idx, state="up")
+            h.route("add", dst=f"{far_net}.0/24", gateway=gateway)
+
+    @staticmethod
+    def host_info(name: str, host_ns: str, address: str) -> HostInfo:
+        return HostInfo(name, host_ns, address)
 
     # --- running things inside hosts ---------------------------------------------------------
     def popen(self, host: str, cmd: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
