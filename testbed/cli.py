@@ -495,7 +495,7 @@ def bench() -> None:
 @click.option("--quick", is_flag=True, help="shorter runs (a smoke test of the benchmark)")
 @click.option(
     "--max-rate-mbps",
-    default="50,100,200,300",
+    default="10,50,100,200",
     show_default=True,
     help="rates tried for the highest sustained rate",
 )

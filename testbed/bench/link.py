@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ from testbed.bench.metrics import binomial_interval, bytes_per_window, fifo_floo
 from testbed.config import LinkDef, LinkSpec, TopologySpec
 from testbed.errors import TestbedError, UnavailableError
 from testbed.net.capabilities import choose_backend
+from testbed.net.ledger import session_members
 from testbed.net.network import Network
 from testbed.shaping.backends import make_backend
 from testbed.shaping.traces import load_trace
@@ -66,6 +68,29 @@ def _emu_stats(net: Network) -> dict[str, Any]:
     return {}
 
 
+def _shaper_cpu_s(net: Network) -> float:
+    """CPU seconds used so far by the processes that shape the links (emulators or UML)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pids: list[int] = []
+    for e in net.ledger.entries():
+        what = str(e.get("what", ""))
+        if e["kind"] != "process" or not what.startswith(("emulator", "user-mode-linux")):
+            continue
+        if e.get("session"):
+            pids += [p for p, _ in session_members(int(e["pid"]), int(e["start_ticks"]))]
+        elif e.get("pid"):
+            pids.append(int(e["pid"]))
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(rest[11]) + int(rest[12])) / tick
+    return total
+
+
 class Case:
     """One topology up for the duration of a with-block, on the chosen backend."""
 
@@ -78,15 +103,31 @@ class Case:
             seed=1,
         )
         self.emu: dict[str, Any] = {}
+        self.cpu = math.nan
 
     def __enter__(self) -> Network:
         self.net.start()
+        # warm the path (neighbour discovery on every hop) before anything is measured
+        for a, b in (("sender", "receiver"), ("receiver", "sender")):
+            self.net.run_in(a, ["ping", "-c", "2", "-i", "0.05", "-W", "2", self.net.address(b)],
+                            check=False)  # fmt: skip
+        self._t0 = time.monotonic()
+        self._cpu0 = _shaper_cpu_s(self.net)
         return self.net
 
     def __exit__(self, *exc: object) -> None:
+        self.cpu = (_shaper_cpu_s(self.net) - self._cpu0) / max(time.monotonic() - self._t0, 1e-9)
         self.net.stop()
-        self.emu = _emu_stats(self.net)
+        if self.net.backend.name == "emu":
+            self.emu = _emu_stats(self.net)
         shutil.rmtree(self.net.log_dir, ignore_errors=True)
+
+    def lateness(self) -> str:
+        if not self.emu:
+            return ""
+        late = self.emu["lateness_us"]
+        return (f"; emulator release lateness p50 {late['p50']:.0f} us, p99 {late['p99']:.0f} us,"
+                f" {self.emu['stalls_over_1ms']} >1 ms")  # fmt: skip
 
 
 # --- measurements ----------------------------------------------------------------------------
@@ -243,8 +284,7 @@ def bench_backend(
     )
     say(
         f"  probe OWD 2 Mbps  error vs floor (30 ms + 1228 B/10 Mbps): {_fmt(owd_err)}"
-        f"   (n={owd_err['n']}; emulator release lateness p50 {case.emu['lateness_us']['p50']:.0f} us,"
-        f" p99 {case.emu['lateness_us']['p99']:.0f} us, {case.emu['stalls_over_1ms']} >1 ms)"
+        f"   (n={owd_err['n']}{case.lateness()}; shaper CPU {100 * case.cpu:.0f}% of a core)"
     )
     out["rate10"] = {
         "ping_rtt_ms": rtt,
@@ -282,6 +322,11 @@ def bench_backend(
 
     # 3. Traces: delivered bytes per 100 ms window vs the trace's opportunities.
     out["traces"] = []
+    if backend != "emu":
+        say(
+            f"[{backend}] traces: not measured: netem has no time-varying rate (the emu backend follows traces)"
+        )
+        traces = []
     for trace_path in traces:
         trace = load_trace(trace_path)
         peak = (
@@ -348,12 +393,12 @@ def bench_backend(
         q = quantiles_ms(rows[:, 2] - floor)
         sent = rows[-1, 1] - rows[0, 1]
         offered = rows[:, 3].sum() * 8 / (sent / 1e9) / 1e6 if sent > 0 else math.nan
-        cpu = case.emu.get("cpu_s", math.nan) / max(case.emu.get("duration_s", 1), 1e-9)
+        cpu = case.cpu
         sustained = q["p99"] <= 0.5
         best = rate if sustained and rate > best else best
         say(
             f"[{backend}] {rate:g} Mbps, offered {offered:.1f}: OWD error vs FIFO floor {_fmt(q)}"
-            f"  emulator CPU {100 * cpu:.0f}% of a core  {'OK' if sustained else 'over 0.5 ms'}"
+            f"  shaper CPU {100 * cpu:.0f}% of a core  {'OK' if sustained else 'over 0.5 ms'}"
         )
         out["rates"].append(
             {
@@ -375,7 +420,7 @@ def run_link_bench(
     for tool in ("iperf3", "ping", "ss"):
         if shutil.which(tool) is None:
             raise UnavailableError(f"{tool} is not installed; run `make setup`")
-    results = []
+    results: list[dict[str, Any]] = []
     for backend in backends:
         try:
             chosen, _ = choose_backend(backend, run)
@@ -387,4 +432,22 @@ def run_link_bench(
         if quick:
             traces = traces[:3]
         results.append(bench_backend(chosen, run, quick, rates_mbps, say, traces))
+    measured = [r for r in results if "rate10" in r]
+    if measured:
+        say("")
+        say("side by side (10 Mbps / 30 ms unless noted; errors vs the physical floor, ms):")
+        say(f"{'backend':<10} {'thr ratio':>9} {'RTT err':>8} {'OWD p50':>8} {'OWD p99':>8} {'OWD max':>8}"
+            f" {'loss 5%':>8} " + " ".join(f"{f'{r:g}M p50/p99/CPU':>20}" for r in rates_mbps))  # fmt: skip
+        for r in measured:
+            r10 = r["rate10"]
+            owd = r10["owd_error_ms"]
+            by_rate = {x["rate_mbps"]: x for x in r["rates"]}
+            cols = " ".join(
+                f"{by_rate[x]['owd_error_ms']['p50']:>6.3f}/{by_rate[x]['owd_error_ms']['p99']:.3f}/"
+                f"{100 * by_rate[x]['emu_cpu']:.0f}%".rjust(20)
+                for x in rates_mbps
+            )
+            say(f"{r['backend']:<10} {r10['iperf3']['ip_mbps'] / 10:>9.4f} "
+                f"{r10['ping_rtt_ms']['avg'] - r10['ref_rtt_ms']:>+8.3f} {owd['p50']:>8.3f} {owd['p99']:>8.3f}"
+                f" {owd['max']:>8.3f} {100 * r['loss5']['fraction']:>7.2f}% {cols}")  # fmt: skip
     return results

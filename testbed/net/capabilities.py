@@ -185,12 +185,14 @@ def choose_backend(requested: str, run: str, source: str = "--backend") -> tuple
             "netem-uml",
             "asked for; this kernel has no sch_netem, so netem runs in a user-mode-linux router",
         )
-    # auto
-    if not netem.IMPLEMENTED:
-        return (
-            "emu",
-            "auto: the kernel has no native netem backend here yet, so the userspace emulator",
-        )
-    if kernel_has_netem(run):
+    # auto: native netem where the kernel has it, the userspace emulator otherwise
+    try:
+        has = kernel_has_netem(run)
+    except OSError as e:
+        raise UnavailableError(f"cannot probe the kernel for sch_netem ({e}); run as root") from e
+    if has:
         return "netem", "auto: the kernel has sch_netem"
-    return "emu", "auto: the kernel has no sch_netem, so the userspace emulator"
+    return "emu", (
+        "auto: the kernel has no sch_netem, so the userspace emulator "
+        "(--backend netem would run netem in a user-mode-linux router)"
+    )
