@@ -10,6 +10,7 @@ from tests.conftest import ROOT
 from tests.system.conftest import namespaces_of, run_cli
 
 P2P = str(ROOT / "topologies" / "p2p.yaml")
+TRACE = ROOT / "topologies" / "traces" / "const-5.trace"
 
 
 def test_up_exec_down(run: str) -> None:
@@ -66,7 +67,11 @@ links:
             "trace file not found",
         ),
         ("loss_pct: 1", ["--backend", "warp"], "'warp' is unknown; valid: auto, emu, netem"),
-        ("loss_pct: 1", ["--backend", "netem"], "this kernel has no sch_netem"),
+        (
+            "loss_pct: 1",
+            ["--backend", "netem", "uplink.rate_mbps=null", f"uplink.trace={TRACE}"],
+            "netem has no time-varying rate",
+        ),
         ("loss_pct: 1", ["--name", "Bad_Name"], "--name: Bad_Name: not a valid name"),
     ],
 )

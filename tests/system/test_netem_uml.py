@@ -35,7 +35,8 @@ def test_ping_rtt_matches_the_spec(run: str) -> None:
             "sender", ["ping", "-n", "-q", "-c", "30", "-i", "0.02", net.address("receiver")]
         ).stdout
     mn, avg = (float(x) for x in re.search(r"= ([\d.]+)/([\d.]+)/", out).groups())  # type: ignore[union-attr]
-    assert mn >= 30.0 and avg == pytest.approx(30.1, abs=1.0)
+    # UML is an ordinary process: when the CPU is shared its timers run a little late
+    assert 30.0 <= mn <= 31.0 and avg == pytest.approx(30.1, abs=2.0)
 
 
 def test_loss_inside_binomial_interval(run: str) -> None:
