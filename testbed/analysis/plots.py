@@ -66,13 +66,21 @@ def fig3(
     if region is not None:
         ax.axvspan(region[0] * 0.97, region[1] * 1.03, color="#F0E442", alpha=0.45, zorder=0,
                    linewidth=0)  # fmt: skip
-        ax.annotate(f"{metric} within budget up to {region[2]:g}% loss", xy=(region[0] * 0.97, 0.03),
+        ax.annotate(f"{metric} within budget\nup to {region[2]:g}% loss", xy=(region[1] * 1.03, 0.97),
                     xycoords=("data", "axes fraction"), xytext=(2, 0), textcoords="offset points",
-                    ha="left", va="bottom", fontsize=6, color="0.35")  # fmt: skip
+                    ha="left", va="top", fontsize=6, color="0.35")  # fmt: skip
     if log_x:
         ax.set_xscale("log")
     ax.set_xlim(xmin, xmax)
-    ax.set_ylim(bottom=0)
+    # Above the bandwidth latency explodes (queues grow): keep the scale for what is below it.
+    below = configs[col][configs.achieved_mbps < grey_from * rate] if rate else configs[col]
+    top = max(float(np.nanmax(below)) * 1.15 if len(below) else 0.0, 2.5 * budget_ms)
+    ax.set_ylim(0, top)
+    off = float(np.nanmax(configs[col]))
+    if off > top and rate:
+        ax.annotate(f"off scale:\nup to {off:.0f} ms", xy=(grey_from * rate, 0.97),
+                    xycoords=("data", "axes fraction"), xytext=(-3, 0), textcoords="offset points",
+                    ha="right", va="top", fontsize=6, color="0.35")  # fmt: skip
     ax.set_xlabel("achieved video bitrate (Mbps)")
     ax.set_ylabel(f"frame transmission latency, {metric} (ms)")
     ax.grid(True, which="major", linewidth=0.3, color="0.8")
