@@ -43,25 +43,6 @@ def frame_wire_bits(bitrate_mbps: float, fps: float) -> float:
     return (bitrate_mbps * 1e6 / fps) + k * PACKET_OVERHEAD * 8
 
 
-def base_latency_ms(link: LinkModelInput, bitrate_mbps: float, fps: float) -> float:
-    """Loss-free latency: propagation + serialization of the whole frame."""
-    return link.delay_ms + frame_wire_bits(bitrate_mbps, fps) / (link.rate_mbps * 1e6) * 1e3
-
-
-def retransmission_ms(link: LinkModelInput, bitrate_mbps: float, fps: float) -> float:
-    """One repair round: detect the gap, NACK back, retransmission forward.
-
-    The receiver sees a gap only when a later packet arrives: the next packet of the frame
-    (one packet time later), or, when the frame's last packet was lost, the next frame's first.
-    The mean over a packet's position in the frame is used.
-    """
-    packet_ms = (PACKET_PAYLOAD + PACKET_OVERHEAD) * 8 / (link.rate_mbps * 1e6) * 1e3
-    k = packets_per_frame(bitrate_mbps, fps)
-    detect_last = max(packet_ms, 1000 / fps - (k - 1) * packet_ms)
-    detect = ((k - 1) * packet_ms + detect_last) / k
-    return detect + link.delay_ms + link.reverse_delay_ms + packet_ms
-
-
 def _packet_outcomes(
     link: LinkModelInput, bitrate_mbps: float, fps: float
 ) -> list[list[tuple[float, float]]]:
