@@ -12,6 +12,8 @@ import select
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from testbed.errors import ConfigError, UnavailableError
@@ -113,14 +115,25 @@ def timer_lateness_us(samples: int = 200, sleep_us: int = 1000) -> tuple[float, 
     return late[len(late) // 2], late[int(len(late) * 0.99)]
 
 
-def probe_kernel(run: str) -> list[Capability]:
-    """Try each feature for real in a scratch namespace '<run>--doctor'."""
-    ledger = Ledger(f"{run}--doctor")
+@contextmanager
+def scratch_netns(run: str) -> Iterator[str]:
+    """A namespace '<run>--doctor' to try things in, recorded in its own ledger, always removed."""
     ns = f"{run}--doctor"
+    ledger = Ledger(ns)
     ledger.lock()
     try:
         ledger.undo()  # a previous probe that crashed
         netns.create(ledger, ns)
+        yield ns
+    finally:
+        ledger.undo()
+        ledger.unlock()
+        ledger.remove_state()
+
+
+def probe_kernel(run: str) -> list[Capability]:
+    """Try each feature for real in a scratch namespace."""
+    with scratch_netns(run) as ns:
         caps = [
             _qdisc(ns, "netem", delay=1000),
             _qdisc(ns, "htb", handle="1:", default=0x10),
@@ -128,30 +141,13 @@ def probe_kernel(run: str) -> list[Capability]:
             _tun(ns),
             _nftables(ns),
         ]
-    finally:
-        ledger.undo()
-        ledger.unlock()
-        ledger.remove_state()
     caps.append(_realtime())
     return caps
 
 
 def kernel_has_netem(run: str) -> bool:
-    from pyroute2 import NetNS
-
-    ledger = Ledger(f"{run}--doctor")
-    ns = f"{run}--doctor"
-    ledger.lock()
-    try:
-        ledger.undo()
-        netns.create(ledger, ns)
-        with NetNS(ns):
-            pass
+    with scratch_netns(run) as ns:
         return _qdisc(ns, "netem", delay=1000).ok
-    finally:
-        ledger.undo()
-        ledger.unlock()
-        ledger.remove_state()
 
 
 def choose_backend(requested: str, run: str, source: str = "--backend") -> tuple[str, str]:
