@@ -22,7 +22,9 @@ class FixedController:
 class RembController:
     """Follow the receiver's estimate (aiortc's REMB), as aiortc does, minus its VP8 clamp."""
 
-    def __init__(self, initial_bps: float, fps: float, min_mbps: float = 0.05, max_mbps: float = 1000.0) -> None:
+    def __init__(
+        self, initial_bps: float, fps: float, min_mbps: float = 0.05, max_mbps: float = 1000.0
+    ) -> None:
         if not 0 < min_mbps <= max_mbps:
             raise ValueError("need 0 < min_mbps <= max_mbps")
         self.lo, self.hi = min_mbps * 1e6, max_mbps * 1e6
@@ -59,8 +61,15 @@ class BudgetController:
         window_s: float = 5.0,
         loss_floor_pct: float = 0.0,
     ) -> None:
-        if budget_ms <= 0 or not 0 < quantile < 1 or not 0 < min_mbps <= max_mbps or not 0 < headroom <= 1:
-            raise ValueError("need budget_ms > 0, 0 < quantile < 1, 0 < min_mbps <= max_mbps, 0 < headroom <= 1")
+        if (
+            budget_ms <= 0
+            or not 0 < quantile < 1
+            or not 0 < min_mbps <= max_mbps
+            or not 0 < headroom <= 1
+        ):
+            raise ValueError(
+                "need budget_ms > 0, 0 < quantile < 1, 0 < min_mbps <= max_mbps, 0 < headroom <= 1"
+            )
         self.fps = fps
         self.budget_ms, self.quantile = budget_ms, quantile
         self.lo, self.hi = min_mbps, max_mbps

@@ -25,7 +25,12 @@ class AbrDriver:
     def feed(self, feedback: Feedback) -> float:
         try:
             value: Any = self.controller.update(feedback)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
                 raise ValueError(f"returned {value!r}, not a positive finite bitrate")
         except Exception as e:  # a user's controller: keep streaming, record what went wrong
             self.errors += 1

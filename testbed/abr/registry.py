@@ -14,7 +14,11 @@ from testbed.abr.base import Controller
 from testbed.abr.builtin import BudgetController, FixedController, RembController
 from testbed.errors import ConfigError
 
-BUILTIN: dict[str, type[Any]] = {"fixed": FixedController, "remb": RembController, "budget": BudgetController}
+BUILTIN: dict[str, type[Any]] = {
+    "fixed": FixedController,
+    "remb": RembController,
+    "budget": BudgetController,
+}
 GROUP = "rtc_testbed.abr"
 
 
@@ -34,14 +38,20 @@ def resolve(name: str, src: str, key: str = "stream.abr") -> type[Any]:
         try:
             obj = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError, ValueError) as e:
-            raise ConfigError(src, key, f"{name!r} does not resolve ({e}); known: {', '.join(known())}") from None
+            raise ConfigError(
+                src, key, f"{name!r} does not resolve ({e}); known: {', '.join(known())}"
+            ) from None
         if not callable(getattr(obj, "update", None)):
             raise ConfigError(src, key, f"{name!r} has no update(feedback) method")
         return obj  # type: ignore[no-any-return]
-    raise ConfigError(src, key, f"{name!r} is unknown; known: {', '.join(known())}, or package.module:Class")
+    raise ConfigError(
+        src, key, f"{name!r} is unknown; known: {', '.join(known())}, or package.module:Class"
+    )
 
 
-def make(name: str, params: Mapping[str, Any], initial_bps: float, fps: float, src: str = "stream") -> Controller:
+def make(
+    name: str, params: Mapping[str, Any], initial_bps: float, fps: float, src: str = "stream"
+) -> Controller:
     """Construct a controller; bad params are a ConfigError naming stream.abr_params."""
     cls = resolve(name, src)
     try:

@@ -15,7 +15,9 @@ import zfec
 
 SCHEME_IDS = {"xor": 1, "rs": 2}
 SCHEME_NAMES = {v: k for k, v in SCHEME_IDS.items()}
-HEADER = struct.Struct("!BBHHBBBxH")  # version, scheme, block_id, first_seq, k, m, index, symbol_len
+HEADER = struct.Struct(
+    "!BBHHBBBxH"
+)  # version, scheme, block_id, first_seq, k, m, index, symbol_len
 VERSION = 1
 
 

@@ -98,7 +98,9 @@ class FecReceiver:
         if len(have) + len(b.repairs) < b.head.k:
             return []
         media = codec.to_symbols_sized([self.media[s] for s in have.values()], b.head.symbol_len)
-        rebuilt = codec.decode(b.head.scheme, b.head.k, b.head.m, dict(zip(have, media, strict=True)), b.repairs)
+        rebuilt = codec.decode(
+            b.head.scheme, b.head.k, b.head.m, dict(zip(have, media, strict=True)), b.repairs
+        )
         b.done = True
         out = []
         for i, symbol in sorted(rebuilt.items()):
@@ -144,4 +146,3 @@ class FecReceiver:
         for s in due:
             del self.deferred[s]
         return sorted(due)
-

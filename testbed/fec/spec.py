@@ -58,29 +58,51 @@ def parse_fec(value: Any, src: str, key: str = "stream.fec") -> FecSpec:
     if isinstance(value, str):
         value = {"scheme": value}
     if not isinstance(value, Mapping):
-        raise ConfigError(src, key, f"{value!r}: expected a mapping like {{scheme: rs, overhead: 0.2}}")
+        raise ConfigError(
+            src, key, f"{value!r}: expected a mapping like {{scheme: rs, overhead: 0.2}}"
+        )
     for k in value:
         if k not in KEYS:
             raise ConfigError(src, f"{key}.{k}", f"unknown key; valid: {', '.join(KEYS)}")
     scheme = value.get("scheme", "rs")
     if scheme not in SCHEMES:
-        raise ConfigError(src, f"{key}.scheme", f"{scheme!r} is unknown; valid: {', '.join(SCHEMES)}")
+        raise ConfigError(
+            src, f"{key}.scheme", f"{scheme!r} is unknown; valid: {', '.join(SCHEMES)}"
+        )
     policy = value.get("policy", "fixed")
     if policy not in POLICIES:
-        raise ConfigError(src, f"{key}.policy", f"{policy!r} is unknown; valid: {', '.join(POLICIES)}")
+        raise ConfigError(
+            src, f"{key}.policy", f"{policy!r} is unknown; valid: {', '.join(POLICIES)}"
+        )
     if policy == "table" and scheme != "rs":
         raise ConfigError(src, f"{key}.policy", "table needs scheme: rs")
-    for name, lo, hi in (("overhead", 0.0, 4.0), ("residual", 1e-9, 0.5), ("nack_wait_ms", 0.0, 1000.0)):
+    for name, lo, hi in (
+        ("overhead", 0.0, 4.0),
+        ("residual", 1e-9, 0.5),
+        ("nack_wait_ms", 0.0, 1000.0),
+    ):
         v = value.get(name)
         if v is None:
             continue
-        if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v) or not lo <= v <= hi:
-            raise ConfigError(src, f"{key}.{name}", f"{v!r} is out of range; valid: {lo:g} to {hi:g}")
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, int | float)
+            or math.isnan(v)
+            or not lo <= v <= hi
+        ):
+            raise ConfigError(
+                src, f"{key}.{name}", f"{v!r} is out of range; valid: {lo:g} to {hi:g}"
+            )
     g = value.get("group_packets")
     if g is not None and (isinstance(g, bool) or not isinstance(g, int) or not 1 <= g <= 254):
         raise ConfigError(src, f"{key}.group_packets", f"{g!r}: valid: a whole number 1 to 254")
-    return FecSpec(**{k: (float(v) if k in ("overhead", "residual", "nack_wait_ms") else v)
-                      for k, v in {**value, "scheme": scheme, "policy": policy}.items()})  # fmt: skip
+    d = FecSpec()
+    return FecSpec(
+        scheme=scheme, policy=policy, overhead=float(value.get("overhead", d.overhead)),
+        group_packets=int(value.get("group_packets", d.group_packets)),
+        residual=float(value.get("residual", d.residual)),
+        nack_wait_ms=float(value.get("nack_wait_ms", d.nack_wait_ms)),
+    )  # fmt: skip
 
 
 def _binom_tail(n: int, p: float, more_than: int) -> float:

@@ -6,7 +6,13 @@ What it changes, and why (each a documented research knob, recorded in results):
   again; `retry` re-requests still-missing packets every interval up to a limit (like
   libwebrtc's NACK module); `off` sends none;
 - a decoder that accepts synthetic frames silently (no PLI storm for undecodable bytes);
-- pinned video bitrate: the VP8/H.264 clamp constants set to one value, so REMB cannot move it.
+- pinned video bitrate: the VP8/H.264 clamp constants set to one value, so REMB cannot move it;
+  or, under an ABR controller, clamps widened and the encoder's target set by the controller
+  (REMB then goes to the controller, not to aiortc's encoder);
+- FEC: repair packets sent after each frame's media on the same DTLS/SRTP transport (own
+  payload type and SSRC); at the receiver, repair packets are taken before aiortc's router,
+  rebuilt media packets are handed to aiortc as if they had arrived (and, as in libwebrtc, not
+  counted as received in RTCP receiver reports), and NACKs wait for FEC (testbed.fec.receiver).
 
 And what it observes, for identification only (timing comes from wire captures):
 - every RTP packet the sender hands to DTLS (plain, before SRTP): RTX -> original seq;
@@ -19,6 +25,7 @@ import asyncio
 import contextlib
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,10 +34,14 @@ from aiortc import rtcdtlstransport, rtcrtpreceiver, rtcrtpsender
 from aiortc.codecs import h264, vpx
 from aiortc.jitterbuffer import JitterBuffer
 
+from testbed.abr.base import Feedback
 from testbed.errors import UnavailableError
+from testbed.fec.receiver import FecReceiver
+from testbed.fec.sender import FecSender
 
 SUPPORTED_AIORTC = "1.16.0"
 DEFAULT_HISTORY_PACKETS = 128
+FEC_PAYLOAD_TYPE = 120  # not among aiortc's video payload types (checked against the SDP)
 
 
 def check_version() -> None:
@@ -71,6 +82,10 @@ class SenderTap:
     # at random: it is learnt from the first frame that is sent
     origin: int | None = None
     pending_pts: int | None = None
+    media_pt: int | None = None
+    fec: FecSender | None = None
+    on_feedback: Callable[[Any, Feedback], None] | None = None  # (RTCRtpSender, event)
+    take_remb: bool = False  # REMB feeds the controller only, not aiortc's encoder
 
 
 def install_sender(history_packets: int) -> SenderTap:
@@ -91,6 +106,11 @@ def install_sender(history_packets: int) -> SenderTap:
             if tap.origin is None and tap.pending_pts is not None and pt != tap.rtx_pt:
                 tap.origin = (ts - tap.pending_pts) % (1 << 32)
         await original(self, data)
+        if head is not None and tap.fec is not None and head[0] == tap.media_pt:
+            for repair in tap.fec.on_media(head[2], head[3], bool(head[1]), data):
+                tap.packets.append((time.monotonic_ns(), tap.fec.payload_type, tap.fec.ssrc,
+                                    struct.unpack_from("!H", repair, 2)[0], head[3], 0, -1))  # fmt: skip
+                await original(self, repair)
 
     rtcdtlstransport.RTCDtlsTransport._send_rtp = _send_rtp  # type: ignore[method-assign]
 
@@ -113,10 +133,51 @@ def install_sender(history_packets: int) -> SenderTap:
         elif name == "RtcpPsfbPacket":
             name = {1: "pli", 4: "fir", 15: "remb"}.get(packet.fmt, "psfb")
         tap.rtcp_received[name] = tap.rtcp_received.get(name, 0) + 1
-        await original_rtcp(self, packet)
+        if not (name == "remb" and tap.take_remb):
+            await original_rtcp(self, packet)
+        if tap.on_feedback is not None:
+            for event in _feedback(self, packet, name):
+                tap.on_feedback(self, event)
 
     rtcrtpsender.RTCRtpSender._handle_rtcp_packet = _handle_rtcp_packet  # type: ignore[method-assign]
     return tap
+
+
+def _feedback(sender: Any, packet: Any, name: str) -> list[Feedback]:
+    """aiortc's RTCP packets as controller feedback (after aiortc updated its RTT)."""
+    now_ms = time.monotonic_ns() / 1e6
+    if name == "remb":
+        from aiortc.rtp import unpack_remb_fci
+
+        bitrate, ssrcs = unpack_remb_fci(packet.fci)
+        return [Feedback(now_ms, "remb", remb_bps=float(bitrate))] if sender._ssrc in ssrcs else []
+    if name == "nack":
+        return [Feedback(now_ms, "nack", nack_packets=len(packet.lost))]
+    if name in ("RtcpRrPacket", "RtcpSrPacket"):
+        rtt = getattr(sender, "_RTCRtpSender__rtt", None)
+        sent = getattr(sender, "_RTCRtpSender__packet_count", None)
+        return [
+            Feedback(now_ms, "report", loss_fraction=r.fraction_lost / 256, packets_lost=r.packets_lost,
+                     packets_sent=sent, rtt_ms=None if rtt is None else rtt * 1000)
+            for r in packet.reports if r.ssrc == sender._ssrc
+        ]  # fmt: skip
+    return []
+
+
+def unclamp_video_bitrate(min_bps: int, max_bps: int) -> None:
+    """Let a controller set any encoder target in [min_bps, max_bps] (aiortc: 0.25-1.5 Mbps VP8)."""
+    check_version()
+    for module in (vpx, h264):
+        module.MIN_BITRATE, module.MAX_BITRATE = min_bps, max_bps  # type: ignore[attr-defined]
+
+
+def set_encoder_bitrate(sender: Any, bitrate_bps: int) -> bool:
+    """Give the sender's encoder a new target; False if there is no encoder (yet)."""
+    encoder = getattr(sender, "_RTCRtpSender__encoder", None)
+    if encoder is None or not hasattr(encoder, "target_bitrate"):
+        return False
+    encoder.target_bitrate = bitrate_bps
+    return True
 
 
 def pin_video_bitrate(bitrate_bps: int) -> None:
@@ -138,6 +199,9 @@ class ReceiverTap:
     plis: list[int] = field(default_factory=list)
     media_ssrc: int | None = None
     rtp_in: list[tuple[int, int, int, int]] = field(default_factory=list)  # mono_ns, pt, seq, ts
+    media_pt: int | None = None
+    fec: FecReceiver | None = None
+    send_nack_now: Callable[[Any, int, list[int]], Awaitable[None]] | None = None
 
 
 class NullDecoder:
@@ -175,12 +239,40 @@ def install_receiver(synthetic: bool) -> ReceiverTap:
 
     original_nack = rtcrtpreceiver.RTCRtpReceiver._send_rtcp_nack
 
-    async def _send_rtcp_nack(self: Any, media_ssrc: int, lost: list[int]) -> None:
+    async def send_nack_now(self: Any, media_ssrc: int, lost: list[int]) -> None:
         tap.nacks.append((time.monotonic_ns(), list(lost)))
         tap.media_ssrc = media_ssrc
         await original_nack(self, media_ssrc, lost)
 
+    async def _send_rtcp_nack(self: Any, media_ssrc: int, lost: list[int]) -> None:
+        tap.media_ssrc = media_ssrc
+        if tap.fec is not None:  # what FEC may still rebuild waits (FecNackReleaser sends it)
+            lost = tap.fec.filter_nack(list(lost), time.monotonic_ns())
+        if lost:
+            await send_nack_now(self, media_ssrc, lost)
+
+    tap.send_nack_now = send_nack_now
     rtcrtpreceiver.RTCRtpReceiver._send_rtcp_nack = _send_rtcp_nack  # type: ignore[method-assign]
+
+    original_data = rtcdtlstransport.RTCDtlsTransport._handle_rtp_data
+
+    async def _handle_rtp_data(self: Any, data: bytes, arrival_time_ms: int) -> None:
+        head = parse_rtp_header(data) if tap.fec is not None else None
+        if head is None:
+            await original_data(self, data, arrival_time_ms)
+            return
+        pt, _, seq, ts, _, hlen = head
+        now = time.monotonic_ns()
+        if pt == FEC_PAYLOAD_TYPE:
+            rebuilt = tap.fec.on_repair(data[hlen:], ts, now)  # type: ignore[union-attr]
+        else:
+            await original_data(self, data, arrival_time_ms)
+            rebuilt = tap.fec.on_media(seq, ts, data, now) if pt == tap.media_pt else []  # type: ignore[union-attr]
+        for packet in rebuilt:
+            await original_data(self, packet, arrival_time_ms)
+            _uncount_received(self, packet)
+
+    rtcdtlstransport.RTCDtlsTransport._handle_rtp_data = _handle_rtp_data  # type: ignore[method-assign]
 
     original_pli = rtcrtpreceiver.RTCRtpReceiver._send_rtcp_pli
 
@@ -200,6 +292,46 @@ def install_receiver(synthetic: bool) -> ReceiverTap:
 
         rtcrtpreceiver.get_decoder = get_decoder  # type: ignore[attr-defined]
     return tap
+
+
+def _uncount_received(transport: Any, data: bytes) -> None:
+    """A rebuilt packet is not a received one in RTCP receiver reports (libwebrtc does the same)."""
+    head = parse_rtp_header(data)
+    receiver = transport._rtp_router.ssrc_table.get(head[4]) if head else None
+    streams = getattr(receiver, "_RTCRtpReceiver__remote_streams", {})
+    if head and head[4] in streams:
+        streams[head[4]].packets_received -= 1
+
+
+class FecNackReleaser:
+    """Every 2 ms, sends the NACKs that waited for FEC in vain (testbed.fec.receiver)."""
+
+    def __init__(self, receiver: Any, tap: ReceiverTap) -> None:
+        self.receiver, self.tap = receiver, tap
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.ensure_future(self._run())
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(0.002)
+            fec, send = self.tap.fec, self.tap.send_nack_now
+            if fec is None or send is None or self.tap.media_ssrc is None:
+                continue
+            due = fec.due_nacks(time.monotonic_ns())
+            gen = _nack_generator(self.receiver)
+            if gen is not None:  # not if it arrived (as RTX) meanwhile
+                due = [s for s in due if s in gen.missing]
+            if due:
+                await send(self.receiver, self.tap.media_ssrc, due)
 
 
 def _nack_generator(receiver: Any) -> Any:

@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import resource
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
+from testbed.abr.base import Feedback
+from testbed.abr.driver import AbrDriver
+from testbed.abr.registry import make as make_controller
+from testbed.fec.receiver import FecReceiver
+from testbed.fec.sender import FecSender
 from testbed.rtc import aiortc_compat as compat
 from testbed.rtc.signaling import Inbox, emit
 from testbed.rtc.sources import make_track
@@ -39,6 +46,13 @@ def _media_payload_type(sdp: str, codec: str) -> int:
     if not m:
         raise RuntimeError(f"{codec} was not negotiated")
     return int(m.group(1))
+
+
+def _check_fec_payload_type(sdp: str) -> None:
+    if re.search(rf"a=rtpmap:{compat.FEC_PAYLOAD_TYPE} ", sdp):
+        raise RuntimeError(
+            f"payload type {compat.FEC_PAYLOAD_TYPE} (FEC) was negotiated for something else"
+        )
 
 
 async def _connected(pc: RTCPeerConnection, timeout_s: float) -> None:
@@ -70,14 +84,77 @@ def _cpu() -> dict[str, float]:
     return {"cpu_s": u.ru_utime + u.ru_stime, "wall_s": time.monotonic() - STARTED}
 
 
+VIDEO_MIN_BPS, VIDEO_MAX_BPS = 50_000, 1_000_000_000
+TICK_S = 0.2
+
+
+class RateControl:
+    """Feeds the controller and applies its target: exactly to the synthetic source, as the
+    target to the video encoder; FEC's `table` policy hears the reported loss too."""
+
+    def __init__(self, spec: StreamSpec, track: Any, tap: compat.SenderTap) -> None:
+        self.spec, self.track, self.tap = spec, track, tap
+        floor = sources_min_bps(spec)
+        controller = make_controller(spec.abr, spec.abr_params, spec.bitrate_mbps * 1e6, spec.fps)
+        self.driver = AbrDriver(controller, spec.bitrate_mbps * 1e6, floor_bps=floor)
+        self.sender: Any = None
+        self.task: asyncio.Task[None] | None = None
+
+    def on_feedback(self, sender: Any, event: Feedback) -> None:
+        self.sender = sender
+        if event.kind == "report" and self.tap.fec is not None and event.loss_fraction is not None:
+            self.tap.fec.loss_pct = 100 * event.loss_fraction
+        self.apply(self.driver.feed(event))
+
+    def apply(self, target_bps: float) -> None:
+        self.track.target_bps = target_bps
+        if self.spec.source == "video" and self.spec.abr != "fixed" and self.sender is not None:
+            compat.set_encoder_bitrate(self.sender, int(target_bps))
+
+    async def _ticks(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.apply(self.driver.feed(Feedback(time.monotonic_ns() / 1e6, "tick")))
+
+    def start(self, sender: Any) -> None:
+        self.sender = sender
+        self.task = asyncio.ensure_future(self._ticks())
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
+
+    def result(self) -> dict[str, Any]:
+        d = self.driver
+        return {"controller": self.spec.abr, "params": self.spec.abr_params, "events": d.events,
+                "errors": d.errors, "first_error": d.first_error, "final_target_bps": d.target_bps}  # fmt: skip
+
+
+def sources_min_bps(spec: StreamSpec) -> float:
+    """The lowest bitrate the source can make: 16-byte synthetic frames, or 50 kbps of video."""
+    return 16 * 8 * spec.fps if spec.source == "synthetic" else VIDEO_MIN_BPS
+
+
 async def run_sender(spec: StreamSpec, out: Path) -> None:
     tap = compat.install_sender(spec.history_packets)
     if spec.source == "video":
-        compat.pin_video_bitrate(int(spec.bitrate_mbps * 1e6))
+        if spec.abr == "fixed":
+            compat.pin_video_bitrate(int(spec.bitrate_mbps * 1e6))
+        else:
+            compat.unclamp_video_bitrate(VIDEO_MIN_BPS, VIDEO_MAX_BPS)
     inbox = Inbox()
     await inbox.open()
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     track = make_track(spec)
+    rate = RateControl(spec, track, tap)
+    tap.on_feedback = rate.on_feedback
+    tap.take_remb = spec.abr != "fixed"
+    fec = spec.fec_spec()
+    if fec.enabled:
+        tap.fec = FecSender(fec, compat.FEC_PAYLOAD_TYPE)
     transceiver = pc.addTransceiver(track, direction="sendonly")
     if spec.codec == "h264":
         caps = RTCRtpSender.getCapabilities("video")
@@ -89,16 +166,22 @@ async def run_sender(spec: StreamSpec, out: Path) -> None:
     await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
     media_pt = _media_payload_type(answer["sdp"], spec.codec)
     tap.rtx_pt = _rtx_payload_type(answer["sdp"], media_pt)
+    tap.media_pt = media_pt
+    _check_fec_payload_type(answer["sdp"])
     await _connected(pc, spec.connect_timeout_s)
     emit({"type": "connected"})
+    rate.start(pc.getSenders()[0])
     await track.finished.wait()
     await asyncio.sleep(spec.drain_s)
+    await rate.close()
     emit({"type": "done"})
     await inbox.expect("stop")
     result = {
         "media_pt": media_pt, "rtx_pt": tap.rtx_pt, "history_packets": spec.history_packets,
         "frames": track.frames, "packets": tap.packets, "rtcp_received": tap.rtcp_received,
         "track_start_ns": track.start_ns, "rtp_origin": tap.origin, "cpu": _cpu(),
+        "abr": rate.result(), "fec_pt": compat.FEC_PAYLOAD_TYPE if tap.fec else None,
+        "fec_blocks": [asdict(b) for b in tap.fec.blocks] if tap.fec else [],
     }  # fmt: skip
     (out / "sender.json").write_text(json.dumps(result))
     await pc.close()
@@ -106,6 +189,9 @@ async def run_sender(spec: StreamSpec, out: Path) -> None:
 
 async def run_receiver(spec: StreamSpec, out: Path) -> None:
     tap = compat.install_receiver(synthetic=spec.source == "synthetic")
+    fec = spec.fec_spec()
+    if fec.enabled:
+        tap.fec = FecReceiver(nack_wait_ns=int(fec.nack_wait_ms * 1e6))
     inbox = Inbox()
     await inbox.open()
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -129,6 +215,7 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
 
     offer = await inbox.expect("offer")
     await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
+    tap.media_pt = _media_payload_type(offer["sdp"], spec.codec)
     await pc.setLocalDescription(await pc.createAnswer())
     emit({"type": "answer", "sdp": pc.localDescription.sdp})
     receiver = pc.getReceivers()[0]
@@ -138,15 +225,21 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
     elif spec.nack == "retry":
         retrier = compat.NackRetrier(receiver, tap, spec.nack_retry_ms, spec.nack_max_retries)
         retrier.start()
+    releaser = None
+    if tap.fec is not None and spec.nack != "off":
+        releaser = compat.FecNackReleaser(receiver, tap)
+        releaser.start()
     await _connected(pc, spec.connect_timeout_s)
     emit({"type": "connected"})
     await inbox.expect("stop")
-    if retrier is not None:
-        await retrier.close()
+    for loop in (retrier, releaser):
+        if loop is not None:
+            await loop.close()
     result = {
         "frames_out": [(t, ts, n, head.hex()) for t, ts, n, head in tap.frames],
         "nacks": tap.nacks, "plis": tap.plis, "decoded": decoded, "cpu": _cpu(),
-        "rtp_in": tap.rtp_in,
+        "rtp_in": tap.rtp_in, "fec_recovered": tap.fec.recovered if tap.fec else [],
+        "fec_nacks_saved": tap.fec.nacks_saved if tap.fec else 0,
     }  # fmt: skip
     (out / "receiver.json").write_text(json.dumps(result))
     await pc.close()

@@ -31,6 +31,12 @@ COLUMNS = {
     "nacks": "packet requests (NACK entries) the receiver sent for the frame",
     "keyframe": "key frame (synthetic: by period; video: from the source)",
     "status": "complete | lost (not complete within giveup_ms) | not_sent (e.g. the encoder dropped it)",
+    "target_bitrate_bps": "the bitrate the controller asked for when the frame was captured",
+    "rtx_bytes": "IP bytes of the RTX packets the sender sent for the frame",
+    "fec_packets": "FEC repair packets the sender sent for the frame",
+    "fec_bytes": "IP bytes of those repair packets",
+    "fec_recovered": "media packets of the frame the receiver rebuilt from FEC (its own log)",
+    "completed_by": "media (no original lost) | fec (every lost one rebuilt by FEC first) | rtx (a retransmission was needed) | none",
 }
 
 U32 = 1 << 32
@@ -52,10 +58,19 @@ def build_frame_table(
     rtx_pt: int | None,
     giveup_ns: int,
     origin: int | None,
+    fec_pt: int | None = None,
+    fec_blocks: list[dict[str, int]] | None = None,
+    fec_recovered: list[Any] | None = None,
 ) -> pd.DataFrame:
-    """One row per source frame; see COLUMNS. origin: wire RTP timestamp of pts 0."""
+    """One row per source frame; see COLUMNS. origin: wire RTP timestamp of pts 0.
+
+    With FEC, a media packet also completes when its block becomes decodable on the
+    receiver's wire: when its originals plus its repair packets that arrived reach k (the
+    receiver rebuilds from originals and repair packets, not from retransmissions).
+    """
     src = pd.DataFrame(
-        source_frames, columns=["frame_id", "pts", "capture_ns", "size_bytes", "keyframe"]
+        source_frames,
+        columns=["frame_id", "pts", "capture_ns", "size_bytes", "keyframe", "target_bitrate_bps"],
     )
     tap = pd.DataFrame(tap_packets, columns=["t_ns", "pt", "ssrc", "seq", "ts", "marker", "osn"])
     media_tap = tap[tap.pt == media_pt]
@@ -87,8 +102,10 @@ def build_frame_table(
         packets["t_rtx"] = np.nan
     packets = packets.merge(rtx_count, on=["seq", "ts"], how="left")
     packets["retransmissions"] = packets["retransmissions"].fillna(0).astype("int64")
-    packets["t_first"] = packets[["t_orig", "t_rtx"]].min(axis=1)
+    packets["t_fec"] = _fec_decodable(packets, recv_wire, fec_pt, fec_blocks or [])
+    packets["t_first"] = packets[["t_orig", "t_rtx", "t_fec"]].min(axis=1)
     packets["lost_first"] = packets["t_orig"].isna()
+    packets["by_rtx"] = packets.lost_first & (packets.t_rtx <= packets.t_fec.fillna(np.inf))
     packets["nacks"] = _nacks_per_packet(packets, nacks)
 
     g = packets.groupby("ts")
@@ -102,7 +119,13 @@ def build_frame_table(
         "packets_lost_first_try": g.lost_first.sum(),
         "retransmissions": g.retransmissions.sum(),
         "nacks": g.nacks.sum(),
+        "by_rtx": g.by_rtx.sum(),
     }).reset_index().rename(columns={"ts": "rtp_ts"})  # fmt: skip
+    frames = frames.merge(_per_ts_bytes(sent_wire, rtx_pt, "rtx"), on="rtp_ts", how="left")
+    frames = frames.merge(_per_ts_bytes(sent_wire, fec_pt, "fec"), on="rtp_ts", how="left")
+    rec = pd.DataFrame(fec_recovered or [], columns=["t_ns", "seq", "rtp_ts"])
+    rec = rec.drop_duplicates(["seq", "rtp_ts"]).groupby("rtp_ts").size().rename("fec_recovered")
+    frames = frames.merge(rec, left_on="rtp_ts", right_index=True, how="left")
     # The encoder's time-base conversion may round a pts by a tick: match to the nearest.
     wire_pts = (frames.rtp_ts.astype("int64") - origin) % U32
     frames["wire_pts"] = wire_pts.where(wire_pts < U32 // 2, wire_pts - U32)  # -1 tick, not 2^32-1
@@ -124,7 +147,8 @@ def build_frame_table(
         "jitterbuffer_out_ns",
     ):
         table[col] = table[col].round().astype("Int64")
-    for col in ("packets", "wire_bytes", "packets_lost_first_try", "retransmissions", "nacks"):
+    for col in ("packets", "wire_bytes", "packets_lost_first_try", "retransmissions", "nacks",
+                "rtx_bytes", "fec_packets", "fec_bytes", "fec_recovered", "by_rtx"):  # fmt: skip
         table[col] = table[col].fillna(0).astype("int64")
     latency = table.complete_ns - table.sent_first_ns
     table["latency_ns"] = latency
@@ -133,7 +157,49 @@ def build_frame_table(
         table.sent_first_ns.isna(), "not_sent", np.where(done, "complete", "lost")
     )
     table.loc[~done, ["complete_ns", "latency_ns"]] = pd.NA
+    table["completed_by"] = np.select(
+        [~done, table.packets_lost_first_try == 0, table.by_rtx == 0],
+        ["none", "media", "fec"], default="rtx",
+    )  # fmt: skip
     return table[list(COLUMNS)]
+
+
+def _per_ts_bytes(wire: pd.DataFrame, pt: int | None, name: str) -> pd.DataFrame:
+    """Packets and IP bytes of one payload type per RTP timestamp (RTX, FEC)."""
+    cols = ["rtp_ts", f"{name}_packets", f"{name}_bytes"]
+    if pt is None:
+        return pd.DataFrame(columns=cols)
+    sel = wire[(wire.kind == "rtp") & (wire.pt == pt)]
+    g = sel.groupby("ts")
+    out = pd.DataFrame({f"{name}_packets": g.size(), f"{name}_bytes": g.ip_bytes.sum()})
+    return out.reset_index().rename(columns={"ts": "rtp_ts"})[cols]
+
+
+def _fec_decodable(
+    packets: pd.DataFrame, recv_wire: pd.DataFrame, fec_pt: int | None, blocks: list[dict[str, int]]
+) -> pd.Series:
+    """Per media packet: when its FEC block became decodable on the receiver's wire (NaN: never)."""
+    if fec_pt is None or not blocks:
+        return pd.Series(np.nan, index=packets.index, dtype="float64")
+    rep = recv_wire[(recv_wire.kind == "rtp") & (recv_wire.pt == fec_pt)]
+    repair_at = rep.groupby(["seq", "ts"]).t_ns.min().to_dict()
+    index = {
+        (int(s), int(t)): i for i, (s, t) in enumerate(zip(packets.seq, packets.ts, strict=True))
+    }
+    t_orig = packets.t_orig.to_numpy(dtype="float64")
+    at_fec = np.full(len(packets), np.nan)
+    for b in blocks:
+        rows = [index.get(((b["first_seq"] + i) % 65536, b["ts"])) for i in range(b["k"])]
+        times = [t_orig[r] for r in rows if r is not None]
+        times = [t for t in times if not np.isnan(t)]
+        times += [repair_at[key] for j in range(b["m"])
+                  if (key := ((b["repair_first_seq"] + j) % 65536, b["ts"])) in repair_at]  # fmt: skip
+        if len(times) >= b["k"]:
+            at = sorted(times)[b["k"] - 1]
+            for r in rows:
+                if r is not None:
+                    at_fec[r] = at
+    return pd.Series(at_fec, index=packets.index)
 
 
 def _nacks_per_packet(packets: pd.DataFrame, nacks: list[Any]) -> pd.Series:

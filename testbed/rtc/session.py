@@ -214,6 +214,8 @@ def run_stream(
         snd["frames"], snd["packets"], sent_wire, recv_wire,
         [(t, ts, n, bytes.fromhex(h)) for t, ts, n, h in rcv["frames_out"]], rcv["nacks"],
         snd["media_pt"], snd["rtx_pt"], int(spec.giveup_ms * 1e6), snd["rtp_origin"],
+        fec_pt=snd.get("fec_pt"), fec_blocks=snd.get("fec_blocks"),
+        fec_recovered=rcv.get("fec_recovered"),
     )  # fmt: skip
     if spec.source == "video":
         frames["size_bytes"] = _video_sizes(frames, sent_wire, snd["media_pt"])

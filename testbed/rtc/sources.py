@@ -25,12 +25,15 @@ TIME_BASE = Fraction(1, VIDEO_CLOCK)
 FRAME_HEADER = struct.Struct("!B2sIq")  # vp8 P bit, b"TB", frame index, capture_ns
 MAGIC = b"TB"
 
-FrameRecord = tuple[int, int, int, int, bool]  # index, pts, capture_ns, size_bytes, keyframe
+# index, pts, capture_ns, size_bytes, keyframe, target_bps (the bitrate asked for at capture)
+FrameRecord = tuple[int, int, int, int, bool, float]
+MIN_FRAME_BYTES = 16
 
 
-def frame_sizes(spec: StreamSpec) -> tuple[int, int]:
+def frame_sizes(spec: StreamSpec, bitrate_bps: float | None = None) -> tuple[int, int]:
     """(delta size, key size) in bytes: key frames `ratio` times larger, mean = bitrate/fps."""
-    mean = spec.bitrate_mbps * 1e6 / 8 / spec.fps
+    bps = spec.bitrate_mbps * 1e6 if bitrate_bps is None else bitrate_bps
+    mean = max(MIN_FRAME_BYTES, bps / 8 / spec.fps)
     if not spec.keyframe_period_s:
         return round(mean), round(mean)
     period = max(1, round(spec.keyframe_period_s * spec.fps))
@@ -59,6 +62,7 @@ class PacedTrack(MediaStreamTrack):
         self.index = 0
         self.start_ns: int | None = None
         self.finished = asyncio.Event()
+        self.target_bps = spec.bitrate_mbps * 1e6  # an ABR controller moves it
         self.key_period = (
             max(1, round(spec.keyframe_period_s * spec.fps)) if spec.keyframe_period_s else 0
         )
@@ -83,7 +87,7 @@ class PacedTrack(MediaStreamTrack):
 class SyntheticTrack(PacedTrack):
     async def recv(self) -> Any:
         index, pts = await self._wait_turn()
-        delta, key = frame_sizes(self.spec)
+        delta, key = frame_sizes(self.spec, self.target_bps)
         keyframe = index == 0 or (self.key_period > 0 and index % self.key_period == 0)
         size = key if keyframe else delta
         capture = time.monotonic_ns()
@@ -91,7 +95,7 @@ class SyntheticTrack(PacedTrack):
         packet = av.Packet(head + bytes(max(0, size - len(head))))
         packet.pts = pts
         packet.time_base = TIME_BASE
-        self.frames.append((index, pts, capture, size, keyframe))
+        self.frames.append((index, pts, capture, size, keyframe, self.target_bps))
         return packet
 
 
@@ -132,7 +136,7 @@ class PatternTrack(PacedTrack):
         frame = self._next_image(index)
         frame.pts = pts
         frame.time_base = TIME_BASE
-        self.frames.append((index, pts, time.monotonic_ns(), 0, False))
+        self.frames.append((index, pts, time.monotonic_ns(), 0, False, self.target_bps))
         return frame
 
 

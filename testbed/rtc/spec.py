@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from testbed.errors import ConfigError
+from testbed.fec.spec import FecSpec, parse_fec
 
 SOURCES = ("synthetic", "video")
 CODECS = ("vp8", "h264")
@@ -23,6 +24,9 @@ class StreamSpec:
     history_packets: the sender's retransmission history (aiortc: 128).
     nack: aiortc (one NACK when a gap appears), retry (re-request every nack_retry_ms up to
     nack_max_retries times), off. giveup_ms: a frame not complete by then is lost.
+    abr: a bitrate controller (fixed, remb, budget, an entry point name or package.module:Class)
+    with abr_params; bitrate_mbps is its starting point. fec: {scheme: none|xor|rs, ...}, see
+    testbed.fec.spec; NACK still repairs what FEC cannot, unless nack: off.
     """
 
     source: str = "synthetic"
@@ -41,6 +45,9 @@ class StreamSpec:
     nack_retry_ms: float = 70.0
     nack_max_retries: int = 10
     giveup_ms: float = 1000.0
+    abr: str = "fixed"
+    abr_params: dict[str, Any] = field(default_factory=dict)
+    fec: dict[str, Any] = field(default_factory=lambda: {"scheme": "none"})
     drain_s: float = 1.5
     connect_timeout_s: float = 20.0
     sender: str = "sender"
@@ -48,6 +55,9 @@ class StreamSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def fec_spec(self) -> FecSpec:
+        return FecSpec(**self.fec)
 
 
 def _num(
@@ -86,6 +96,21 @@ def parse_stream(data: Mapping[str, Any], src: str = "--stream") -> StreamSpec:
             raise ConfigError(
                 src, f"stream.{key}", f"{data[key]!r} is unknown; valid: {', '.join(valid)}"
             )
+    data = dict(data)
+    data["fec"] = parse_fec(data.get("fec"), src).to_dict()
+    abr = data.get("abr", "fixed")
+    if not isinstance(abr, str) or not abr:
+        raise ConfigError(src, "stream.abr", f"{abr!r}: expected a controller name")
+    params = data.get("abr_params") or {}
+    if not isinstance(params, Mapping):
+        raise ConfigError(
+            src, "stream.abr_params", "expected a mapping of parameter names to values"
+        )
+    data["abr_params"] = dict(params)
+    from testbed.abr.registry import make
+
+    make(abr, params, initial_bps=float(data.get("bitrate_mbps", 4.0)) * 1e6,
+         fps=float(data.get("fps", 30.0)), src=src)  # fmt: skip
     spec = StreamSpec(**data)
     if spec.video is not None:
         p = Path(spec.video)

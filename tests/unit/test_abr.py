@@ -47,7 +47,10 @@ def test_budget_stays_in_the_yellow_region() -> None:
         relaxed_target = relaxed.update(fb)
     assert relaxed_target > 2 * target
     # before any RTT is known it keeps the initial bitrate
-    assert BudgetController(3e6, 30).update(Feedback(0, "report", packets_lost=0, packets_sent=10)) == 3e6
+    assert (
+        BudgetController(3e6, 30).update(Feedback(0, "report", packets_lost=0, packets_sent=10))
+        == 3e6
+    )
 
 
 def test_driver_keeps_last_good_target() -> None:
@@ -61,7 +64,11 @@ def test_driver_keeps_last_good_target() -> None:
 
     d = AbrDriver(Bad(), 1e6)
     assert d.feed(Feedback(0, "tick")) == 2e6
-    assert d.feed(Feedback(1, "tick")) == 2e6 and d.errors == 1 and "returned -1.0" in (d.first_error or "")
+    assert (
+        d.feed(Feedback(1, "tick")) == 2e6
+        and d.errors == 1
+        and "returned -1.0" in (d.first_error or "")
+    )
     assert d.feed(Feedback(2, "tick")) == 2e6 and d.errors == 2
     assert d.feed(Feedback(3, "tick")) == 3e6
 
@@ -72,7 +79,7 @@ def test_registry() -> None:
         resolve("bola", "x.yaml")
     with pytest.raises(ConfigError, match="does not resolve"):
         resolve("nowhere.at_all:Thing", "x.yaml")
-    with pytest.raises(ConfigError, match="stream.abr_params"):
+    with pytest.raises(ConfigError, match=r"stream\.abr_params"):
         make("budget", {"budget": 5}, 1e6, 30)
     with pytest.raises(ConfigError, match="budget_ms > 0"):
         make("budget", {"budget_ms": -5}, 1e6, 30)

@@ -37,7 +37,9 @@ def test_parse_rejects_bad_input() -> None:
 
 def test_plans() -> None:
     assert plan_blocks(26, FecSpec("rs", 0.2)) == [(0, 26, 6)]
-    assert plan_blocks(1, FecSpec("rs", 0.2)) == [(0, 1, 1)]  # never zero repair when asked for some
+    assert plan_blocks(1, FecSpec("rs", 0.2)) == [
+        (0, 1, 1)
+    ]  # never zero repair when asked for some
     assert plan_blocks(12, FecSpec("xor", group_packets=5)) == [(0, 4, 1), (4, 4, 1), (8, 4, 1)]
     big = plan_blocks(300, FecSpec("rs", 1.0))
     assert sum(c for _, c, _ in big) == 300 and all(c + m <= 255 for _, c, m in big)
@@ -45,7 +47,9 @@ def test_plans() -> None:
     # the table: more loss, more repair; none at zero loss
     assert rs_table(0.0, 10, 0.01) == 0
     assert rs_table(2.0, 10, 0.01) < rs_table(10.0, 10, 0.01) < rs_table(30.0, 10, 0.01)
-    assert plan_blocks(10, FecSpec("rs", policy="table"), loss_pct=5.0)[0][2] == rs_table(5.0, 10, 0.01)
+    assert plan_blocks(10, FecSpec("rs", policy="table"), loss_pct=5.0)[0][2] == rs_table(
+        5.0, 10, 0.01
+    )
 
 
 @given(k=st.integers(1, 60), m=st.integers(1, 30), seed=st.integers(0, 1000))
@@ -68,11 +72,16 @@ def test_xor_rebuilds_one() -> None:
     packets = [b"abc", b"defgh", b"ij"]
     symbols = codec.to_symbols(packets)
     (parity,) = codec.encode("xor", symbols, 1)
-    assert codec.from_symbol(codec.decode("xor", 3, 1, {0: symbols[0], 2: symbols[2]}, {0: parity})[1]) == b"defgh"
+    assert (
+        codec.from_symbol(codec.decode("xor", 3, 1, {0: symbols[0], 2: symbols[2]}, {0: parity})[1])
+        == b"defgh"
+    )
     assert codec.decode("xor", 3, 1, {0: symbols[0]}, {0: parity}) == {}  # two lost: no
 
 
-def channel(spec: FecSpec, loss: float, frames: int, seed: int) -> tuple[int, int, int, FecReceiver]:
+def channel(
+    spec: FecSpec, loss: float, frames: int, seed: int
+) -> tuple[int, int, int, FecReceiver]:
     """Frames through a seeded lossy channel: (lost media, rebuilt, frames complete, receiver)."""
     rng = random.Random(seed)
     tx = FecSender(spec, FEC_PT)
@@ -103,9 +112,9 @@ def channel(spec: FecSpec, loss: float, frames: int, seed: int) -> tuple[int, in
 
 
 def test_channel_rs_recovers_most_losses() -> None:
-    lost, rebuilt, complete, rx = channel(FecSpec("rs", 0.5), loss=0.05, frames=300, seed=7)
+    lost, rebuilt, complete, _ = channel(FecSpec("rs", 0.5), loss=0.05, frames=300, seed=7)
     assert lost > 100 and rebuilt >= 0.9 * lost and complete >= 290
-    none_lost, none_rebuilt, none_complete, _ = channel(FecSpec("none"), loss=0.05, frames=300, seed=7)
+    _, none_rebuilt, none_complete, _ = channel(FecSpec("none"), loss=0.05, frames=300, seed=7)
     assert none_rebuilt == 0 and none_complete < complete
 
 
