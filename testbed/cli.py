@@ -408,8 +408,15 @@ def report(results: Path, csv_out: Path | None) -> None:
         configs = _configs(results)
     except TestbedError as e:
         _fail(e)
+    varying = [v for v in ("abr", "fec", "nack") if v in configs and configs[v].nunique() > 1]
+    extra = []
+    if varying:
+        extra = ["within_budget", "fec_overhead_pct", "rtx_overhead_pct", "by_fec", "by_rtx"]
+        if "abr" in varying:
+            extra.insert(1, "target_mbps")
     cols = [
         "loss_pct",
+        *varying,
         "bitrate_mbps",
         "achieved_mbps",
         "repetitions",
@@ -424,7 +431,10 @@ def report(results: Path, csv_out: Path | None) -> None:
         "model_p50_ms",
         "model_p95_ms",
         "retransmissions",
+        *extra,
     ]
+    if varying:  # the NACK-only model does not describe FEC or a moving bitrate
+        cols = [c for c in cols if not c.startswith("model_")]
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 2):
         click.echo(configs[cols].to_string(index=False))
     if csv_out:
@@ -450,6 +460,13 @@ def report(results: Path, csv_out: Path | None) -> None:
     default=None,
     help="the yellow region holds up to this loss [the highest loss any bitrate meets]",
 )
+@click.option("--by", default=None, help="fec | abr | nack: a panel per loss, a line per variant")
+@click.option(
+    "--timeseries",
+    is_flag=True,
+    help="RESULTS is a cell folder or a results folder: target vs achieved bitrate, latency and "
+    "losses per second, one line per cell",
+)
 def plot(
     results: Path,
     out: Path | None,
@@ -458,17 +475,37 @@ def plot(
     response_ms: float,
     model_ms: float,
     yellow_loss_pct: float | None,
+    by: str | None,
+    timeseries: bool,
 ) -> None:
-    """The Figure 3 view, with the yellow region computed from the data."""
+    """The Figure 3 view, with the yellow region computed from the data (or --by, --timeseries)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display needed
     from testbed.analysis.metrics import yellow_region
-    from testbed.analysis.plots import fig3, save
+    from testbed.analysis.plots import fig3, save, variants
 
     if metric not in ("p50", "p95", "p99", "mean"):
         _fail(ConfigError("--metric", metric, "valid: p50, p95, p99, mean"))
+    if by is not None and by not in ("fec", "abr", "nack"):
+        _fail(ConfigError("--by", by, "valid: fec, abr, nack"))
     budget = response_ms - model_ms
+    if timeseries:
+        _plot_timeseries(results, out, budget)
+        return
+    if by is not None:
+        try:
+            configs = _configs(results)
+        except TestbedError as e:
+            _fail(e)
+        if by not in configs:
+            _fail(ConfigError(str(results), by, f"these results have no {by} column"))
+        paths = save(
+            variants(configs, by, metric, budget),
+            out or results.parent / f"{results.name}-by-{by}.pdf",
+        )
+        click.echo("figure: " + ", ".join(str(p) for p in paths))
+        return
     try:
         configs = _configs(results)
     except TestbedError as e:
@@ -482,6 +519,35 @@ def plot(
     where = (f"{region[0]:.2f}-{region[1]:.2f} Mbps, holding up to {region[2]:g}% loss"
              if region else "none (no bitrate meets it)")  # fmt: skip
     click.echo(f"yellow region ({metric} <= {budget:g} ms): {where}")
+    click.echo("figure: " + ", ".join(str(p) for p in paths))
+
+
+def _plot_timeseries(results: Path, out: Path | None, budget_ms: float) -> None:
+    import json
+
+    from testbed.analysis.plots import save, timeseries
+    from testbed.analysis.timeseries import cell_series
+
+    cells = [results] if (results / "frames.parquet").exists() else sorted(
+        p for p in (results / "cells").glob("*") if (p / "frames.parquet").exists()
+    )  # fmt: skip
+    if not cells:
+        _fail(
+            ConfigError(
+                str(results),
+                "",
+                "no frames.parquet here or in cells/*; give a cell or a results folder",
+            )
+        )
+    series = {}
+    for cell in cells:
+        meta = json.loads((cell / "cell.json").read_text()) if (cell / "cell.json").exists() else {}
+        stream = meta.get("stream", {})
+        label = ", ".join(f"{k.removeprefix('stream.')}={v}" for k, v in meta.get("params", {}).items()
+                          if k != "repetition") or f"{stream.get('abr', 'fixed')} {cell.name}"  # fmt: skip
+        series[label] = cell_series(cell)
+    target = out or (results.parent / f"{results.name}-timeseries.pdf")
+    paths = save(timeseries(series, budget_ms), target)
     click.echo("figure: " + ", ".join(str(p) for p in paths))
 
 

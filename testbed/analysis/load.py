@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from testbed.errors import TestbedError
+from testbed.fec.spec import FecSpec
 
 
 def _cells(results: Path) -> list[Path]:
@@ -26,9 +28,14 @@ def load_cells(results: str | Path) -> pd.DataFrame:
     for path in _cells(Path(results)):
         cell = json.loads((path / "cell.json").read_text())
         link = next(iter(cell["topology"]["links"].values()))
-        row = {"cell_id": path.name, **cell.get("params", {})}
+        stream = cell["stream"]
+        fec = FecSpec(**stream.get("fec", {"scheme": "none"})).label()
+        params = {k: (fec if k == "stream.fec" else json.dumps(v, sort_keys=True))
+                  if isinstance(v, dict | list) else v for k, v in cell.get("params", {}).items()}  # fmt: skip
+        row = {"cell_id": path.name, **params}
         row.update(
-            rate_mbps=link["uplink"]["rate_mbps"], delay_ms=link["uplink"]["delay_ms"],
+            abr=stream.get("abr", "fixed"), fec=fec, nack=stream.get("nack", "aiortc"),
+            rate_mbps=link["uplink"]["rate_mbps"] or np.nan, delay_ms=link["uplink"]["delay_ms"],
             loss_pct=link["uplink"]["loss_pct"], bitrate_mbps=cell["stream"]["bitrate_mbps"],
             fps=cell["stream"]["fps"], warmup_s=cell["stream"]["warmup_s"],
             reverse_delay_ms=link["downlink"]["delay_ms"],

@@ -17,8 +17,19 @@ STATS: dict[str, Callable[[np.ndarray], float]] = {
 }
 
 
-def cell_table(frames: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell: achieved bitrate, frames, completion, latency statistics (ms)."""
+VARIANTS = ("abr", "fec", "nack")  # what a sweep may compare besides bitrate and loss
+BUDGET_MS = 68.0
+
+
+def _col(f: pd.DataFrame, name: str) -> pd.Series:
+    """A column that older results lack counts as zeros."""
+    return f[name] if name in f else pd.Series(0, index=f.index)
+
+
+def cell_table(frames: pd.DataFrame, budget_ms: float = BUDGET_MS) -> pd.DataFrame:
+    """One row per cell: achieved bitrate, frames, completion, latency statistics (ms), the
+    share of frames within budget_ms (a lost frame is not), and repair overheads: FEC and RTX
+    bytes as a percentage of the media bytes on the wire."""
     rows = []
     for cell_id, f in frames.groupby("cell_id", sort=False):
         sent = f[f.status != "not_sent"]
@@ -36,7 +47,15 @@ def cell_table(frames: pd.DataFrame) -> pd.DataFrame:
             "frames": len(sent), "completion": len(done) / len(sent) if len(sent) else np.nan,
             "retransmissions": int(sent.retransmissions.sum()),
             "frames_hit": float((sent.packets_lost_first_try > 0).mean()) if len(sent) else np.nan,
+            "within_budget": float((done.latency_ns <= budget_ms * 1e6).sum() / len(sent)) if len(sent) else np.nan,
+            "target_mbps": float(_col(sent, "target_bitrate_bps").mean() / 1e6),
+            "fec_overhead_pct": 100 * _col(sent, "fec_bytes").sum() / max(1, sent.wire_bytes.sum()),
+            "rtx_overhead_pct": 100 * _col(sent, "rtx_bytes").sum() / max(1, sent.wire_bytes.sum()),
+            "by_fec": float((_col(sent, "completed_by") == "fec").mean()) if len(sent) else np.nan,
+            "by_rtx": float((_col(sent, "completed_by") == "rtx").mean()) if len(sent) else np.nan,
         }  # fmt: skip
+        for v in VARIANTS:
+            row[v] = first.get(v, "fixed" if v == "abr" else "none" if v == "fec" else "aiortc")
         for name, fn in STATS.items():
             row[f"latency_{name}_ms"] = float(fn(lat)) if len(lat) else np.nan
         rows.append(row)
@@ -55,27 +74,44 @@ def bootstrap_ci(values: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[floa
 
 
 def config_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """One row per (bitrate, loss): means over repetitions, bootstrap CIs, and the model."""
+    """One row per (variant, bitrate, loss): means over repetitions, bootstrap CIs, the model
+    (NACK only, constant link: NaN on a trace). Variants: abr, fec, nack where present."""
     rows = []
-    for (bitrate, loss), g in cells.groupby(["bitrate_mbps", "loss_pct"]):
+    keys = [v for v in VARIANTS if v in cells] + ["bitrate_mbps", "loss_pct"]
+    for values, g in cells.groupby(keys):
         first = g.iloc[0]
-        link = LinkModelInput(first.rate_mbps, first.delay_ms, first.reverse_delay_ms, loss)
-        row = {"bitrate_mbps": bitrate, "loss_pct": loss, "repetitions": len(g),
-               "rate_mbps": first.rate_mbps,
+        bitrate, loss = first.bitrate_mbps, first.loss_pct
+        row = dict(zip(keys, values, strict=True))
+        row.update({"repetitions": len(g), "rate_mbps": first.rate_mbps,
                "achieved_mbps": g.achieved_mbps.mean(), "frames": int(g.frames.sum()),
                "completion": g.completion.mean(), "retransmissions": int(g.retransmissions.sum()),
-               "frames_hit": g.frames_hit.mean()}  # fmt: skip
+               "frames_hit": g.frames_hit.mean()})  # fmt: skip
+        for extra in (
+            "within_budget",
+            "target_mbps",
+            "fec_overhead_pct",
+            "rtx_overhead_pct",
+            "by_fec",
+            "by_rtx",
+        ):
+            if extra in g:
+                row[extra] = g[extra].mean()
         for name in STATS:
             vals = g[f"latency_{name}_ms"].to_numpy(dtype=float)
             row[f"latency_{name}_ms"] = (
                 float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan
             )
             row[f"latency_{name}_lo"], row[f"latency_{name}_hi"] = bootstrap_ci(vals)
-        row["model_mean_ms"] = latency_mean_ms(link, bitrate, first.fps)
-        row["model_p50_ms"] = latency_quantile_ms(link, bitrate, first.fps, 0.50)
-        row["model_p95_ms"] = latency_quantile_ms(link, bitrate, first.fps, 0.95)
+        if np.isfinite(first.rate_mbps):
+            link = LinkModelInput(first.rate_mbps, first.delay_ms, first.reverse_delay_ms, loss)
+            row["model_mean_ms"] = latency_mean_ms(link, bitrate, first.fps)
+            row["model_p50_ms"] = latency_quantile_ms(link, bitrate, first.fps, 0.50)
+            row["model_p95_ms"] = latency_quantile_ms(link, bitrate, first.fps, 0.95)
+        else:
+            row["model_mean_ms"] = row["model_p50_ms"] = row["model_p95_ms"] = np.nan
         rows.append(row)
-    return pd.DataFrame(rows).sort_values(["loss_pct", "bitrate_mbps"]).reset_index(drop=True)
+    order = ["loss_pct", *[k for k in keys if k in VARIANTS], "bitrate_mbps"]
+    return pd.DataFrame(rows).sort_values(order).reset_index(drop=True)
 
 
 def yellow_region(

@@ -100,3 +100,66 @@ def save(fig: Any, path: Path) -> list[Path]:
     fig.savefig(out[1], dpi=300)
     plt.close(fig)
     return out
+
+
+def _style() -> None:
+    plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8,
+                         "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7,
+                         "pdf.fonttype": 42})  # fmt: skip
+
+
+def timeseries(series: dict[str, pd.DataFrame], budget_ms: float = 68.0) -> Any:
+    """Target vs achieved bitrate, p95 latency and loss events over time, one colour per
+    session (label -> analysis.timeseries.per_second output). Returns the Figure."""
+    _style()
+    fig, (ax_rate, ax_lat, ax_loss) = plt.subplots(
+        3, 1, figsize=(6.8, 4.6), sharex=True, constrained_layout=True,
+        gridspec_kw={"height_ratios": [2, 2, 1]},
+    )  # fmt: skip
+    for ts in list(series.values())[:1]:
+        if "capacity_mbps" in ts and ts.capacity_mbps.notna().any():
+            ax_rate.step(ts.t_s, ts.capacity_mbps, where="post", color="0.6", linewidth=2.5,
+                         alpha=0.5, label="link capacity")  # fmt: skip
+    for i, (label, ts) in enumerate(series.items()):
+        c = PALETTE[i % len(PALETTE)]
+        ax_rate.step(ts.t_s, ts.target_mbps, where="post", color=c, linestyle="--", linewidth=0.9)
+        ax_rate.plot(ts.t_s, ts.achieved_mbps, color=c, linewidth=1.1, label=label)
+        ax_lat.plot(ts.t_s, ts.latency_p95_ms, color=c, linewidth=1.0)
+        width = 0.8 / max(1, len(series))
+        ax_loss.bar(ts.t_s + i * width, ts.frames_lost, width=width, color=c, alpha=0.9)
+        ax_loss.bar(ts.t_s + i * width, ts.frames_hit, width=width, color=c, alpha=0.35)
+    ax_rate.set_ylabel("Mbps: achieved (solid),\ntarget (dashed)")
+    ax_rate.legend(loc="lower left", bbox_to_anchor=(0, 1), frameon=False, ncol=len(series) + 1)
+    ax_lat.axhline(budget_ms, color="0.3", linewidth=0.7, linestyle=":")
+    ax_lat.set_yscale("log")
+    ax_lat.set_ylabel("p95 frame latency (ms)")
+    ax_loss.set_ylabel("frames/s\nlost (dark), hit (light)")
+    ax_loss.set_xlabel("time since the first frame (s)")
+    for ax in (ax_rate, ax_lat, ax_loss):
+        ax.grid(True, linewidth=0.3, alpha=0.5)
+    return fig
+
+
+def variants(configs: pd.DataFrame, by: str, metric: str = "p95", budget_ms: float = 68.0) -> Any:
+    """One panel per loss rate: latency vs achieved bitrate, one line per value of `by`
+    (fec, abr or nack); the repair overhead is printed at each point."""
+    _style()
+    losses = sorted(configs.loss_pct.unique())
+    fig, axes = plt.subplots(1, len(losses), figsize=(1.9 * len(losses) + 0.6, 2.4), sharey=True,
+                             constrained_layout=True, squeeze=False)  # fmt: skip
+    col = f"latency_{metric}_ms"
+    for ax, loss in zip(axes[0], losses, strict=True):
+        sub = configs[configs.loss_pct == loss]
+        for i, (value, g) in enumerate(sub.groupby(by, sort=False)):
+            g = g.sort_values("achieved_mbps")
+            ax.plot(g.achieved_mbps, g[col], color=PALETTE[i % len(PALETTE)], marker=MARKERS[i % len(MARKERS)],
+                    markersize=3, linewidth=1, label=str(value))  # fmt: skip
+        ax.axhline(budget_ms, color="0.3", linewidth=0.7, linestyle=":")
+        ax.set_title(f"{loss:g}% loss")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("achieved bitrate (Mbps)")
+        ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
+    axes[0][0].set_ylabel(f"{metric} frame latency (ms)")
+    axes[0][-1].legend(frameon=False, loc="upper left", title=by)
+    return fig

@@ -2,6 +2,7 @@
 
 The cell folder (one cell of a sweep later):
   frames.parquet, frames.csv   the per-frame table (testbed.rtc.framelog.COLUMNS)
+  timeseries.csv               per second: target vs achieved bitrate, latency, losses
   cell.json                    resolved topology + stream config, environment, summary
   sender.pcap, receiver.pcap   wire captures (kernel ns timestamps; open them in Wireshark)
   link-*.log, link-*.stats.json  the emulator's per-packet link logs
@@ -26,6 +27,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
+from testbed.analysis.timeseries import cell_series
 from testbed.config import TopologySpec
 from testbed.errors import TestbedError
 from testbed.net import names
@@ -232,6 +234,7 @@ def run_stream(
         "backend_reason": info.backend_reason, "environment": _environment(info.backend),
         "rtcp_received_by_sender": snd["rtcp_received"], "plis_sent": len(rcv["plis"]),
         "cpu": {"sender": snd["cpu"], "receiver": rcv["cpu"]},
+        "abr": snd.get("abr"), "fec_nacks_saved": rcv.get("fec_nacks_saved", 0),
         "capture": capture_stats, "clock_offset_real_minus_mono_ns": offset,
         "started_real_ns": started, "ended_real_ns": time.time_ns(), "summary": summary,
         "pcap_bytes": {r: (out / f"{r}.pcap").stat().st_size for r in ("sender", "receiver")},
@@ -241,6 +244,7 @@ def run_stream(
         if p.suffix in (".log", ".json"):
             shutil.copy(p, out / p.name)
     shutil.rmtree(out / "links", ignore_errors=True)
+    cell_series(out).to_csv(out / "timeseries.csv", index=False)
     return StreamResult(out, frames, summary)
 
 

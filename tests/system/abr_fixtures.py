@@ -1,0 +1,25 @@
+"""Controllers for the tests, importable by dotted path from the sender process."""
+
+from __future__ import annotations
+
+from testbed.abr.base import Feedback
+
+
+class Halving:
+    """Half the initial bitrate from the start; raises on every report afterwards."""
+
+    def __init__(self, initial_bps: float, fps: float) -> None:
+        self.target = initial_bps / 2
+
+    def update(self, feedback: Feedback) -> float:
+        if feedback.kind == "report":
+            raise RuntimeError("boom")
+        return self.target
+
+
+class Negative:
+    def __init__(self, initial_bps: float, fps: float) -> None:
+        pass
+
+    def update(self, feedback: Feedback) -> float:
+        return -1.0
