@@ -263,7 +263,7 @@ def doctor(name: str) -> None:
 @click.option("--duration-s", type=float, default=20.0, show_default=True)
 @click.option("--source", default="synthetic", show_default=True, help="synthetic | video")
 @click.option("--fps", type=float, default=30.0, show_default=True)
-@click.option("--codec", default="vp8", show_default=True, help="video source: vp8 | h264")
+@click.option("--codec", default=None, help="video source: vp8 | h264 [vp8; roi: h264]")
 @click.option("--video", default=None, help="video file for --source video [a moving pattern]")
 @click.option("--nack", default="aiortc", show_default=True, help="aiortc | retry | off")
 @click.option("--history-packets", type=int, default=128, show_default=True)
@@ -285,7 +285,7 @@ def stream(
     duration_s: float,
     source: str,
     fps: float,
-    codec: str,
+    codec: str | None,
     video: str | None,
     nack: str,
     history_packets: int,
@@ -301,7 +301,7 @@ def stream(
     from testbed.net.capabilities import choose_backend
     from testbed.net.network import terminate_unwinds
     from testbed.rtc.session import run_stream
-    from testbed.rtc.spec import parse_stream
+    from testbed.rtc.spec import parse_stream, set_key
     from testbed.shaping.backends import make_backend
 
     data: dict[str, Any] = {
@@ -309,16 +309,17 @@ def stream(
         "duration_s": duration_s,
         "source": source,
         "fps": fps,
-        "codec": codec,
         "nack": nack,
         "history_packets": history_packets,
     }
     if video is not None:
         data["video"] = video
+    if codec is not None:
+        data["codec"] = codec
     try:
         for item in stream_sets:
             key, value = parse_set(item)
-            data[key] = value
+            set_key(data, key, value)
         validate_run_name(name)
         spec = parse_stream(data, "--stream")
         topo = load_topology(topology, sets)
@@ -408,12 +409,23 @@ def report(results: Path, csv_out: Path | None) -> None:
         configs = _configs(results)
     except TestbedError as e:
         _fail(e)
-    varying = [v for v in ("abr", "fec", "nack") if v in configs and configs[v].nunique() > 1]
+    varying = [
+        v for v in ("abr", "fec", "nack", "roi") if v in configs and configs[v].nunique() > 1
+    ]
     extra = []
     if varying:
         extra = ["within_budget", "fec_overhead_pct", "rtx_overhead_pct", "by_fec", "by_rtx"]
         if "abr" in varying:
             extra.insert(1, "target_mbps")
+        if "roi" in varying:
+            extra = [
+                "within_budget",
+                "psnr_roi_db",
+                "psnr_bg_db",
+                "decoded",
+                "encode_ms",
+                "scorer_ms",
+            ]
     cols = [
         "loss_pct",
         *varying,
@@ -460,7 +472,9 @@ def report(results: Path, csv_out: Path | None) -> None:
     default=None,
     help="the yellow region holds up to this loss [the highest loss any bitrate meets]",
 )
-@click.option("--by", default=None, help="fec | abr | nack: a panel per loss, a line per variant")
+@click.option(
+    "--by", default=None, help="fec | abr | nack | roi: a panel per loss, a line per variant"
+)
 @click.option(
     "--timeseries",
     is_flag=True,
@@ -483,12 +497,12 @@ def plot(
 
     matplotlib.use("Agg")  # files only; no display needed
     from testbed.analysis.metrics import yellow_region
-    from testbed.analysis.plots import fig3, save, variants
+    from testbed.analysis.plots import fig3, roi_figure, save, variants
 
     if metric not in ("p50", "p95", "p99", "mean"):
         _fail(ConfigError("--metric", metric, "valid: p50, p95, p99, mean"))
-    if by is not None and by not in ("fec", "abr", "nack"):
-        _fail(ConfigError("--by", by, "valid: fec, abr, nack"))
+    if by is not None and by not in ("fec", "abr", "nack", "roi"):
+        _fail(ConfigError("--by", by, "valid: fec, abr, nack, roi"))
     budget = response_ms - model_ms
     if timeseries:
         _plot_timeseries(results, out, budget)
@@ -500,10 +514,12 @@ def plot(
             _fail(e)
         if by not in configs:
             _fail(ConfigError(str(results), by, f"these results have no {by} column"))
-        paths = save(
-            variants(configs, by, metric, budget),
-            out or results.parent / f"{results.name}-by-{by}.pdf",
+        draw = (
+            roi_figure(configs, metric, budget)
+            if by == "roi"
+            else variants(configs, by, metric, budget)
         )
+        paths = save(draw, out or results.parent / f"{results.name}-by-{by}.pdf")
         click.echo("figure: " + ", ".join(str(p) for p in paths))
         return
     try:
@@ -605,6 +621,82 @@ def bench_floor(
         _fail(e)
     if json_out:
         json_out.write_text(json.dumps(rows, indent=1))
+
+
+@bench.command(name="roi")
+@click.option(
+    "--video", default="builtin:scene", show_default=True, help="a video file or builtin:scene"
+)
+@click.option("--regions", "regions_path", default=None, help="regions file [the built-in scene's]")
+@click.option("--width", type=int, default=1280, show_default=True)
+@click.option("--height", type=int, default=720, show_default=True)
+@click.option("--frames", type=int, default=150, show_default=True)
+@click.option("--bitrate-mbps", type=float, default=1.5, show_default=True)
+@click.option(
+    "--scorer",
+    default="oracle",
+    show_default=True,
+    help="oracle | saliency | clip | package.module:Class",
+)
+@click.option("--crf", type=int, default=28, show_default=True)
+@click.option("--question", default="what is written on the document?", show_default=True)
+def bench_roi(video: str, regions_path: str | None, width: int, height: int, frames: int,
+              bitrate_mbps: float, scorer: str, crf: int, question: str) -> None:  # fmt: skip
+    """Offline: uniform vs ROI encoding of a clip, at one bitrate and at one CRF: bitrate and
+    PSNR inside / outside the relevant region, encoder and scorer time per frame."""
+    import tempfile
+
+    from testbed.roi.offline import compare
+    from testbed.roi.regions import load_regions
+    from testbed.roi.scene import BUILTIN_SCENE, scene_regions
+    from testbed.roi.spec import parse_roi
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            if regions_path is None:
+                if video != BUILTIN_SCENE:
+                    raise ConfigError(
+                        "--regions", "", "a video file needs its regions file (the relevant region)"
+                    )
+                regions_path = f"{tmp}/scene.regions.json"
+                Path(regions_path).write_text(json.dumps(scene_regions(width, height)))
+            spec = parse_roi({"scorer": scorer, "regions": regions_path, "crf": crf, "question": question},
+                             "bench roi", width, height)  # fmt: skip
+            regions = load_regions(regions_path, width, height)
+            vid = None if video == BUILTIN_SCENE else video
+            results = compare(vid, width, height, 30.0, frames, bitrate_mbps, spec, regions)
+    except TestbedError as e:
+        _fail(e)
+    click.echo(
+        f"{video} {width}x{height}, {frames} frames at 30 fps (first 30 not counted), scorer {scorer}"
+    )
+    click.echo(
+        f"{'rate control':<22}{'encoding':<10}{'Mbps':>7}{'PSNR roi':>10}{'PSNR bg':>9}{'enc ms':>8}{'score ms':>9}"
+    )
+    for r in results:
+        rc = f"bitrate {bitrate_mbps:g} Mbps" if r.rate_control == "bitrate" else f"crf {crf}"
+        click.echo(f"{rc:<22}{'ROI' if r.enabled else 'uniform':<10}{r.bitrate_mbps:>7.3f}"
+                   f"{r.psnr_roi_db:>10.2f}{r.psnr_bg_db:>9.2f}{r.encode_ms:>8.1f}{r.scorer_ms:>9.1f}")  # fmt: skip
+    for a, b in ((results[0], results[1]), (results[2], results[3])):
+        click.echo(f"{a.rate_control}: ROI vs uniform: relevant {b.psnr_roi_db - a.psnr_roi_db:+.1f} dB, "
+                   f"background {b.psnr_bg_db - a.psnr_bg_db:+.1f} dB, bitrate {100 * (b.bitrate_mbps / a.bitrate_mbps - 1):+.0f}%")  # fmt: skip
+
+
+@cli.group()
+def roi() -> None:
+    """Context-aware video helpers."""
+
+
+@roi.command(name="regions")
+@click.option("--width", type=int, default=1280, show_default=True)
+@click.option("--height", type=int, default=720, show_default=True)
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def roi_regions(width: int, height: int, out: Path) -> None:
+    """Write the built-in scene's regions file (the document, with the camera shake's margin)."""
+    from testbed.roi.scene import scene_regions
+
+    out.write_text(json.dumps(scene_regions(width, height), indent=1) + "\n")
+    click.echo(f"wrote {out}")
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ def load_cells(results: str | Path) -> pd.DataFrame:
         row = {"cell_id": path.name, **params}
         row.update(
             abr=stream.get("abr", "fixed"), fec=fec, nack=stream.get("nack", "aiortc"),
+            roi=("ROI" if stream.get("roi", {}).get("enabled", True) else "uniform") if stream.get("source") == "roi" else "none",
             rate_mbps=link["uplink"]["rate_mbps"] or np.nan, delay_ms=link["uplink"]["delay_ms"],
             loss_pct=link["uplink"]["loss_pct"], bitrate_mbps=cell["stream"]["bitrate_mbps"],
             fps=cell["stream"]["fps"], warmup_s=cell["stream"]["warmup_s"],

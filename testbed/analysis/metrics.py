@@ -17,7 +17,19 @@ STATS: dict[str, Callable[[np.ndarray], float]] = {
 }
 
 
-VARIANTS = ("abr", "fec", "nack")  # what a sweep may compare besides bitrate and loss
+VARIANTS = ("abr", "fec", "nack", "roi")  # what a sweep may compare besides bitrate and loss
+DEFAULTS = {"abr": "fixed", "fec": "none", "nack": "aiortc", "roi": "none"}
+
+
+def pooled_psnr_db(per_frame_db: pd.Series) -> float:
+    """PSNR of the mean squared error over frames (frames with errors weigh what they cost)."""
+    v = per_frame_db.dropna().astype("float64").to_numpy()
+    if not len(v):
+        return float("nan")
+    mse = float(np.mean(255.0**2 / 10 ** (v / 10)))
+    return float(10 * np.log10(255.0**2 / mse))
+
+
 BUDGET_MS = 68.0
 
 
@@ -55,7 +67,13 @@ def cell_table(frames: pd.DataFrame, budget_ms: float = BUDGET_MS) -> pd.DataFra
             "by_rtx": float((_col(sent, "completed_by") == "rtx").mean()) if len(sent) else np.nan,
         }  # fmt: skip
         for v in VARIANTS:
-            row[v] = first.get(v, "fixed" if v == "abr" else "none" if v == "fec" else "aiortc")
+            row[v] = first.get(v, DEFAULTS[v])
+        if "psnr_roi_db" in sent:
+            row["psnr_roi_db"] = pooled_psnr_db(sent.psnr_roi_db)
+            row["psnr_bg_db"] = pooled_psnr_db(sent.psnr_bg_db)
+            row["decoded"] = float(sent.psnr_db.notna().mean())
+            row["scorer_ms"] = float(sent.scorer_ms.mean())
+            row["encode_ms"] = float(sent.encode_ms.mean())
         for name, fn in STATS.items():
             row[f"latency_{name}_ms"] = float(fn(lat)) if len(lat) else np.nan
         rows.append(row)
@@ -93,6 +111,11 @@ def config_table(cells: pd.DataFrame) -> pd.DataFrame:
             "rtx_overhead_pct",
             "by_fec",
             "by_rtx",
+            "psnr_roi_db",
+            "psnr_bg_db",
+            "decoded",
+            "scorer_ms",
+            "encode_ms",
         ):
             if extra in g:
                 row[extra] = g[extra].mean()

@@ -163,3 +163,38 @@ def variants(configs: pd.DataFrame, by: str, metric: str = "p95", budget_ms: flo
     axes[0][0].set_ylabel(f"{metric} frame latency (ms)")
     axes[0][-1].legend(frameon=False, loc="upper left", title=by)
     return fig
+
+
+def roi_figure(configs: pd.DataFrame, metric: str = "p95", budget_ms: float = 68.0) -> Any:
+    """Context-aware video: latency vs achieved bitrate, uniform vs ROI (colour) per loss rate
+    (marker), and the relevant region's PSNR of the received frames (solid) and the
+    background's (dashed, hollow) vs achieved bitrate, at the lowest loss rate."""
+    _style()
+    fig, (ax_lat, ax_q) = plt.subplots(1, 2, figsize=(6.8, 2.6), constrained_layout=True)
+    col = f"latency_{metric}_ms"
+    colours = {"uniform": PALETTE[0], "ROI": PALETTE[3]}
+    for j, (loss, sub) in enumerate(configs.groupby("loss_pct")):
+        for mode, g in sub.groupby("roi"):
+            g = g.sort_values("achieved_mbps")
+            c, m = colours.get(str(mode), "0.5"), MARKERS[j % len(MARKERS)]
+            ax_lat.plot(g.achieved_mbps, g[col], color=c, marker=m, markersize=3, linewidth=1,
+                        label=f"{mode}, {loss:g}% loss")  # fmt: skip
+            if j == 0:
+                ax_q.plot(g.achieved_mbps, g.psnr_roi_db, color=c, marker="o", markersize=3.5,
+                          linewidth=1, label=f"{mode}: relevant region")  # fmt: skip
+                ax_q.plot(g.achieved_mbps, g.psnr_bg_db, color=c, marker="o", markersize=3.5,
+                          linewidth=0.8, linestyle="--", markerfacecolor="white",
+                          label=f"{mode}: background")  # fmt: skip
+    ax_lat.axhline(budget_ms, color="0.3", linewidth=0.7, linestyle=":")
+    ax_lat.set_xlabel("achieved bitrate (Mbps)")
+    ax_lat.set_ylabel(f"{metric} frame latency (ms)")
+    ax_lat.set_xscale("log")
+    ax_lat.legend(frameon=False, fontsize=6)
+    ax_q.set_title(f"received frames, {configs.loss_pct.min():g}% loss")
+    ax_q.set_xlabel("achieved bitrate (Mbps)")
+    ax_q.set_ylabel("PSNR, luma (dB)")
+    ax_q.set_xscale("log")
+    ax_q.legend(frameon=False, fontsize=6)
+    for ax in (ax_lat, ax_q):
+        ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
+    return fig

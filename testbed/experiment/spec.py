@@ -16,7 +16,7 @@ from typing import Any
 
 from testbed.config import TopologySpec, apply_overrides, parse_topology, read_yaml
 from testbed.errors import ConfigError
-from testbed.rtc.spec import StreamSpec, parse_stream
+from testbed.rtc.spec import StreamSpec, parse_stream, set_key
 
 EXPERIMENT_KEYS = ("name", "topology", "set", "stream", "grid", "repetitions", "seed", "max_cells")
 DEFAULT_MAX_CELLS = 1000
@@ -108,7 +108,7 @@ def load_experiment(path: str | Path, max_cells: int | None = None) -> Experimen
         topo_sets = _scalar_sets(sets)
         for key, value in values.items():
             if key.startswith("stream."):
-                stream_data[key.removeprefix("stream.")] = value
+                set_key(stream_data, key.removeprefix("stream."), value)
             else:
                 topo_sets.append(f"{key}={json.dumps(value)}")
         try:

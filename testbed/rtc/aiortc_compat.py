@@ -220,7 +220,7 @@ def install_receiver(synthetic: bool) -> ReceiverTap:
         pli, frame = original_add(self, packet)
         if frame is not None:
             tap.frames.append(
-                (time.monotonic_ns(), frame.timestamp, len(frame.data), frame.data[:32])
+                (time.monotonic_ns(), frame.timestamp, len(frame.data), frame.data[:64])
             )
         return pli, frame
 

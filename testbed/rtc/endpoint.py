@@ -28,6 +28,7 @@ from testbed.abr.driver import AbrDriver
 from testbed.abr.registry import make as make_controller
 from testbed.fec.receiver import FecReceiver
 from testbed.fec.sender import FecSender
+from testbed.roi.quality import QualityMeter, index_from
 from testbed.rtc import aiortc_compat as compat
 from testbed.rtc.signaling import Inbox, emit
 from testbed.rtc.sources import make_track
@@ -182,6 +183,7 @@ async def run_sender(spec: StreamSpec, out: Path) -> None:
         "track_start_ns": track.start_ns, "rtp_origin": tap.origin, "cpu": _cpu(),
         "abr": rate.result(), "fec_pt": compat.FEC_PAYLOAD_TYPE if tap.fec else None,
         "fec_blocks": [asdict(b) for b in tap.fec.blocks] if tap.fec else [],
+        "roi_frames": getattr(track, "roi_frames", []),
     }  # fmt: skip
     (out / "sender.json").write_text(json.dumps(result))
     await pc.close()
@@ -197,6 +199,15 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     decoded = 0
     consumers: set[asyncio.Task[None]] = set()
+    meter = QualityMeter(spec) if spec.source == "roi" else None
+
+    async def measure(frame: Any) -> None:
+        assert meter is not None
+        heads = {ts: head for _, ts, _, head in tap.frames[-64:]}
+        index = index_from(heads.get(frame.pts, b""))
+        if index is not None:  # PSNR off the event loop: packets keep flowing meanwhile
+            luma = frame.to_ndarray()
+            await asyncio.get_running_loop().run_in_executor(None, meter.add, index, luma)
 
     @pc.on("track")
     def on_track(track: Any) -> None:
@@ -204,10 +215,12 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
             nonlocal decoded
             while True:
                 try:
-                    await track.recv()
+                    frame = await track.recv()
                 except Exception:
                     return
                 decoded += 1
+                if meter is not None:
+                    await measure(frame)
 
         task = asyncio.ensure_future(consume())
         consumers.add(task)
@@ -240,6 +253,7 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
         "nacks": tap.nacks, "plis": tap.plis, "decoded": decoded, "cpu": _cpu(),
         "rtp_in": tap.rtp_in, "fec_recovered": tap.fec.recovered if tap.fec else [],
         "fec_nacks_saved": tap.fec.nacks_saved if tap.fec else 0,
+        "quality": meter.records if meter else [],
     }  # fmt: skip
     (out / "receiver.json").write_text(json.dumps(result))
     await pc.close()

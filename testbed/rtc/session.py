@@ -32,6 +32,7 @@ from testbed.config import TopologySpec
 from testbed.errors import TestbedError
 from testbed.net import names
 from testbed.net.network import Network
+from testbed.roi.quality import add_roi_columns
 from testbed.rtc.capture import Capture, read_pcap, to_frame
 from testbed.rtc.framelog import build_frame_table
 from testbed.rtc.spec import StreamSpec
@@ -221,6 +222,8 @@ def run_stream(
     )  # fmt: skip
     if spec.source == "video":
         frames["size_bytes"] = _video_sizes(frames, sent_wire, snd["media_pt"])
+    if spec.source == "roi":
+        frames = add_roi_columns(frames, snd.get("roi_frames", []), rcv.get("quality", []))
     summary = summarize(frames, spec, snd.get("track_start_ns"))
     tmp = out / "frames.parquet.tmp"
     frames.to_parquet(tmp, index=False)

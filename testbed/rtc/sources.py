@@ -141,4 +141,8 @@ class PatternTrack(PacedTrack):
 
 
 def make_track(spec: StreamSpec) -> PacedTrack:
+    if spec.source == "roi":
+        from testbed.roi.track import RoiTrack
+
+        return RoiTrack(spec)
     return SyntheticTrack(spec) if spec.source == "synthetic" else PatternTrack(spec)

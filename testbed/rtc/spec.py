@@ -9,8 +9,10 @@ from typing import Any
 
 from testbed.errors import ConfigError
 from testbed.fec.spec import FecSpec, parse_fec
+from testbed.roi.scene import BUILTIN_SCENE
+from testbed.roi.spec import RoiSpec, parse_roi
 
-SOURCES = ("synthetic", "video")
+SOURCES = ("synthetic", "video", "roi")
 CODECS = ("vp8", "h264")
 NACK_MODES = ("aiortc", "retry", "off")
 
@@ -27,6 +29,7 @@ class StreamSpec:
     abr: a bitrate controller (fixed, remb, budget, an entry point name or package.module:Class)
     with abr_params; bitrate_mbps is its starting point. fec: {scheme: none|xor|rs, ...}, see
     testbed.fec.spec; NACK still repairs what FEC cannot, unless nack: off.
+    roi: the `roi` source's parameters (testbed.roi.spec.RoiSpec); video may be builtin:scene.
     """
 
     source: str = "synthetic"
@@ -48,6 +51,7 @@ class StreamSpec:
     abr: str = "fixed"
     abr_params: dict[str, Any] = field(default_factory=dict)
     fec: dict[str, Any] = field(default_factory=lambda: {"scheme": "none"})
+    roi: dict[str, Any] = field(default_factory=dict)
     drain_s: float = 1.5
     connect_timeout_s: float = 20.0
     sender: str = "sender"
@@ -58,6 +62,9 @@ class StreamSpec:
 
     def fec_spec(self) -> FecSpec:
         return FecSpec(**self.fec)
+
+    def roi_spec(self) -> RoiSpec:
+        return RoiSpec(**self.roi)
 
 
 def _num(
@@ -111,8 +118,22 @@ def parse_stream(data: Mapping[str, Any], src: str = "--stream") -> StreamSpec:
 
     make(abr, params, initial_bps=float(data.get("bitrate_mbps", 4.0)) * 1e6,
          fps=float(data.get("fps", 30.0)), src=src)  # fmt: skip
+    if data.get("source") == "roi":
+        if data.get("codec", "h264") != "h264":
+            raise ConfigError(
+                src, "stream.codec", f"{data['codec']!r}: the roi source encodes H.264; valid: h264"
+            )
+        data["codec"] = "h264"
+        data.setdefault("video", BUILTIN_SCENE)
+        data["roi"] = parse_roi(
+            data.get("roi"), src, int(data.get("width", 640)), int(data.get("height", 480))
+        ).to_dict()
+    elif data.get("roi"):
+        raise ConfigError(
+            src, "stream.roi", "only the roi source takes roi parameters (source: roi)"
+        )
     spec = StreamSpec(**data)
-    if spec.video is not None:
+    if spec.video is not None and spec.video != BUILTIN_SCENE:
         p = Path(spec.video)
         if not p.is_file():
             raise ConfigError(src, "stream.video", f"{spec.video}: no such video file")
@@ -135,3 +156,15 @@ def parse_stream(data: Mapping[str, Any], src: str = "--stream") -> StreamSpec:
             "frames would be under 16 bytes; raise the bitrate or lower fps",
         )
     return spec
+
+
+def set_key(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set a stream key; a dotted one (roi.enabled, fec.scheme) inside its mapping."""
+    head, _, rest = key.partition(".")
+    if not rest:
+        data[key] = value
+        return
+    inner = data.get(head)
+    inner = dict(inner) if isinstance(inner, Mapping) else {}
+    set_key(inner, rest, value)
+    data[head] = inner

@@ -1,0 +1,115 @@
+"""Offline encoding of a clip, uniform vs ROI, with the live path's encoder, scorer and map:
+the bits each choice costs and the quality it buys (PSNR inside / outside the relevant region).
+No network: what the encoder does, separated from what the link does. Also the guard that ROI
+encoding still shifts bits toward the relevant region (tests/system/test_roi.py)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+
+import av
+import numpy as np
+
+from testbed.roi.encoder import TIME_BASE, RoiEncoder
+from testbed.roi.qpmap import delta_map, normalise, qp_map, rectangles
+from testbed.roi.regions import Regions
+from testbed.roi.scene import FrameSource, yuv_frame
+from testbed.roi.scorers import make_scorer
+from testbed.roi.spec import RoiSpec
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    enabled: bool
+    rate_control: str
+    bitrate_mbps: float
+    psnr_roi_db: float
+    psnr_bg_db: float
+    encode_ms: float
+    scorer_ms: float
+    rects: float
+
+
+def encode_clip(
+    video: str | None,
+    width: int,
+    height: int,
+    fps: float,
+    frames: int,
+    bitrate_mbps: float,
+    spec: RoiSpec,
+    regions: Regions,
+    skip: int = 30,
+) -> EncodeResult:
+    """Encode `frames` frames; quality and bitrate over the frames after the first `skip`."""
+    source = FrameSource(video, width, height)
+    scorer = make_scorer(spec, width, height) if spec.enabled else None
+    enc = RoiEncoder(width, height, fps, bitrate_mbps * 1e6, spec)
+    dec = av.CodecContext.create("h264", "r")
+    rects: list = []  # type: ignore[type-arg]
+    bits, inside, outside, enc_ms, score_ms, n_rects = 0, [], [], [], [], []
+    step = round(90_000 / fps)
+    for i in range(frames):
+        rgb = source.rgb(i)
+        if scorer is not None and i % spec.score_every == 0:
+            t = time.perf_counter()
+            s = scorer.score(rgb, i)
+            s = normalise(s) if spec.normalise else s
+            rects = rectangles(delta_map(qp_map(s, spec.gamma)), width, height)
+            score_ms.append((time.perf_counter() - t) * 1000)
+        frame = yuv_frame(rgb)
+        frame.pts, frame.time_base = i * step, TIME_BASE
+        ref = frame.to_ndarray()[:height]
+        t = time.perf_counter()
+        packets = enc.encode(frame, rects)
+        enc_ms.append((time.perf_counter() - t) * 1000)
+        for p in packets:
+            if i >= skip:
+                bits += p.size * 8
+            for d in dec.decode(p):
+                if i < skip:
+                    continue
+                got = d.to_ndarray()[:height]
+                mask = regions.mask(i)
+                inside.append(_mse(got[mask], ref[mask]))
+                outside.append(_mse(got[~mask], ref[~mask]))
+        n_rects.append(len(rects))
+    seconds = (frames - skip) / fps
+    return EncodeResult(
+        spec.enabled, spec.rate_control, bits / seconds / 1e6, _db(inside), _db(outside),
+        float(np.mean(enc_ms)), float(np.mean(score_ms)) if score_ms else 0.0, float(np.mean(n_rects)),
+    )  # fmt: skip
+
+
+def _mse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean((a.astype("float64") - b.astype("float64")) ** 2))
+
+
+def _db(mses: list[float]) -> float:
+    """PSNR of the mean squared error over frames (not the mean of per-frame PSNRs)."""
+    return (
+        math.nan
+        if not mses
+        else (100.0 if np.mean(mses) == 0 else 10 * math.log10(255**2 / float(np.mean(mses))))
+    )
+
+
+def compare(
+    video: str | None,
+    width: int,
+    height: int,
+    fps: float,
+    frames: int,
+    bitrate_mbps: float,
+    spec: RoiSpec,
+    regions: Regions,
+) -> list[EncodeResult]:
+    """Uniform and ROI at the same bitrate target, then uniform and ROI at the same CRF."""
+    out = []
+    for rc in ("bitrate", "crf"):
+        for enabled in (False, True):
+            s = replace(spec, enabled=enabled, rate_control=rc)
+            out.append(encode_clip(video, width, height, fps, frames, bitrate_mbps, s, regions))
+    return out

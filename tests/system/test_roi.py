@@ -1,0 +1,109 @@
+"""Context-aware video: the ROI encoder guard (offline), scorers, and a real ROI session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from testbed.roi.offline import encode_clip
+from testbed.roi.qpmap import grid_shape
+from testbed.roi.regions import load_regions
+from testbed.roi.scene import Scene, scene_regions
+from testbed.roi.scorers import SaliencyScorer
+from testbed.roi.spec import RoiSpec
+from tests.conftest import ROOT
+from tests.system.conftest import namespaces_of, run_cli
+from tests.system.test_stream import P2P, session
+
+W, H = 640, 360
+REGIONS = ROOT / "experiments" / "roi" / "scene-640x360.regions.json"
+
+
+def test_roi_encoding_shifts_bits_to_the_relevant_region() -> None:
+    """The guard: if x264 silently ignores the ROI (AQ off, constant QP, a filter that no longer
+    attaches side data), the relevant region stops gaining and this fails."""
+    regions = load_regions(str(REGIONS), W, H)
+    spec = RoiSpec(regions=str(REGIONS))
+    uniform = encode_clip(
+        None, W, H, 30, 75, 0.5, RoiSpec(regions=str(REGIONS), enabled=False), regions
+    )
+    roi = encode_clip(None, W, H, 30, 75, 0.5, spec, regions)
+    assert roi.bitrate_mbps == pytest.approx(uniform.bitrate_mbps, rel=0.25)  # matched bitrate
+    assert roi.psnr_roi_db > uniform.psnr_roi_db + 4
+    assert roi.psnr_bg_db < uniform.psnr_bg_db - 3
+    # at the same CRF, ROI spends far fewer bits
+    crf_u = encode_clip(
+        None,
+        W,
+        H,
+        30,
+        75,
+        0.5,
+        RoiSpec(regions=str(REGIONS), enabled=False, rate_control="crf"),
+        regions,
+    )
+    crf_r = encode_clip(
+        None, W, H, 30, 75, 0.5, RoiSpec(regions=str(REGIONS), rate_control="crf"), regions
+    )
+    assert crf_r.bitrate_mbps < 0.8 * crf_u.bitrate_mbps
+
+
+def test_saliency_finds_the_document() -> None:
+    scene = Scene(W, H)
+    scores = SaliencyScorer(RoiSpec(scorer="saliency"), W, H).score(scene.rgb(10), 10)
+    assert scores.shape == grid_shape(W, H) and np.isfinite(scores).all()
+    doc = load_regions(str(REGIONS), W, H).relevance(10) > 0
+    assert scores[doc].mean() > scores[~doc].mean()
+
+
+def test_regions_file_matches_the_scene() -> None:
+    assert json.loads(REGIONS.read_text()) == scene_regions(W, H)
+
+
+def test_roi_session_measures_received_quality(run: str, tmp_path: Path) -> None:
+    roi = {"scorer": "oracle", "regions": str(REGIONS), "question": "what does the document say?"}
+    frames = session(run, tmp_path, ["uplink.rate_mbps=10", "uplink.delay_ms=30", "downlink.delay_ms=30"],
+                     source="roi", video="builtin:scene", codec="h264", width=W, height=H,
+                     bitrate_mbps=0.5, duration_s=4.0, roi=roi)  # fmt: skip
+    sent = frames[frames.status != "not_sent"]
+    assert (sent.status == "complete").mean() > 0.95
+    # in-band ids: (almost) every sent frame was decoded, matched and measured
+    assert sent.psnr_db.notna().mean() > 0.9
+    later = sent[sent.frame_id >= 30]
+    assert later.psnr_roi_db.mean() > later.psnr_bg_db.mean() + 3
+    assert (later.roi_mean_delta_qp > 0).all() and (later.roi_rects > 0).all()
+    cell = json.loads((tmp_path / "cell.json").read_text())
+    assert cell["stream"]["roi"]["gamma"] == 3 and cell["stream"]["codec"] == "h264"
+    assert cell["summary"]["achieved_mbps"] == pytest.approx(0.5, rel=0.35)
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (
+            ["roi.scorer=dino"],
+            "stream.roi.scorer: 'dino' is unknown; known: oracle, saliency, clip",
+        ),
+        (
+            ["roi.scorer=clip", "roi.weights=/no/such.pt"],
+            "stream.roi.weights: '/no/such.pt': the clip scorer needs a local weights file",
+        ),
+        (["roi.gamma=0"], "stream.roi.gamma: 0: valid: a number > 0"),
+        (["roi.question=' '"], "stream.roi.question: is empty"),
+        (
+            [f"roi.regions={REGIONS}", "width=1280", "height=720"],
+            "does not match the video's 1280x720",
+        ),
+        (["codec=vp8"], "stream.codec: 'vp8': the roi source encodes H.264"),
+    ],
+)
+def test_roi_bad_input(run: str, tmp_path: Path, sets: list[str], message: str) -> None:
+    base = ["source=roi", f"roi.regions={REGIONS}", f"width={W}", f"height={H}"]
+    args = [a for s in [*base, *sets] for a in ("--stream-set", s)]
+    res = run_cli("stream", str(P2P), "--name", run, "-o", str(tmp_path / "o"), *args)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and message in res.stderr, res.stderr
+    assert namespaces_of(run) == [] and not (tmp_path / "o").exists()
