@@ -646,7 +646,7 @@ def bench_roi(video: str, regions_path: str | None, width: int, height: int, fra
     PSNR inside / outside the relevant region, encoder and scorer time per frame."""
     import tempfile
 
-    from testbed.roi.offline import compare
+    from testbed.roi.offline import Clip, compare
     from testbed.roi.regions import load_regions
     from testbed.roi.scene import BUILTIN_SCENE, scene_regions
     from testbed.roi.spec import parse_roi
@@ -664,7 +664,7 @@ def bench_roi(video: str, regions_path: str | None, width: int, height: int, fra
                              "bench roi", width, height)  # fmt: skip
             regions = load_regions(regions_path, width, height)
             vid = None if video == BUILTIN_SCENE else video
-            results = compare(vid, width, height, 30.0, frames, bitrate_mbps, spec, regions)
+            results = compare(Clip(vid, width, height, 30.0, frames, regions), bitrate_mbps, spec)
     except TestbedError as e:
         _fail(e)
     click.echo(

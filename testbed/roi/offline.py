@@ -32,18 +32,23 @@ class EncodeResult:
     rects: float
 
 
-def encode_clip(
-    video: str | None,
-    width: int,
-    height: int,
-    fps: float,
-    frames: int,
-    bitrate_mbps: float,
-    spec: RoiSpec,
-    regions: Regions,
-    skip: int = 30,
-) -> EncodeResult:
-    """Encode `frames` frames; quality and bitrate over the frames after the first `skip`."""
+@dataclass(frozen=True)
+class Clip:
+    """What to encode: a video file (None: the built-in scene), its size, rate and length, and
+    where the relevant region is."""
+
+    video: str | None
+    width: int
+    height: int
+    fps: float
+    frames: int
+    regions: Regions
+
+
+def encode_clip(clip: Clip, bitrate_mbps: float, spec: RoiSpec, skip: int = 30) -> EncodeResult:
+    """Encode the clip; quality and bitrate over the frames after the first `skip`."""
+    video, width, height, fps, frames, regions = (clip.video, clip.width, clip.height, clip.fps,
+                                                  clip.frames, clip.regions)  # fmt: skip
     source = FrameSource(video, width, height)
     scorer = make_scorer(spec, width, height) if spec.enabled else None
     enc = RoiEncoder(width, height, fps, bitrate_mbps * 1e6, spec)
@@ -96,20 +101,11 @@ def _db(mses: list[float]) -> float:
     )
 
 
-def compare(
-    video: str | None,
-    width: int,
-    height: int,
-    fps: float,
-    frames: int,
-    bitrate_mbps: float,
-    spec: RoiSpec,
-    regions: Regions,
-) -> list[EncodeResult]:
+def compare(clip: Clip, bitrate_mbps: float, spec: RoiSpec) -> list[EncodeResult]:
     """Uniform and ROI at the same bitrate target, then uniform and ROI at the same CRF."""
     out = []
     for rc in ("bitrate", "crf"):
         for enabled in (False, True):
             s = replace(spec, enabled=enabled, rate_control=rc)
-            out.append(encode_clip(video, width, height, fps, frames, bitrate_mbps, s, regions))
+            out.append(encode_clip(clip, bitrate_mbps, s))
     return out

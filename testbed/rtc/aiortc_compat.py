@@ -22,7 +22,6 @@ And what it observes, for identification only (timing comes from wire captures):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -38,6 +37,7 @@ from testbed.abr.base import Feedback
 from testbed.errors import UnavailableError
 from testbed.fec.receiver import FecReceiver
 from testbed.fec.sender import FecSender
+from testbed.rtc.loops import BackgroundLoop
 
 SUPPORTED_AIORTC = "1.16.0"
 DEFAULT_HISTORY_PACKETS = 128
@@ -303,22 +303,11 @@ def _uncount_received(transport: Any, data: bytes) -> None:
         streams[head[4]].packets_received -= 1
 
 
-class FecNackReleaser:
+class FecNackReleaser(BackgroundLoop):
     """Every 2 ms, sends the NACKs that waited for FEC in vain (testbed.fec.receiver)."""
 
     def __init__(self, receiver: Any, tap: ReceiverTap) -> None:
         self.receiver, self.tap = receiver, tap
-        self.task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.ensure_future(self._run())
-
-    async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-            self.task = None
 
     async def _run(self) -> None:
         while True:
@@ -343,7 +332,7 @@ def disable_nack(receiver: Any) -> None:
     receiver._RTCRtpReceiver__nack_generator = None
 
 
-class NackRetrier:
+class NackRetrier(BackgroundLoop):
     """Re-request packets still missing every interval_ms, at most max_retries times each.
 
     aiortc NACKs a packet once, when its gap appears; a lost retransmission is then only
@@ -358,17 +347,6 @@ class NackRetrier:
         self.interval_ns = int(interval_ms * 1e6)
         self.max_retries = max_retries
         self.sent: dict[int, tuple[int, int]] = {}  # seq -> (last NACK ns, retries)
-        self.task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.ensure_future(self._run())
-
-    async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-            self.task = None
 
     async def _run(self) -> None:
         while True:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import re
 import resource
@@ -30,6 +29,7 @@ from testbed.fec.receiver import FecReceiver
 from testbed.fec.sender import FecSender
 from testbed.roi.quality import QualityMeter, index_from
 from testbed.rtc import aiortc_compat as compat
+from testbed.rtc.loops import BackgroundLoop
 from testbed.rtc.signaling import Inbox, emit
 from testbed.rtc.sources import make_track
 from testbed.rtc.spec import StreamSpec
@@ -89,7 +89,7 @@ VIDEO_MIN_BPS, VIDEO_MAX_BPS = 50_000, 1_000_000_000
 TICK_S = 0.2
 
 
-class RateControl:
+class RateControl(BackgroundLoop):
     """Feeds the controller and applies its target: exactly to the synthetic source, as the
     target to the video encoder; FEC's `table` policy hears the reported loss too."""
 
@@ -99,7 +99,6 @@ class RateControl:
         controller = make_controller(spec.abr, spec.abr_params, spec.bitrate_mbps * 1e6, spec.fps)
         self.driver = AbrDriver(controller, spec.bitrate_mbps * 1e6, floor_bps=floor)
         self.sender: Any = None
-        self.task: asyncio.Task[None] | None = None
 
     def on_feedback(self, sender: Any, event: Feedback) -> None:
         self.sender = sender
@@ -112,21 +111,14 @@ class RateControl:
         if self.spec.source == "video" and self.spec.abr != "fixed" and self.sender is not None:
             compat.set_encoder_bitrate(self.sender, int(target_bps))
 
-    async def _ticks(self) -> None:
+    async def _run(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
             self.apply(self.driver.feed(Feedback(time.monotonic_ns() / 1e6, "tick")))
 
-    def start(self, sender: Any) -> None:
+    def start_with(self, sender: Any) -> None:
         self.sender = sender
-        self.task = asyncio.ensure_future(self._ticks())
-
-    async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-            self.task = None
+        self.start()
 
     def result(self) -> dict[str, Any]:
         d = self.driver
@@ -171,7 +163,7 @@ async def run_sender(spec: StreamSpec, out: Path) -> None:
     _check_fec_payload_type(answer["sdp"])
     await _connected(pc, spec.connect_timeout_s)
     emit({"type": "connected"})
-    rate.start(pc.getSenders()[0])
+    rate.start_with(pc.getSenders()[0])
     await track.finished.wait()
     await asyncio.sleep(spec.drain_s)
     await rate.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from testbed.roi.offline import encode_clip
+from testbed.roi.offline import Clip, encode_clip
 from testbed.roi.qpmap import grid_shape
 from testbed.roi.regions import load_regions
 from testbed.roi.scene import Scene, scene_regions
@@ -25,29 +25,17 @@ REGIONS = ROOT / "experiments" / "roi" / "scene-640x360.regions.json"
 def test_roi_encoding_shifts_bits_to_the_relevant_region() -> None:
     """The guard: if x264 silently ignores the ROI (AQ off, constant QP, a filter that no longer
     attaches side data), the relevant region stops gaining and this fails."""
-    regions = load_regions(str(REGIONS), W, H)
-    spec = RoiSpec(regions=str(REGIONS))
-    uniform = encode_clip(
-        None, W, H, 30, 75, 0.5, RoiSpec(regions=str(REGIONS), enabled=False), regions
-    )
-    roi = encode_clip(None, W, H, 30, 75, 0.5, spec, regions)
+    clip = Clip(None, W, H, 30, 75, load_regions(str(REGIONS), W, H))
+    specs = {(on, rc): RoiSpec(regions=str(REGIONS), enabled=on, rate_control=rc)
+             for on in (False, True) for rc in ("bitrate", "crf")}  # fmt: skip
+    uniform = encode_clip(clip, 0.5, specs[False, "bitrate"])
+    roi = encode_clip(clip, 0.5, specs[True, "bitrate"])
     assert roi.bitrate_mbps == pytest.approx(uniform.bitrate_mbps, rel=0.25)  # matched bitrate
     assert roi.psnr_roi_db > uniform.psnr_roi_db + 4
     assert roi.psnr_bg_db < uniform.psnr_bg_db - 3
     # at the same CRF, ROI spends far fewer bits
-    crf_u = encode_clip(
-        None,
-        W,
-        H,
-        30,
-        75,
-        0.5,
-        RoiSpec(regions=str(REGIONS), enabled=False, rate_control="crf"),
-        regions,
-    )
-    crf_r = encode_clip(
-        None, W, H, 30, 75, 0.5, RoiSpec(regions=str(REGIONS), rate_control="crf"), regions
-    )
+    crf_u = encode_clip(clip, 0.5, specs[False, "crf"])
+    crf_r = encode_clip(clip, 0.5, specs[True, "crf"])
     assert crf_r.bitrate_mbps < 0.8 * crf_u.bitrate_mbps
 
 
