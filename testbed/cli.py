@@ -401,7 +401,13 @@ def _configs(results: Path) -> Any:
 @cli.command()
 @click.argument("results", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def report(results: Path, csv_out: Path | None) -> None:
+@click.option(
+    "--by", default=None, help="fec | abr | nack | roi: side-by-side tables per loss rate"
+)
+@click.option(
+    "--metric", default="p95", show_default=True, help="with --by: p50 | p95 | p99 | mean"
+)
+def report(results: Path, csv_out: Path | None, by: str | None, metric: str) -> None:
     """Per configuration: achieved bitrate, frames, completion, latency with 95% CIs, model."""
     import pandas as pd
 
@@ -409,6 +415,13 @@ def report(results: Path, csv_out: Path | None) -> None:
         configs = _configs(results)
     except TestbedError as e:
         _fail(e)
+    if by is not None:
+        if by not in ("fec", "abr", "nack", "roi") or by not in configs:
+            _fail(ConfigError("--by", by, "valid: fec, abr, nack, roi (a column of these results)"))
+        from testbed.analysis.metrics import side_by_side
+
+        click.echo(side_by_side(configs, by, metric))
+        return
     varying = [
         v for v in ("abr", "fec", "nack", "roi") if v in configs and configs[v].nunique() > 1
     ]

@@ -163,3 +163,33 @@ def yellow_region(
         if ok_rates:
             return min(ok_rates), max(ok_rates), float(loss)
     return None
+
+
+def side_by_side(
+    configs: pd.DataFrame, by: str, metric: str = "p95", budget_ms: float = BUDGET_MS
+) -> str:
+    """Per loss rate, one row per variant, one column per bitrate: the latency metric (ms), the
+    repair overhead (FEC + RTX bytes, % of media) and, marked *, the cells within the budget."""
+    col = f"latency_{metric}_ms"
+    lines = []
+    order = list(dict.fromkeys(configs[by]))
+    for loss, g in configs.groupby("loss_pct"):
+        lines.append(
+            f"loss {loss:g}%: {metric} latency ms (repair overhead % of media bytes), * = within {budget_ms:g} ms"
+        )
+        bitrates = sorted(g.bitrate_mbps.unique())
+        lines.append(f"{by:<12}" + "".join(f"{b:>16g} Mbps" for b in bitrates))
+        for variant in order:
+            row = f"{variant!s:<12}"
+            for b in bitrates:
+                c = g[(g[by] == variant) & (g.bitrate_mbps == b)]
+                if c.empty:
+                    row += f"{'-':>21}"
+                    continue
+                r = c.iloc[0]
+                over = r.get("fec_overhead_pct", 0) + r.get("rtx_overhead_pct", 0)
+                mark = "*" if r[col] <= budget_ms else " "
+                row += f"{r[col]:>11.1f}{mark}({over:>5.1f}%) "
+            lines.append(row)
+        lines.append("")
+    return "\n".join(lines)

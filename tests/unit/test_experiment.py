@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from testbed.analysis.metrics import bootstrap_ci, yellow_region
+from testbed.analysis.metrics import bootstrap_ci, side_by_side, yellow_region
 from testbed.analysis.model import (
     LinkModelInput,
     latency_quantile_ms,
@@ -97,3 +97,27 @@ def test_yellow_region() -> None:
     assert yellow_region(configs, "p95", 68) == (0.5, 0.5, 2.0)
     assert yellow_region(configs, "p95", 68, max_loss_pct=0) == (0.5, 4.0, 0.0)
     assert yellow_region(configs, "p95", 10) is None
+
+
+def test_nested_stream_keys_in_grids(tmp_path: Path) -> None:
+    exp = tmp_path / "e.yaml"
+    exp.write_text(
+        f"topology: {ROOT / 'topologies' / 'p2p.yaml'}\n"
+        "stream: {fec: {scheme: rs, overhead: 0.2}}\n"
+        "grid: {stream.fec.overhead: [0.2, 0.5], stream.abr: [fixed, budget]}\n"
+    )
+    cells = load_experiment(exp).cells
+    assert sorted((c.stream.fec["overhead"], c.stream.abr) for c in cells) == [
+        (0.2, "budget"), (0.2, "fixed"), (0.5, "budget"), (0.5, "fixed")]  # fmt: skip
+    assert all(c.stream.fec["scheme"] == "rs" for c in cells)
+
+
+def test_side_by_side_marks_the_budget() -> None:
+    configs = pd.DataFrame({
+        "loss_pct": [2.0] * 4, "fec": ["none", "none", "rs 20%", "rs 20%"],
+        "bitrate_mbps": [1.0, 4.0, 1.0, 4.0], "latency_p95_ms": [95.0, 113.0, 34.0, 45.0],
+        "fec_overhead_pct": [0, 0, 30.0, 22.0], "rtx_overhead_pct": [2.0, 3.0, 0.1, 0.2],
+    })  # fmt: skip
+    text = side_by_side(configs, "fec")
+    rows = {line.split()[0]: line for line in text.splitlines() if line.startswith(("none", "rs"))}
+    assert "95.0 (  2.0%)" in rows["none"] and "34.0*( 30.1%)" in rows["rs"]
