@@ -294,6 +294,14 @@ def install_receiver(synthetic: bool) -> ReceiverTap:
     return tap
 
 
+def decoded_rtp_timestamp(tap: ReceiverTap, pts: int) -> int | None:
+    """The RTP timestamp of a decoded frame: aiortc's TimestampMapper makes pts relative to the
+    first frame out of the jitter buffer (wraps are handled the same way, mod 2^32)."""
+    if not tap.frames:
+        return None
+    return (tap.frames[0][1] + pts) % (1 << 32)
+
+
 def _uncount_received(transport: Any, data: bytes) -> None:
     """A rebuilt packet is not a received one in RTCP receiver reports (libwebrtc does the same)."""
     head = parse_rtp_header(data)

@@ -57,6 +57,12 @@ class StreamSpec:
     sender: str = "sender"
     receiver: str = "receiver"
 
+    def __post_init__(self) -> None:
+        # recorded in results with every default filled in, however the spec was made
+        object.__setattr__(self, "fec", FecSpec(**self.fec).to_dict())
+        if self.source == "roi":
+            object.__setattr__(self, "roi", RoiSpec(**self.roi).to_dict())
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
