@@ -196,7 +196,8 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
     async def measure(frame: Any) -> None:
         assert meter is not None
         heads = {ts: head for _, ts, _, head in tap.frames[-64:]}
-        index = index_from(heads.get(compat.decoded_rtp_timestamp(tap, frame.pts), b""))
+        ts = compat.decoded_rtp_timestamp(tap, frame.pts)
+        index = index_from(heads.get(ts, b"")) if ts is not None else None
         if index is not None:  # PSNR off the event loop: packets keep flowing meanwhile
             luma = frame.to_ndarray()
             await asyncio.get_running_loop().run_in_executor(None, meter.add, index, luma)
