@@ -102,6 +102,18 @@ def save(fig: Any, path: Path) -> list[Path]:
     return out
 
 
+def _plain_log_x(ax: Any) -> None:
+    """Log x axis labelled 0.5, 1, 2, 4 (not 2 x 10^0)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    ax.set_xticks([t for t in (0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32) if lo <= t <= hi])
+    ax.set_xlim(lo, hi)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _style() -> None:
     plt.rcParams.update({"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8,
                          "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7,
@@ -156,7 +168,7 @@ def variants(configs: pd.DataFrame, by: str, metric: str = "p95", budget_ms: flo
                     markersize=3, linewidth=1, label=str(value))  # fmt: skip
         ax.axhline(budget_ms, color="0.3", linewidth=0.7, linestyle=":")
         ax.set_title(f"{loss:g}% loss")
-        ax.set_xscale("log")
+        _plain_log_x(ax)
         ax.set_yscale("log")
         ax.set_xlabel("achieved bitrate (Mbps)")
         ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
@@ -188,12 +200,12 @@ def roi_figure(configs: pd.DataFrame, metric: str = "p95", budget_ms: float = 68
     ax_lat.axhline(budget_ms, color="0.3", linewidth=0.7, linestyle=":")
     ax_lat.set_xlabel("achieved bitrate (Mbps)")
     ax_lat.set_ylabel(f"{metric} frame latency (ms)")
-    ax_lat.set_xscale("log")
+    _plain_log_x(ax_lat)
     ax_lat.legend(frameon=False, fontsize=6)
     ax_q.set_title(f"received frames, {configs.loss_pct.min():g}% loss")
     ax_q.set_xlabel("achieved bitrate (Mbps)")
     ax_q.set_ylabel("PSNR, luma (dB)")
-    ax_q.set_xscale("log")
+    _plain_log_x(ax_q)
     ax_q.legend(frameon=False, fontsize=6)
     for ax in (ax_lat, ax_q):
         ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
