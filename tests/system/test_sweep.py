@@ -96,3 +96,41 @@ def test_bad_experiment_input(run: str, tmp_path: Path) -> None:
     res = run_cli("run", str(bad), "-o", str(tmp_path / "r"), "--name", run)
     assert res.returncode == 2 and "grid.stream.fps: expected a non-empty list" in res.stderr
     assert not (tmp_path / "r").exists()
+
+
+VARIANTS = """name: variants
+topology: {topo}
+set: {{uplink.rate_mbps: 10, uplink.delay_ms: 10, downlink.delay_ms: 10, uplink.loss_pct: 5}}
+stream: {{source: synthetic, fps: 30, duration_s: 2, drain_s: 0.5, bitrate_mbps: 2}}
+grid:
+  stream.fec: [{{scheme: none}}, {{scheme: rs, overhead: 0.5}}]
+repetitions: 1
+seed: 1
+"""
+
+
+def test_variant_sweep_report_and_plots(run: str, tmp_path: Path) -> None:
+    exp, out = tmp_path / "variants.yaml", tmp_path / "res"
+    exp.write_text(VARIANTS.format(topo=ROOT / "topologies" / "p2p.yaml"))
+    res = run_cli("run", str(exp), "-o", str(out), "--name", run, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = run_cli("report", str(out), "--by", "fec")
+    assert report.returncode == 0, report.stderr
+    rows = {
+        line.split()[0]: line
+        for line in report.stdout.splitlines()
+        if line.startswith(("none", "rs"))
+    }
+    assert set(rows) == {"none", "rs"}
+    # FEC spends bytes: its overhead is far above NACK's at 5% loss
+    overhead = {k: float(v.split("(")[1].split("%")[0]) for k, v in rows.items()}
+    assert overhead["rs"] > 40 > overhead["none"]
+    for args, name in ((["--by", "fec"], "by.pdf"), (["--timeseries"], "ts.pdf")):
+        plot = run_cli("plot", str(out), *args, "-o", str(tmp_path / name))
+        assert plot.returncode == 0, plot.stderr
+        assert (tmp_path / name).stat().st_size > 1000
+    assert all(
+        (c / "timeseries.csv").exists()
+        for c in (out / "cells").iterdir()
+        if not c.name.startswith(".")
+    )
