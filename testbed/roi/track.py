@@ -32,6 +32,11 @@ class RoiTrack(PacedTrack):
         self.rects: list[Rect] = []
         self.delta: np.ndarray | None = None
         self.roi_frames: list[RoiRecord] = []
+        self.keyframe_wanted = False
+
+    def request_keyframe(self) -> None:
+        """The receiver sent a PLI (it cannot decode): the next frame is a key frame."""
+        self.keyframe_wanted = True
 
     def _update_map(self, rgb: np.ndarray, index: int) -> float:
         if self.scorer is None or index % self.roi.score_every:
@@ -51,6 +56,9 @@ class RoiTrack(PacedTrack):
         score_ms = self._update_map(rgb, index)
         frame = yuv_frame(rgb)
         frame.pts, frame.time_base = pts, TIME_BASE
+        if self.keyframe_wanted:
+            frame.pict_type = av.video.frame.PictureType.I
+            self.keyframe_wanted = False
         self.encoder.set_bitrate(self.target_bps)
         t = time.perf_counter()
         packets = self.encoder.encode(frame, self.rects)

@@ -86,6 +86,8 @@ class SenderTap:
     fec: FecSender | None = None
     on_feedback: Callable[[Any, Feedback], None] | None = None  # (RTCRtpSender, event)
     take_remb: bool = False  # REMB feeds the controller only, not aiortc's encoder
+    on_keyframe_request: Callable[[], None] | None = None  # PLI/FIR, for sources that encode
+    keyframe_requests: int = 0
 
 
 def install_sender(history_packets: int) -> SenderTap:
@@ -140,6 +142,18 @@ def install_sender(history_packets: int) -> SenderTap:
                 tap.on_feedback(self, event)
 
     rtcrtpsender.RTCRtpSender._handle_rtcp_packet = _handle_rtcp_packet  # type: ignore[method-assign]
+
+    original_keyframe = rtcrtpsender.RTCRtpSender._send_keyframe
+
+    def _send_keyframe(self: Any) -> None:
+        # aiortc only honours a PLI in its own encoders; a track that returns encoded
+        # packets (the roi source) is told here
+        tap.keyframe_requests += 1
+        if tap.on_keyframe_request is not None:
+            tap.on_keyframe_request()
+        original_keyframe(self)
+
+    rtcrtpsender.RTCRtpSender._send_keyframe = _send_keyframe  # type: ignore[method-assign]
     return tap
 
 

@@ -145,6 +145,7 @@ async def run_sender(spec: StreamSpec, out: Path) -> None:
     rate = RateControl(spec, track, tap)
     tap.on_feedback = rate.on_feedback
     tap.take_remb = spec.abr != "fixed"
+    tap.on_keyframe_request = getattr(track, "request_keyframe", None)
     fec = spec.fec_spec()
     if fec.enabled:
         tap.fec = FecSender(fec, compat.FEC_PAYLOAD_TYPE)
@@ -175,7 +176,7 @@ async def run_sender(spec: StreamSpec, out: Path) -> None:
         "track_start_ns": track.start_ns, "rtp_origin": tap.origin, "cpu": _cpu(),
         "abr": rate.result(), "fec_pt": compat.FEC_PAYLOAD_TYPE if tap.fec else None,
         "fec_blocks": [asdict(b) for b in tap.fec.blocks] if tap.fec else [],
-        "roi_frames": getattr(track, "roi_frames", []),
+        "roi_frames": getattr(track, "roi_frames", []), "keyframe_requests": tap.keyframe_requests,
     }  # fmt: skip
     (out / "sender.json").write_text(json.dumps(result))
     await pc.close()

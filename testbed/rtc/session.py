@@ -238,6 +238,7 @@ def run_stream(
         "rtcp_received_by_sender": snd["rtcp_received"], "plis_sent": len(rcv["plis"]),
         "cpu": {"sender": snd["cpu"], "receiver": rcv["cpu"]},
         "abr": snd.get("abr"), "fec_nacks_saved": rcv.get("fec_nacks_saved", 0),
+        "keyframe_requests": snd.get("keyframe_requests", 0),
         "capture": capture_stats, "clock_offset_real_minus_mono_ns": offset,
         "started_real_ns": started, "ended_real_ns": time.time_ns(), "summary": summary,
         "pcap_bytes": {r: (out / f"{r}.pcap").stat().st_size for r in ("sender", "receiver")},
