@@ -49,3 +49,17 @@ def read_input_file(path: str | Path, what: str = "file") -> str:
         raise ConfigError(str(p), "", f"{what} not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(str(p), "", f"cannot read {what}: {e}") from None
+
+
+def strict_mapping(
+    value: object, allowed: tuple[str, ...], src: str, key: str, example: str
+) -> dict[str, object]:
+    """A nested config mapping (stream.fec, stream.roi): a mapping, with only known keys."""
+    from collections.abc import Mapping
+
+    if not isinstance(value, Mapping):
+        raise ConfigError(src, key, f"{value!r}: expected a mapping like {example}")
+    for k in value:
+        if k not in allowed:
+            raise ConfigError(src, f"{key}.{k}", f"unknown key; valid: {', '.join(allowed)}")
+    return dict(value)

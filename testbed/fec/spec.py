@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from testbed.errors import ConfigError
+from testbed.errors import ConfigError, strict_mapping
 
 SCHEMES = ("none", "xor", "rs")
 POLICIES = ("fixed", "table")
@@ -57,13 +56,7 @@ def parse_fec(value: Any, src: str, key: str = "stream.fec") -> FecSpec:
         return FecSpec()
     if isinstance(value, str):
         value = {"scheme": value}
-    if not isinstance(value, Mapping):
-        raise ConfigError(
-            src, key, f"{value!r}: expected a mapping like {{scheme: rs, overhead: 0.2}}"
-        )
-    for k in value:
-        if k not in KEYS:
-            raise ConfigError(src, f"{key}.{k}", f"unknown key; valid: {', '.join(KEYS)}")
+    value = strict_mapping(value, KEYS, src, key, "{scheme: rs, overhead: 0.2}")
     scheme = value.get("scheme", "rs")
     if scheme not in SCHEMES:
         raise ConfigError(

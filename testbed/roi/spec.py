@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from testbed.errors import ConfigError
+from testbed.errors import ConfigError, strict_mapping
 
 RATE_CONTROLS = ("bitrate", "crf")
 KEYS = ("question", "scorer", "gamma", "normalise", "score_every", "enabled", "regions",
@@ -50,14 +49,7 @@ PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 def parse_roi(value: Any, src: str, width: int, height: int, key: str = "stream.roi") -> RoiSpec:
     if value is None:
         value = {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(
-            src, key, f"{value!r}: expected a mapping like {{question: ..., scorer: saliency}}"
-        )
-    for k in value:
-        if k not in KEYS:
-            raise ConfigError(src, f"{key}.{k}", f"unknown key; valid: {', '.join(KEYS)}")
-    spec = RoiSpec(**value)
+    spec = RoiSpec(**strict_mapping(value, KEYS, src, key, "{question: ..., scorer: saliency}"))  # type: ignore[arg-type]
     if not isinstance(spec.question, str) or not spec.question.strip():
         raise ConfigError(
             src, f"{key}.question", "is empty; say what the user asks about the video"
