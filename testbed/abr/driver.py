@@ -40,6 +40,7 @@ class AbrDriver:
                           self.first_error, self.target_bps)  # fmt: skip
         else:
             self.target_bps = max(self.floor_bps, float(value))
-        if feedback.kind != "tick" or not self.events or self.events[-1][2] != self.target_bps:
+        frequent = feedback.kind in ("tick", "frame")  # logged only when the target moves
+        if not frequent or not self.events or self.events[-1][2] != self.target_bps:
             self.events.append((feedback.now_ms, feedback.kind, self.target_bps))
         return self.target_bps

@@ -34,6 +34,7 @@ from aiortc.codecs import h264, vpx
 from aiortc.jitterbuffer import JitterBuffer
 
 from testbed.abr.base import Feedback
+from testbed.abr.framefeedback import FrameAssembler, pack_app, unpack_app
 from testbed.errors import UnavailableError
 from testbed.fec.receiver import FecReceiver
 from testbed.fec.sender import FecSender
@@ -88,6 +89,8 @@ class SenderTap:
     take_remb: bool = False  # REMB feeds the controller only, not aiortc's encoder
     on_keyframe_request: Callable[[], None] | None = None  # PLI/FIR, for sources that encode
     keyframe_requests: int = 0
+    first_sent: dict[int, int] = field(default_factory=dict)  # rtp ts -> first media packet ns
+    on_frame_report: Callable[[Any, list[tuple[int, int, int]], int], None] | None = None
 
 
 def install_sender(history_packets: int) -> SenderTap:
@@ -105,6 +108,11 @@ def install_sender(history_packets: int) -> SenderTap:
             if pt == tap.rtx_pt and len(data) >= hlen + 2:
                 osn = struct.unpack_from("!H", data, hlen)[0]
             tap.packets.append((time.monotonic_ns(), pt, ssrc, seq, ts, marker, osn))
+            if pt == tap.media_pt and ts not in tap.first_sent:
+                tap.first_sent[ts] = tap.packets[-1][0]
+                if len(tap.first_sent) > 4096:
+                    for old in list(tap.first_sent)[:2048]:
+                        del tap.first_sent[old]
             if tap.origin is None and tap.pending_pts is not None and pt != tap.rtx_pt:
                 tap.origin = (ts - tap.pending_pts) % (1 << 32)
         await original(self, data)
@@ -154,6 +162,18 @@ def install_sender(history_packets: int) -> SenderTap:
         original_keyframe(self)
 
     rtcrtpsender.RTCRtpSender._send_keyframe = _send_keyframe  # type: ignore[method-assign]
+
+    original_rtcp_data = rtcdtlstransport.RTCDtlsTransport._handle_rtcp_data
+
+    async def _handle_rtcp_data(self: Any, data: bytes) -> None:
+        entries = unpack_app(data)  # per-frame feedback: aiortc would skip it
+        if entries is None:
+            await original_rtcp_data(self, data)
+        elif tap.on_frame_report is not None:
+            senders = list(self._rtp_router.senders.values())
+            tap.on_frame_report(senders[0] if senders else None, entries, time.monotonic_ns())
+
+    rtcdtlstransport.RTCDtlsTransport._handle_rtcp_data = _handle_rtcp_data  # type: ignore[method-assign]
     return tap
 
 
@@ -214,6 +234,8 @@ class ReceiverTap:
     media_ssrc: int | None = None
     rtp_in: list[tuple[int, int, int, int]] = field(default_factory=list)  # mono_ns, pt, seq, ts
     media_pt: int | None = None
+    rtx_pt: int | None = None
+    assembler: FrameAssembler | None = None  # per-frame feedback for ABR controllers
     fec: FecReceiver | None = None
     send_nack_now: Callable[[Any, int, list[int]], Awaitable[None]] | None = None
 
@@ -244,9 +266,16 @@ def install_receiver(synthetic: bool) -> ReceiverTap:
 
     async def _handle_rtp_packet(self: Any, packet: Any, arrival_time_ms: int) -> None:
         # what a hook-timed measurement would see (compared with the wire in bench floor)
-        tap.rtp_in.append(
-            (time.monotonic_ns(), packet.payload_type, packet.sequence_number, packet.timestamp)
-        )
+        now = time.monotonic_ns()
+        tap.rtp_in.append((now, packet.payload_type, packet.sequence_number, packet.timestamp))
+        if tap.assembler is not None:
+            if packet.payload_type == tap.media_pt:
+                tap.assembler.on_packet(
+                    packet.sequence_number, packet.timestamp, bool(packet.marker), now
+                )
+            elif packet.payload_type == tap.rtx_pt and len(packet.payload) >= 2:
+                osn = struct.unpack_from("!H", packet.payload)[0]
+                tap.assembler.on_packet(osn, packet.timestamp, bool(packet.marker), now)
         await original_handle(self, packet, arrival_time_ms)
 
     rtcrtpreceiver.RTCRtpReceiver._handle_rtp_packet = _handle_rtp_packet  # type: ignore[method-assign]
@@ -343,6 +372,35 @@ class FecNackReleaser(BackgroundLoop):
                 due = [s for s in due if s in gen.missing]
             if due:
                 await send(self.receiver, self.tap.media_ssrc, due)
+
+
+class _RawRtcp:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __bytes__(self) -> bytes:
+        return self.data
+
+
+class FrameFeedbackSender(BackgroundLoop):
+    """Every 100 ms, the frames completed since: an RTCP APP packet (testbed.abr.framefeedback)."""
+
+    def __init__(self, receiver: Any, tap: ReceiverTap) -> None:
+        self.receiver, self.tap = receiver, tap
+        tap.assembler = FrameAssembler()
+        self.reports = 0
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            assert self.tap.assembler is not None
+            entries = self.tap.assembler.take()
+            if entries:
+                ssrc = getattr(self.receiver, "_RTCRtpReceiver__rtcp_ssrc", None) or 0
+                await self.receiver._send_rtcp(
+                    _RawRtcp(pack_app(ssrc, entries, time.monotonic_ns()))
+                )
+                self.reports += 1
 
 
 def _nack_generator(receiver: Any) -> Any:

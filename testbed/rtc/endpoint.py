@@ -24,6 +24,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 
 from testbed.abr.base import Feedback
 from testbed.abr.driver import AbrDriver
+from testbed.abr.framefeedback import latency_estimate_ms
 from testbed.abr.registry import make as make_controller
 from testbed.fec.receiver import FecReceiver
 from testbed.fec.sender import FecSender
@@ -98,7 +99,21 @@ class RateControl(BackgroundLoop):
         floor = sources_min_bps(spec)
         controller = make_controller(spec.abr, spec.abr_params, spec.bitrate_mbps * 1e6, spec.fps)
         self.driver = AbrDriver(controller, spec.bitrate_mbps * 1e6, floor_bps=floor)
+        self.frame_estimates: list[tuple[int, float | None]] = []  # rtp ts, latency estimate ms
         self.sender: Any = None
+
+    def on_frame_report(
+        self, sender: Any, entries: list[tuple[int, int, int]], now_ns: int
+    ) -> None:
+        """Frames the receiver completed: one `frame` event each, latency estimated here."""
+        rtt = getattr(sender, "_RTCRtpSender__rtt", None) if sender is not None else None
+        rtt_ms = None if rtt is None else rtt * 1000
+        for ts, assembly_us, age_us in entries:
+            latency = latency_estimate_ms(now_ns, age_us, rtt_ms, self.tap.first_sent.get(ts))
+            self.frame_estimates.append((ts, latency))
+            event = Feedback(now_ns / 1e6, "frame", rtt_ms=rtt_ms, frame_rtp_ts=ts,
+                             frame_assembly_ms=assembly_us / 1000, frame_latency_ms=latency)  # fmt: skip
+            self.apply(self.driver.feed(event))
 
     def on_feedback(self, sender: Any, event: Feedback) -> None:
         self.sender = sender
@@ -123,7 +138,8 @@ class RateControl(BackgroundLoop):
     def result(self) -> dict[str, Any]:
         d = self.driver
         return {"controller": self.spec.abr, "params": self.spec.abr_params, "events": d.events,
-                "errors": d.errors, "first_error": d.first_error, "final_target_bps": d.target_bps}  # fmt: skip
+                "errors": d.errors, "first_error": d.first_error, "final_target_bps": d.target_bps,
+                "frame_estimates": self.frame_estimates}  # fmt: skip
 
 
 def sources_min_bps(spec: StreamSpec) -> float:
@@ -144,6 +160,7 @@ async def run_sender(spec: StreamSpec, out: Path) -> None:
     track = make_track(spec)
     rate = RateControl(spec, track, tap)
     tap.on_feedback = rate.on_feedback
+    tap.on_frame_report = rate.on_frame_report
     tap.take_remb = spec.abr != "fixed"
     tap.on_keyframe_request = getattr(track, "request_keyframe", None)
     fec = spec.fec_spec()
@@ -223,6 +240,7 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
     offer = await inbox.expect("offer")
     await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
     tap.media_pt = _media_payload_type(offer["sdp"], spec.codec)
+    tap.rtx_pt = _rtx_payload_type(offer["sdp"], tap.media_pt)
     await pc.setLocalDescription(await pc.createAnswer())
     emit({"type": "answer", "sdp": pc.localDescription.sdp})
     receiver = pc.getReceivers()[0]
@@ -236,10 +254,16 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
     if tap.fec is not None and spec.nack != "off":
         releaser = compat.FecNackReleaser(receiver, tap)
         releaser.start()
+    frame_feedback = None
+    if (
+        spec.abr != "fixed"
+    ):  # a controller may use per-frame feedback; the baseline's wire is unchanged
+        frame_feedback = compat.FrameFeedbackSender(receiver, tap)
+        frame_feedback.start()
     await _connected(pc, spec.connect_timeout_s)
     emit({"type": "connected"})
     await inbox.expect("stop")
-    for loop in (retrier, releaser):
+    for loop in (retrier, releaser, frame_feedback):
         if loop is not None:
             await loop.close()
     result = {
@@ -248,6 +272,7 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
         "rtp_in": tap.rtp_in, "fec_recovered": tap.fec.recovered if tap.fec else [],
         "fec_nacks_saved": tap.fec.nacks_saved if tap.fec else 0,
         "quality": meter.records if meter else [],
+        "frame_feedback_reports": frame_feedback.reports if frame_feedback else 0,
     }  # fmt: skip
     (out / "receiver.json").write_text(json.dumps(result))
     await pc.close()

@@ -23,3 +23,16 @@ class Negative:
 
     def update(self, feedback: Feedback) -> float:
         return -1.0
+
+
+class FrameLatencyProbe:
+    """Drops to 1.5 Mbps once a `frame` event says a frame took 30-200 ms (its estimate)."""
+
+    def __init__(self, initial_bps: float, fps: float) -> None:
+        self.target = initial_bps
+
+    def update(self, feedback: Feedback) -> float:
+        latency = feedback.frame_latency_ms
+        if feedback.kind == "frame" and latency is not None and 30 <= latency <= 200:
+            self.target = 1.5e6
+        return self.target

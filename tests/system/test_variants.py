@@ -86,3 +86,22 @@ def test_variant_bad_input(run: str, tmp_path: Path, sets: list[str], message: s
     assert res.returncode == 2, res.stdout + res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and message in res.stderr, res.stderr
     assert namespaces_of(run) == [] and not (tmp_path / "o").exists()
+
+
+def test_frame_feedback_reaches_the_controller_with_honest_latency(
+    run: str, tmp_path: Path
+) -> None:
+    """The receiver reports completed frames (RTCP APP); the sender's estimate (RTT/2 each
+    way, no shared clock) agrees with the latency measured on the wire."""
+    frames = session(run, tmp_path, [*LINK, "uplink.loss_pct=2"], bitrate_mbps=2.0, duration_s=5.0,
+                     abr="tests.system.abr_fixtures:FrameLatencyProbe")  # fmt: skip
+    assert frames.target_bitrate_bps.iloc[-1] == 1.5e6
+    abr = json.loads((tmp_path / "sender.json").read_text())["abr"]
+    reported = pd.DataFrame(abr["frame_estimates"], columns=["rtp_ts", "est_ms"])
+    assert len(reported) > 0.8 * len(frames)  # every completed frame but the first is reported
+    est = reported.dropna()  # no estimate until aiortc knows the RTT (its first RR, ~1-2 s)
+    assert len(est) > 0.4 * len(frames)
+    both = est.merge(frames[["rtp_ts", "latency_ns"]].dropna(), on="rtp_ts")
+    error = (both.est_ms - both.latency_ns.astype(float) / 1e6).abs()
+    assert error.median() < 3.0, error.describe()
+    assert json.loads((tmp_path / "receiver.json").read_text())["frame_feedback_reports"] > 30

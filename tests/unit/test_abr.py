@@ -95,3 +95,25 @@ def test_registry() -> None:
     mod.Halver = Halver  # type: ignore[attr-defined]
     sys.modules["my_abr_mod"] = mod
     assert make("my_abr_mod:Halver", {"factor": 4}, 4e6, 30).update(Feedback(0, "tick")) == 1e6
+
+
+def test_frame_assembler_completes_frames_in_any_order() -> None:
+    from testbed.abr.framefeedback import FrameAssembler, latency_estimate_ms, pack_app, unpack_app
+
+    fa = FrameAssembler()
+    fa.on_packet(65533, 0, True, 0)  # the end of a frame before: its marker sets the start
+    # frame 3000: seqs 65534, 65535, 0 (wraps); 65535 lost at first, then retransmitted
+    fa.on_packet(65534, 3000, False, 10)
+    fa.on_packet(0, 3000, True, 12)
+    assert fa.take() == []
+    fa.on_packet(65535, 3000, False, 90)
+    assert fa.take() == [(3000, 10, 90)]
+    # the next frame's marker arrives before the previous frame's: it waits for it
+    fa.on_packet(2, 6000, True, 100)  # seq 1 (first packet of 6000) still missing
+    fa.on_packet(1, 6000, False, 101)
+    assert fa.take() == [(6000, 100, 101)]
+    app = pack_app(1234, [(3000, 0, 90_000_000)], now_ns=100_000_000)
+    assert unpack_app(app) == [(3000, 90_000, 10_000)]
+    assert unpack_app(b"\x80\xc9" + bytes(30)) is None
+    # report at 200 ms, completed 10 ms before it was sent, RTT 60: completed at 160 ms
+    assert latency_estimate_ms(200_000_000, 10_000, 60.0, 130_000_000) == 30.0

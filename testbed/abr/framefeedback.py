@@ -1,0 +1,118 @@
+"""Per-frame feedback from the receiver, so a controller can learn frame latency. Pure.
+
+The receiver assembles frames from the RTP packets it gets (originals, retransmissions, FEC
+rebuilds): a frame is complete when every sequence number from the packet after the previous
+frame's marker up to its own marker has arrived. Every 100 ms it sends an RTCP APP packet
+(name "TBFC") listing, per completed frame, its RTP timestamp, how long it took from its first
+packet to completion, and how long ago it completed. The sender (which knows when it sent the
+frame's first packet) estimates the frame's latency with the RTT/2 assumption:
+
+  latency ~= (report arrival - RTT/2 - age) - first packet sent
+
+No clock is shared: this is what a real sender could know. aiortc ignores APP packets; the
+compat module hands them to the sender's controller.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+U16 = 1 << 16
+APP_NAME = b"TBFC"
+ENTRY = struct.Struct("!III")  # rtp_ts, assembly_us, age_us
+MAX_ENTRIES = 100  # one APP packet stays under ~1.2 KB
+
+
+def _after(a: int, b: int) -> bool:
+    return a != b and (a - b) % U16 < U16 // 2
+
+
+@dataclass
+class FrameAssembler:
+    """Feed every media packet the receiver gets (seq after RTX unwrapping)."""
+
+    frames: dict[int, dict[str, object]] = field(default_factory=dict)  # ts -> state
+    last_marker: int | None = None  # marker seq of the latest frame
+    done: list[tuple[int, int, int]] = field(default_factory=list)  # ts, first_ns, complete_ns
+    completed: set[int] = field(default_factory=set)
+    markers: dict[int, int] = field(default_factory=dict)  # marker seq -> ts
+
+    def on_packet(self, seq: int, ts: int, marker: bool, now_ns: int) -> None:
+        if ts in self.completed:
+            return
+        st = self.frames.setdefault(ts, {"first": now_ns, "seqs": set(), "marker": None})
+        st["seqs"].add(seq)  # type: ignore[attr-defined]
+        if marker:
+            st["marker"] = seq
+            self.markers[seq] = ts
+        self._check_all(now_ns)
+
+    def _start(self, marker: int) -> int | None:
+        """The frame's first seq: one after the closest earlier marker (None for the first frame).
+        If the previous frame's marker is still missing, the range reaches further back and
+        the frame cannot complete before that marker arrives, as it should not."""
+        earlier = [
+            (marker - m) % U16
+            for m in self.markers
+            if _after(marker, m) and (marker - m) % U16 < 4096
+        ]
+        return (marker - min(earlier) + 1) % U16 if earlier else None
+
+    def _check_all(self, now_ns: int) -> None:
+        for ts, st in list(self.frames.items()):
+            marker = st["marker"]
+            if not isinstance(marker, int):
+                continue
+            start = self._start(marker)
+            if start is None:
+                continue
+            n = (marker - start) % U16 + 1
+            seqs: set[int] = st["seqs"]  # type: ignore[assignment]
+            if len(seqs) >= n and all((start + i) % U16 in seqs for i in range(n)):
+                first = st["first"]
+                assert isinstance(first, int)
+                self.done.append((ts, first, now_ns))
+                self.completed.add(ts)
+                del self.frames[ts]
+        if len(self.frames) > 512:  # frames that will never complete
+            for ts in list(self.frames)[:256]:
+                del self.frames[ts]
+        if len(self.markers) > 4096:
+            for m in list(self.markers)[:2048]:
+                del self.markers[m]
+        if len(self.completed) > 4096:
+            self.completed = set(list(self.completed)[-2048:])
+
+    def take(self) -> list[tuple[int, int, int]]:
+        out, self.done = self.done, []
+        return out
+
+
+def pack_app(ssrc: int, entries: list[tuple[int, int, int]], now_ns: int) -> bytes:
+    """RTCP APP (PT 204, subtype 0): ssrc, "TBFC", then (rtp_ts, assembly_us, age_us) each."""
+    body = b"".join(
+        ENTRY.pack(
+            ts, min(2**32 - 1, (done - first) // 1000), min(2**32 - 1, (now_ns - done) // 1000)
+        )
+        for ts, first, done in entries[-MAX_ENTRIES:]
+    )
+    length = (8 + len(body)) // 4  # 32-bit words after the first
+    return struct.pack("!BBHI", 0x80, 204, length, ssrc) + APP_NAME + body
+
+
+def unpack_app(data: bytes) -> list[tuple[int, int, int]] | None:
+    """The entries of a TBFC APP packet (None if the datagram is anything else)."""
+    if len(data) < 12 or data[0] >> 6 != 2 or data[1] != 204 or data[8:12] != APP_NAME:
+        return None
+    n = (len(data) - 12) // ENTRY.size
+    return [ENTRY.unpack_from(data, 12 + i * ENTRY.size) for i in range(n)]
+
+
+def latency_estimate_ms(
+    report_arrival_ns: int, age_us: int, rtt_ms: float | None, first_sent_ns: int | None
+) -> float | None:
+    if first_sent_ns is None or rtt_ms is None:
+        return None
+    completed_ns = report_arrival_ns - rtt_ms * 1e6 / 2 - age_us * 1000
+    return (completed_ns - first_sent_ns) / 1e6
