@@ -105,3 +105,15 @@ def test_frame_feedback_reaches_the_controller_with_honest_latency(
     error = (both.est_ms - both.latency_ns.astype(float) / 1e6).abs()
     assert error.median() < 3.0, error.describe()
     assert json.loads((tmp_path / "receiver.json").read_text())["frame_feedback_reports"] > 30
+
+
+def test_fec_table_policy_follows_the_reported_loss(run: str, tmp_path: Path) -> None:
+    """No loss heard yet: no repair. Once receiver reports say ~10% (the path's loss: rebuilt
+    packets do not count as received), the table protects every frame."""
+    frames = session(run, tmp_path, [*LINK, "uplink.loss_pct=10"], bitrate_mbps=2.0, duration_s=5.0,
+                     fec={"scheme": "rs", "policy": "table"})  # fmt: skip
+    sent = frames[frames.status != "not_sent"]
+    assert (sent.head(10).fec_packets == 0).all()
+    late = sent.tail(60)
+    assert (late.fec_packets >= 2).all()  # 7 packets at 10% loss: the table asks for 3-4
+    assert (late.completed_by == "fec").sum() > (late.completed_by == "rtx").sum()
