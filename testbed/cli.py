@@ -411,20 +411,22 @@ def report(results: Path, csv_out: Path | None, by: str | None, metric: str) -> 
     """Per configuration: achieved bitrate, frames, completion, latency with 95% CIs, model."""
     import pandas as pd
 
+    from testbed.analysis.metrics import VARIANTS
+
     try:
         configs = _configs(results)
     except TestbedError as e:
         _fail(e)
     if by is not None:
-        if by not in ("fec", "abr", "nack", "roi") or by not in configs:
-            _fail(ConfigError("--by", by, "valid: fec, abr, nack, roi (a column of these results)"))
+        if by not in VARIANTS or by not in configs:
+            _fail(
+                ConfigError("--by", by, f"valid: {', '.join(VARIANTS)} (a column of these results)")
+            )
         from testbed.analysis.metrics import side_by_side
 
         click.echo(side_by_side(configs, by, metric))
         return
-    varying = [
-        v for v in ("abr", "fec", "nack", "roi") if v in configs and configs[v].nunique() > 1
-    ]
+    varying = [v for v in VARIANTS if v in configs and configs[v].nunique() > 1]
     extra = []
     if varying:
         extra = ["within_budget", "fec_overhead_pct", "rtx_overhead_pct", "by_fec", "by_rtx"]
@@ -509,13 +511,13 @@ def plot(
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display needed
-    from testbed.analysis.metrics import yellow_region
+    from testbed.analysis.metrics import VARIANTS, yellow_region
     from testbed.analysis.plots import fig3, roi_figure, save, variants
 
     if metric not in ("p50", "p95", "p99", "mean"):
         _fail(ConfigError("--metric", metric, "valid: p50, p95, p99, mean"))
-    if by is not None and by not in ("fec", "abr", "nack", "roi"):
-        _fail(ConfigError("--by", by, "valid: fec, abr, nack, roi"))
+    if by is not None and by not in VARIANTS:
+        _fail(ConfigError("--by", by, f"valid: {', '.join(VARIANTS)}"))
     budget = response_ms - model_ms
     if timeseries:
         _plot_timeseries(results, out, budget)

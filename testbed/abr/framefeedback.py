@@ -22,6 +22,7 @@ U16 = 1 << 16
 APP_NAME = b"TBFC"
 ENTRY = struct.Struct("!III")  # rtp_ts, assembly_us, age_us
 MAX_ENTRIES = 100  # one APP packet stays under ~1.2 KB
+MARKERS = 64  # recent frame ends kept: a frame's start is one after the previous frame's end
 
 
 def _after(a: int, b: int) -> bool:
@@ -29,60 +30,68 @@ def _after(a: int, b: int) -> bool:
 
 
 @dataclass
-class FrameAssembler:
-    """Feed every media packet the receiver gets (seq after RTX unwrapping)."""
+class _Frame:
+    first_ns: int
+    seqs: set[int] = field(default_factory=set)
+    marker: int | None = None
 
-    frames: dict[int, dict[str, object]] = field(default_factory=dict)  # ts -> state
-    last_marker: int | None = None  # marker seq of the latest frame
+
+@dataclass
+class FrameAssembler:
+    """Feed every media packet the receiver gets (seq after RTX unwrapping).
+
+    Runs per packet on the receiver: a packet can only complete its own frame, or, if it is a
+    marker, the frames after it that waited for it; only those are checked, against the last
+    MARKERS markers.
+    """
+
+    frames: dict[int, _Frame] = field(default_factory=dict)  # rtp ts -> frame being assembled
     done: list[tuple[int, int, int]] = field(default_factory=list)  # ts, first_ns, complete_ns
-    completed: set[int] = field(default_factory=set)
-    markers: dict[int, int] = field(default_factory=dict)  # marker seq -> ts
+    completed: dict[int, None] = field(default_factory=dict)  # an ordered set of rtp ts
+    markers: dict[int, None] = field(default_factory=dict)  # recent marker seqs, oldest first
 
     def on_packet(self, seq: int, ts: int, marker: bool, now_ns: int) -> None:
         if ts in self.completed:
             return
-        st = self.frames.setdefault(ts, {"first": now_ns, "seqs": set(), "marker": None})
-        st["seqs"].add(seq)  # type: ignore[attr-defined]
+        frame = self.frames.setdefault(ts, _Frame(now_ns))
+        frame.seqs.add(seq)
+        waiting = [ts]
         if marker:
-            st["marker"] = seq
-            self.markers[seq] = ts
-        self._check_all(now_ns)
+            frame.marker = seq
+            self.markers[seq] = None
+            if len(self.markers) > 2 * MARKERS:
+                for m in list(self.markers)[:MARKERS]:
+                    del self.markers[m]
+            waiting += [t for t, f in self.frames.items()
+                        if t != ts and f.marker is not None and _after(f.marker, seq)]  # fmt: skip
+        for t in waiting:
+            self._check(t, now_ns)
+        if len(self.frames) > 512:  # frames that will never complete
+            for t in list(self.frames)[:256]:
+                del self.frames[t]
 
     def _start(self, marker: int) -> int | None:
         """The frame's first seq: one after the closest earlier marker (None for the first frame).
         If the previous frame's marker is still missing, the range reaches further back and
         the frame cannot complete before that marker arrives, as it should not."""
-        earlier = [
-            (marker - m) % U16
-            for m in self.markers
-            if _after(marker, m) and (marker - m) % U16 < 4096
-        ]
+        earlier = [(marker - m) % U16 for m in self.markers if _after(marker, m)]
         return (marker - min(earlier) + 1) % U16 if earlier else None
 
-    def _check_all(self, now_ns: int) -> None:
-        for ts, st in list(self.frames.items()):
-            marker = st["marker"]
-            if not isinstance(marker, int):
-                continue
-            start = self._start(marker)
-            if start is None:
-                continue
-            n = (marker - start) % U16 + 1
-            seqs: set[int] = st["seqs"]  # type: ignore[assignment]
-            if len(seqs) >= n and all((start + i) % U16 in seqs for i in range(n)):
-                first = st["first"]
-                assert isinstance(first, int)
-                self.done.append((ts, first, now_ns))
-                self.completed.add(ts)
-                del self.frames[ts]
-        if len(self.frames) > 512:  # frames that will never complete
-            for ts in list(self.frames)[:256]:
-                del self.frames[ts]
-        if len(self.markers) > 4096:
-            for m in list(self.markers)[:2048]:
-                del self.markers[m]
-        if len(self.completed) > 4096:
-            self.completed = set(list(self.completed)[-2048:])
+    def _check(self, ts: int, now_ns: int) -> None:
+        frame = self.frames[ts]
+        if frame.marker is None:
+            return
+        start = self._start(frame.marker)
+        if start is None:
+            return
+        n = (frame.marker - start) % U16 + 1
+        if len(frame.seqs) >= n and all((start + i) % U16 in frame.seqs for i in range(n)):
+            self.done.append((ts, frame.first_ns, now_ns))
+            del self.frames[ts]
+            self.completed[ts] = None
+            if len(self.completed) > 4096:
+                for t in list(self.completed)[:2048]:
+                    del self.completed[t]
 
     def take(self) -> list[tuple[int, int, int]]:
         out, self.done = self.done, []

@@ -51,7 +51,6 @@ class FecReceiver:
     recovered: list[tuple[int, int, int]] = field(default_factory=list)  # now_ns, seq, ts
     deferred: dict[int, int] = field(default_factory=dict)  # seq -> deferred at ns
     nacks_saved: int = 0  # NACK entries not sent because FEC rebuilt the packet
-    last_media: tuple[int, int] | None = None  # seq, ts
 
     def on_media(self, seq: int, ts: int, packet: bytes, now_ns: int) -> list[bytes]:
         """A media packet arrived (original or rebuilt): returns packets it lets us rebuild."""
@@ -60,8 +59,6 @@ class FecReceiver:
         while len(self.media) > MEDIA_WINDOW:
             self.media.popitem(last=False)
         self.deferred.pop(seq, None)
-        if self.last_media is None or _after(seq, self.last_media[0]):
-            self.last_media = (seq, ts)
         out: list[bytes] = []
         for b in self.blocks.values():
             if b.ts != ts and not b.concluded and _after(seq, b.seqs()[-1]):
