@@ -91,6 +91,17 @@ def _shaper_cpu_s(net: Network) -> float:
     return total
 
 
+def warm_path(net: Network) -> None:
+    """Resolve neighbours on every hop both ways before anything is measured.
+
+    Under netem the routers' own ARP requests cross the lossy qdisc: one lost request stalls the
+    path for the 1 s ARP retry, and a probe started then loses everything queued behind it. ping
+    with a deadline keeps sending until two replies came back (or 5 s passed).
+    """
+    for a, b in (("sender", "receiver"), ("receiver", "sender")):
+        net.run_in(a, ["ping", "-c", "2", "-i", "0.05", "-w", "5", net.address(b)], check=False)
+
+
 class Case:
     """One topology up for the duration of a with-block, on the chosen backend."""
 
@@ -107,10 +118,7 @@ class Case:
 
     def __enter__(self) -> Network:
         self.net.start()
-        # warm the path (neighbour discovery on every hop) before anything is measured
-        for a, b in (("sender", "receiver"), ("receiver", "sender")):
-            self.net.run_in(a, ["ping", "-c", "2", "-i", "0.05", "-W", "2", self.net.address(b)],
-                            check=False)  # fmt: skip
+        warm_path(self.net)
         self._t0 = time.monotonic()
         self._cpu0 = _shaper_cpu_s(self.net)
         return self.net
@@ -201,6 +209,7 @@ def iperf3_udp(net: Network, rate_mbps: float, seconds: int) -> dict[str, float]
 
 def probe(net: Network, rate_mbps: float, payload: int, seconds: float) -> np.ndarray:
     """Run the UDP probe; rows (seq, tx_ns, rx_ns, ip_bytes), in send order."""
+    warm_path(net)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "probe.npy"
         recv = net.popen(

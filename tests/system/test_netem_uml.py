@@ -6,6 +6,7 @@ import os
 import re
 import signal
 
+import numpy as np
 import pytest
 
 from testbed.bench.link import iperf3_udp, probe
@@ -42,11 +43,13 @@ def test_ping_rtt_matches_the_spec(run: str) -> None:
 def test_loss_inside_binomial_interval(run: str) -> None:
     spec = LinkSpec(rate_mbps=50, loss_pct=5)
     with Network(topo(spec, LinkSpec(rate_mbps=50)), make_backend("netem-uml"), run=run) as net:
-        rows = probe(net, 8, 500, 2.0)
-    sent = int(2.0 * 8e6 / (528 * 8))
+        # ~490 packets/s: UML is an ordinary process, and its tap queue drops what it cannot read
+        rows = probe(net, 4, 1000, 4.0)
+    sent = int(4.0 * 4e6 / (1028 * 8))
     lost = 1 - len(rows) / sent
     lo, hi = binomial_interval(0.05, sent, z=3.3)
-    assert lo <= lost <= hi
+    gaps = np.diff(np.concatenate(([-1], rows[:, 0], [sent]))) - 1
+    assert lo <= lost <= hi, f"lost {lost:.3f}; longest run of lost packets {gaps.max()}"
 
 
 def test_rate_within_one_percent(run: str) -> None:
