@@ -655,8 +655,15 @@ def bench_floor(
 )
 @click.option("--crf", type=int, default=28, show_default=True)
 @click.option("--question", default="what is written on the document?", show_default=True)
+@click.option(
+    "--encoder",
+    type=click.Choice(["x264", "x265"]),
+    default="x264",
+    show_default=True,
+    help="x264: the live path's encoder; x265: HEVC with its lookahead, as the paper encoded",
+)
 def bench_roi(video: str, regions_path: str | None, width: int, height: int, frames: int,
-              bitrate_mbps: float, scorer: str, crf: int, question: str) -> None:  # fmt: skip
+              bitrate_mbps: float, scorer: str, crf: int, question: str, encoder: str) -> None:  # fmt: skip
     """Offline: uniform vs ROI encoding of a clip, at one bitrate and at one CRF: bitrate and
     PSNR inside / outside the relevant region, encoder and scorer time per frame."""
     import tempfile
@@ -679,11 +686,13 @@ def bench_roi(video: str, regions_path: str | None, width: int, height: int, fra
                              "bench roi", width, height)  # fmt: skip
             regions = load_regions(regions_path, width, height)
             vid = None if video == BUILTIN_SCENE else video
-            results = compare(Clip(vid, width, height, 30.0, frames, regions), bitrate_mbps, spec)
+            clip = Clip(vid, width, height, 30.0, frames, regions)
+            results = compare(clip, bitrate_mbps, spec, encoder)
     except TestbedError as e:
         _fail(e)
     click.echo(
-        f"{video} {width}x{height}, {frames} frames at 30 fps (first 30 not counted), scorer {scorer}"
+        f"{video} {width}x{height}, {frames} frames at 30 fps (first 30 not counted), "
+        f"scorer {scorer}, encoder {encoder}"
     )
     click.echo(
         f"{'rate control':<22}{'encoding':<10}{'Mbps':>7}{'PSNR roi':>10}{'PSNR bg':>9}{'enc ms':>8}{'score ms':>9}"

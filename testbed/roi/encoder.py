@@ -1,8 +1,12 @@
-"""libx264 with per-region QP offsets, through FFmpeg's `addroi` filter (PyAV's bundled FFmpeg).
+"""libx264 (live) or libx265 (offline) with per-region QP offsets, through FFmpeg's `addroi`
+filter (PyAV's bundled FFmpeg).
 
 Traps (all silent, guarded by tests/system/test_roi.py): ROI is ignored in constant-QP mode and
 when AQ is off (x264's ultrafast preset turns AQ off: we force aq-mode=1); x264 with
-tune=zerolatency honours it. The filter graph is rebuilt only when the rectangles change.
+tune=zerolatency honours it; x265 ignores it with cutree off or rc-lookahead 0 (which
+tune=zerolatency sets), so x265 keeps its lookahead: it delays output by frames, which is why it
+is offline only (the paper's authors encoded HEVC offline too). The filter graph is rebuilt only
+when the rectangles change.
 """
 
 from __future__ import annotations
@@ -16,13 +20,23 @@ from testbed.roi.qpmap import Rect
 from testbed.roi.spec import RoiSpec
 
 TIME_BASE = Fraction(1, 90_000)
+ENCODERS = {"x264": ("libx264", "h264"), "x265": ("libx265", "hevc")}  # name: (encoder, decoder)
 
 
 class RoiEncoder:
     def __init__(
-        self, width: int, height: int, fps: float, bitrate_bps: float, spec: RoiSpec
+        self,
+        width: int,
+        height: int,
+        fps: float,
+        bitrate_bps: float,
+        spec: RoiSpec,
+        encoder: str = "x264",
     ) -> None:
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder {encoder!r}: valid: {', '.join(ENCODERS)}")
         self.width, self.height, self.fps, self.spec = width, height, fps, spec
+        self.encoder = encoder
         self.bitrate_bps = bitrate_bps
         self.codec: Any = None
         self.graph: Any = None
@@ -30,18 +44,17 @@ class RoiEncoder:
         self.graph_builds = 0
 
     def _open(self) -> None:
-        c = av.CodecContext.create("libx264", "w")
+        c: Any = av.CodecContext.create(ENCODERS[self.encoder][0], "w")
         c.width, c.height, c.pix_fmt = self.width, self.height, "yuv420p"
         c.time_base = TIME_BASE
         c.framerate = Fraction(self.fps).limit_denominator(1001)
         k = self.spec.keyint
         params = f"aq-mode=1:keyint={k}:min-keyint={k}:scenecut=0"
-        options = {
-            "preset": self.spec.preset,
-            "tune": "zerolatency",
-            "profile": "baseline",
-            "x264-params": params,
-        }
+        options = {"preset": self.spec.preset}
+        if self.encoder == "x264":
+            options.update({"tune": "zerolatency", "profile": "baseline", "x264-params": params})
+        else:  # cutree and the lookahead stay on: without them x265 drops the ROI
+            options["x265-params"] = params + ":log-level=error"
         if self.spec.rate_control == "crf":
             options["crf"] = str(self.spec.crf)
         else:
@@ -86,3 +99,7 @@ class RoiEncoder:
             graph.push(frame)
             frame = graph.pull()
         return list(self.codec.encode(frame))
+
+    def flush(self) -> list[Any]:
+        """The packets still inside the encoder (x265's lookahead holds some frames back)."""
+        return [] if self.codec is None else list(self.codec.encode(None))

@@ -8,11 +8,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import av
 import numpy as np
 
-from testbed.roi.encoder import TIME_BASE, RoiEncoder
+from testbed.roi.encoder import ENCODERS, TIME_BASE, RoiEncoder
 from testbed.roi.qpmap import delta_map, normalise, qp_map, rectangles
 from testbed.roi.regions import Regions
 from testbed.roi.scene import FrameSource, yuv_frame
@@ -22,6 +23,7 @@ from testbed.roi.spec import RoiSpec
 
 @dataclass(frozen=True)
 class EncodeResult:
+    encoder: str
     enabled: bool
     rate_control: str
     bitrate_mbps: float
@@ -45,17 +47,41 @@ class Clip:
     regions: Regions
 
 
-def encode_clip(clip: Clip, bitrate_mbps: float, spec: RoiSpec, skip: int = 30) -> EncodeResult:
-    """Encode the clip; quality and bitrate over the frames after the first `skip`."""
+def encode_clip(
+    clip: Clip, bitrate_mbps: float, spec: RoiSpec, skip: int = 30, encoder: str = "x264"
+) -> EncodeResult:
+    """Encode the clip; quality and bitrate over the frames after the first `skip`. Decoded
+    frames are matched to their source frames by timestamp (x265 outputs them late)."""
     video, width, height, fps, frames, regions = (clip.video, clip.width, clip.height, clip.fps,
                                                   clip.frames, clip.regions)  # fmt: skip
     source = FrameSource(video, width, height)
     scorer = make_scorer(spec, width, height) if spec.enabled else None
-    enc = RoiEncoder(width, height, fps, bitrate_mbps * 1e6, spec)
-    dec = av.CodecContext.create("h264", "r")
+    enc = RoiEncoder(width, height, fps, bitrate_mbps * 1e6, spec, encoder)
+    dec: Any = av.CodecContext.create(ENCODERS[encoder][1], "r")
     rects: list = []  # type: ignore[type-arg]
     bits, inside, outside, enc_ms, score_ms, n_rects = 0, [], [], [], [], []
     step = round(90_000 / fps)
+    refs: dict[int, np.ndarray] = {}
+
+    def compare_frame(d: av.VideoFrame) -> None:
+        if d.pts is None:
+            raise RuntimeError("the decoder returned a frame without a timestamp")
+        i = round(d.pts / step)
+        ref = refs.pop(i)
+        if i >= skip:
+            got = d.to_ndarray()[:height]
+            mask = regions.mask(i)
+            inside.append(_mse(got[mask], ref[mask]))
+            outside.append(_mse(got[~mask], ref[~mask]))
+
+    def take(packets: list[Any]) -> None:
+        nonlocal bits
+        for p in packets:
+            if p.pts is not None and p.pts >= skip * step:
+                bits += p.size * 8
+            for d in dec.decode(p):
+                compare_frame(d)
+
     for i in range(frames):
         rgb = source.rgb(i)
         if scorer is not None and i % spec.score_every == 0:
@@ -66,24 +92,20 @@ def encode_clip(clip: Clip, bitrate_mbps: float, spec: RoiSpec, skip: int = 30) 
             score_ms.append((time.perf_counter() - t) * 1000)
         frame = yuv_frame(rgb)
         frame.pts, frame.time_base = i * step, TIME_BASE
-        ref = frame.to_ndarray()[:height]
+        refs[i] = frame.to_ndarray()[:height]
         t = time.perf_counter()
         packets = enc.encode(frame, rects)
         enc_ms.append((time.perf_counter() - t) * 1000)
-        for p in packets:
-            if i >= skip:
-                bits += p.size * 8
-            for d in dec.decode(p):
-                if i < skip:
-                    continue
-                got = d.to_ndarray()[:height]
-                mask = regions.mask(i)
-                inside.append(_mse(got[mask], ref[mask]))
-                outside.append(_mse(got[~mask], ref[~mask]))
+        take(packets)
         n_rects.append(len(rects))
+    take(enc.flush())
+    for d in dec.decode(None):  # HEVC's B-frames: the decoder holds frames for reordering
+        compare_frame(d)
+    if refs:
+        raise RuntimeError(f"{len(refs)} of {frames} frames were never decoded")
     seconds = (frames - skip) / fps
     return EncodeResult(
-        spec.enabled, spec.rate_control, bits / seconds / 1e6, _db(inside), _db(outside),
+        encoder, spec.enabled, spec.rate_control, bits / seconds / 1e6, _db(inside), _db(outside),
         float(np.mean(enc_ms)), float(np.mean(score_ms)) if score_ms else 0.0, float(np.mean(n_rects)),
     )  # fmt: skip
 
@@ -101,11 +123,13 @@ def _db(mses: list[float]) -> float:
     )
 
 
-def compare(clip: Clip, bitrate_mbps: float, spec: RoiSpec) -> list[EncodeResult]:
+def compare(
+    clip: Clip, bitrate_mbps: float, spec: RoiSpec, encoder: str = "x264"
+) -> list[EncodeResult]:
     """Uniform and ROI at the same bitrate target, then uniform and ROI at the same CRF."""
     out = []
     for rc in ("bitrate", "crf"):
         for enabled in (False, True):
             s = replace(spec, enabled=enabled, rate_control=rc)
-            out.append(encode_clip(clip, bitrate_mbps, s))
+            out.append(encode_clip(clip, bitrate_mbps, s, encoder=encoder))
     return out
