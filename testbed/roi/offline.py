@@ -14,10 +14,10 @@ import av
 import numpy as np
 
 from testbed.roi.encoder import ENCODERS, TIME_BASE, RoiEncoder
-from testbed.roi.qpmap import delta_map, normalise, qp_map, rectangles
 from testbed.roi.regions import Regions
 from testbed.roi.scene import FrameSource, yuv_frame
 from testbed.roi.scorers import make_scorer
+from testbed.roi.scoring import MapUpdater
 from testbed.roi.spec import RoiSpec
 
 
@@ -55,7 +55,12 @@ def encode_clip(
     video, width, height, fps, frames, regions = (clip.video, clip.width, clip.height, clip.fps,
                                                   clip.frames, clip.regions)  # fmt: skip
     source = FrameSource(video, width, height)
-    scorer = make_scorer(spec, width, height) if spec.enabled else None
+    inline = replace(spec, scoring="inline")  # offline: every frame gets its own exact map
+    maps = (
+        MapUpdater(make_scorer(spec, width, height), inline, width, height)
+        if spec.enabled
+        else None
+    )
     enc = RoiEncoder(width, height, fps, bitrate_mbps * 1e6, spec, encoder)
     dec: Any = av.CodecContext.create(ENCODERS[encoder][1], "r")
     rects: list = []  # type: ignore[type-arg]
@@ -84,12 +89,11 @@ def encode_clip(
 
     for i in range(frames):
         rgb = source.rgb(i)
-        if scorer is not None and i % spec.score_every == 0:
-            t = time.perf_counter()
-            s = scorer.score(rgb, i)
-            s = normalise(s) if spec.normalise else s
-            rects = rectangles(delta_map(qp_map(s, spec.gamma)), width, height)
-            score_ms.append((time.perf_counter() - t) * 1000)
+        if maps is not None:
+            ms, _ = maps.update(rgb, i)
+            rects = maps.rects
+            if i % spec.score_every == 0:
+                score_ms.append(ms)
         frame = yuv_frame(rgb)
         frame.pts, frame.time_base = i * step, TIME_BASE
         refs[i] = frame.to_ndarray()[:height]

@@ -73,7 +73,8 @@ ROI_COLUMNS = {
     "roi_mean_delta_qp": "mean delta QP of the frame's map (0: uniform)",
     "roi_share_max_qp": "share of the frame at QP 51",
     "roi_rects": "addroi rectangles the frame was encoded with",
-    "scorer_ms": "time the scorer took for this frame (0: not scored, map reused)",
+    "scorer_ms": "scorer time of the map that became current at this frame (0: map reused)",
+    "roi_map_age": "frames between the frame the map was scored on and this one (null: no map)",
     "encode_ms": "x264 time for the frame (incl. the ROI filter graph)",
     "psnr_db": "luma PSNR of the received, decoded frame (null if not decoded)",
     "psnr_roi_db": "inside the relevant region (the regions file)",
@@ -86,7 +87,8 @@ def add_roi_columns(
 ) -> pd.DataFrame:
     """The per-frame table plus the ROI source's map summary and the receiver's quality."""
     enc = pd.DataFrame(roi_frames, columns=["frame_id", "roi_mean_delta_qp", "roi_share_max_qp",
-                                            "roi_rects", "scorer_ms", "encode_ms"])  # fmt: skip
+                                            "roi_rects", "scorer_ms", "encode_ms",
+                                            "roi_map_age"])  # fmt: skip
     q = pd.DataFrame(quality, columns=["frame_id", "psnr_db", "psnr_roi_db", "psnr_bg_db"])
     q = q.drop_duplicates("frame_id")
     return frames.merge(enc, on="frame_id", how="left").merge(q, on="frame_id", how="left")

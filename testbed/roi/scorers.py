@@ -66,7 +66,10 @@ class SaliencyScorer:
 
 class ClipScorer:
     """Cosine similarity between each CTU crop's and the question's CLIP features (open_clip,
-    from a local weights file; never downloads). Far from real time on 2 cores: use score_every."""
+    from a local weights file; never downloads). Far from real time on 2 cores: it runs in a
+    worker thread (scoring: auto) and score_every spaces it out."""
+
+    background = True
 
     def __init__(self, spec: RoiSpec, width: int, height: int) -> None:
         import open_clip
@@ -77,6 +80,12 @@ class ClipScorer:
             spec.model, pretrained=spec.weights
         )
         model.eval()
+        try:  # MobileCLIP's train-time branches folded into single convolutions: ~30% faster
+            from timm.models import reparameterize_model
+
+            model = reparameterize_model(model)
+        except ImportError:
+            pass
         tokenizer = open_clip.get_tokenizer(spec.model)
         with torch.no_grad():
             text = model.encode_text(tokenizer([spec.question]))

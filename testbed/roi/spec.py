@@ -10,7 +10,8 @@ from testbed.errors import ConfigError, strict_mapping
 
 RATE_CONTROLS = ("bitrate", "crf")
 KEYS = ("question", "scorer", "gamma", "normalise", "score_every", "enabled", "regions",
-        "weights", "model", "rate_control", "crf", "preset", "keyint")  # fmt: skip
+        "weights", "model", "rate_control", "crf", "preset", "keyint", "scoring")  # fmt: skip
+SCORING = ("auto", "inline", "thread")
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,9 @@ class RoiSpec:
     """question: the user's words. scorer: oracle (regions file), saliency (OpenCV spectral
     residual; ignores the question), clip (open_clip + a weights file), or package.module:Class.
     gamma: the paper's exponent. normalise: min-max the scores to [-1, 1] per frame.
-    score_every: score every N frames (the map is kept in between). enabled: false encodes
+    score_every: score every N frames (the map is kept in between). scoring: inline (on the
+    sender's loop, the map is exact for its frame), thread (a worker thread; frames use the newest
+    finished map), auto (thread for scorers that say they are slow: clip). enabled: false encodes
     uniformly with the same encoder and settings (the baseline). regions: a regions file: the
     oracle's input, and the relevant region that quality (PSNR) is measured in. rate_control:
     bitrate (the stream's bitrate_mbps, as x264's ABR target) or crf (constant quality `crf`).
@@ -37,6 +40,7 @@ class RoiSpec:
     crf: int = 28
     preset: str = "superfast"
     keyint: int = 60
+    scoring: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +69,8 @@ def parse_roi(value: Any, src: str, width: int, height: int, key: str = "stream.
         raise ConfigError(
             src, f"{key}.rate_control", f"{spec.rate_control!r}: valid: {', '.join(RATE_CONTROLS)}"
         )
+    if spec.scoring not in SCORING:
+        raise ConfigError(src, f"{key}.scoring", f"{spec.scoring!r}: valid: {', '.join(SCORING)}")
     if spec.preset not in PRESETS:
         raise ConfigError(src, f"{key}.preset", f"{spec.preset!r}: valid: {', '.join(PRESETS)}")
     from testbed.roi.scorers import check_scorer

@@ -3,23 +3,25 @@ av.Packets, which aiortc packetizes as H.264 without its own encoder."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 import av
-import numpy as np
 
 from testbed.roi.encoder import TIME_BASE, RoiEncoder
-from testbed.roi.qpmap import Rect, delta_map, normalise, qp_map, rectangles, summary
+from testbed.roi.qpmap import summary
 from testbed.roi.quality import sei_for
 from testbed.roi.scene import FrameSource, yuv_frame
 from testbed.roi.scorers import make_scorer
+from testbed.roi.scoring import MapUpdater
 from testbed.roi.spec import RoiSpec
 from testbed.rtc.sources import PacedTrack
 from testbed.rtc.spec import StreamSpec
 
-# per frame: index, mean delta QP, share at QP 51, rectangles, scorer ms (0 if not scored), encode ms
-RoiRecord = tuple[int, float, float, int, float, float]
+# per frame: index, mean delta QP, share at QP 51, rectangles, scorer ms (0 if not scored),
+# encode ms, the map's age in frames
+RoiRecord = tuple[int, float, float, int, float, float, float]
 
 
 class RoiTrack(PacedTrack):
@@ -27,10 +29,11 @@ class RoiTrack(PacedTrack):
         super().__init__(spec)
         self.roi: RoiSpec = spec.roi_spec()
         self.source = FrameSource(spec.video, spec.width, spec.height)
-        self.scorer = make_scorer(self.roi, spec.width, spec.height) if self.roi.enabled else None
+        self.maps: MapUpdater | None = None
+        if self.roi.enabled:
+            scorer = make_scorer(self.roi, spec.width, spec.height)
+            self.maps = MapUpdater(scorer, self.roi, spec.width, spec.height)
         self.encoder = RoiEncoder(spec.width, spec.height, spec.fps, self.target_bps, self.roi)
-        self.rects: list[Rect] = []
-        self.delta: np.ndarray | None = None
         self.roi_frames: list[RoiRecord] = []
         self.keyframe_wanted = False
 
@@ -38,22 +41,12 @@ class RoiTrack(PacedTrack):
         """The receiver sent a PLI (it cannot decode): the next frame is a key frame."""
         self.keyframe_wanted = True
 
-    def _update_map(self, rgb: np.ndarray, index: int) -> float:
-        if self.scorer is None or index % self.roi.score_every:
-            return 0.0
-        t = time.perf_counter()
-        scores = self.scorer.score(rgb, index)
-        if self.roi.normalise:
-            scores = normalise(scores)
-        self.delta = delta_map(qp_map(scores, self.roi.gamma))
-        self.rects = rectangles(self.delta, self.spec.width, self.spec.height)
-        return (time.perf_counter() - t) * 1000
-
     async def recv(self) -> Any:
         index, pts = await self._wait_turn()
         capture = time.monotonic_ns()
         rgb = self.source.rgb(index)
-        score_ms = self._update_map(rgb, index)
+        score_ms, age = self.maps.update(rgb, index) if self.maps else (0.0, math.nan)
+        rects = self.maps.rects if self.maps else []
         frame = yuv_frame(rgb)
         frame.pts, frame.time_base = pts, TIME_BASE
         if self.keyframe_wanted:
@@ -61,16 +54,15 @@ class RoiTrack(PacedTrack):
             self.keyframe_wanted = False
         self.encoder.set_bitrate(self.target_bps)
         t = time.perf_counter()
-        packets = self.encoder.encode(frame, self.rects)
+        packets = self.encoder.encode(frame, rects)
         encode_ms = (time.perf_counter() - t) * 1000
         data = b"".join(bytes(p) for p in packets)
         if data:
             data = sei_for(index) + data  # the frame's id, in-band (testbed.roi.quality)
         keyframe = any(p.is_keyframe for p in packets)
-        mean_delta, at_max = (
-            summary(self.delta) if self.delta is not None and self.rects else (0.0, 0.0)
-        )
-        self.roi_frames.append((index, mean_delta, at_max, len(self.rects), score_ms, encode_ms))
+        delta = self.maps.delta if self.maps else None
+        mean_delta, at_max = summary(delta) if delta is not None and rects else (0.0, 0.0)
+        self.roi_frames.append((index, mean_delta, at_max, len(rects), score_ms, encode_ms, age))
         self.frames.append((index, pts, capture, len(data), keyframe, self.target_bps))
         out = av.Packet(data)
         out.pts, out.time_base = pts, TIME_BASE

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import resource
 import sys
@@ -296,4 +297,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Everything is written. A scorer thread (testbed.roi.scoring) may still be inside native
+    # code (torch); a normal interpreter shutdown would abort the process under it ("terminate
+    # called without an active exception"), so leave without one.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -76,7 +76,8 @@ class Endpoint:
         return message
 
     def _tail(self) -> str:
-        self.errfile.flush()
+        if not self.errfile.closed:
+            self.errfile.flush()
         try:
             lines = Path(self.errfile.name).read_text().strip().splitlines()[-3:]
         except OSError:

@@ -59,6 +59,33 @@ def test_saliency_finds_the_document() -> None:
     assert scores[doc].mean() > scores[~doc].mean()
 
 
+def test_clip_scorer_loads_local_weights_and_scores_every_ctu(tmp_path: Path) -> None:
+    """The clip extra, where it is installed (not by make setup: torch is large). No weights can
+    be fetched here, so two randomly initialised checkpoints stand in: this checks the mechanics
+    (the local file is what is loaded, one score per CTU, the question matters), not relevance."""
+    open_clip = pytest.importorskip("open_clip")
+    torch = pytest.importorskip("torch")
+    from testbed.roi.scorers import make_scorer
+    from testbed.roi.spec import parse_roi
+
+    w, h = 320, 192
+    rgb = Scene(w, h).rgb(5)
+    scores = {}
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        torch.save(open_clip.create_model("ViT-B-32").state_dict(), tmp_path / f"{seed}.pt")
+        for question in ("what is written on the document?", "is there a cat?"):
+            raw = {"scorer": "clip", "model": "ViT-B-32", "weights": str(tmp_path / f"{seed}.pt"),
+                   "question": question}  # fmt: skip
+            scorer = make_scorer(parse_roi(raw, "test", w, h), w, h)
+            assert getattr(scorer, "background", False)  # scoring: auto -> a worker thread
+            scores[seed, question] = s = scorer.score(rgb, 5)
+            assert s.shape == grid_shape(w, h) and np.isfinite(s).all() and s.std() > 0
+    q1, q2 = "what is written on the document?", "is there a cat?"
+    assert not np.allclose(scores[1, q1], scores[2, q1])  # the file's weights are used
+    assert not np.allclose(scores[1, q1], scores[1, q2])  # the question is used
+
+
 def test_regions_file_matches_the_scene() -> None:
     assert json.loads(REGIONS.read_text()) == scene_regions(W, H)
 
@@ -80,6 +107,27 @@ def test_roi_session_measures_received_quality(run: str, tmp_path: Path) -> None
     assert cell["summary"]["achieved_mbps"] == pytest.approx(0.5, rel=0.35)
 
 
+def test_slow_scorer_runs_beside_the_stream(run: str, tmp_path: Path) -> None:
+    """A scorer that takes 9 frame intervals runs in a worker thread: frames keep their pace and
+    are encoded with the newest finished map, whose age each frame records."""
+    roi = {"scorer": "tests.system.roi_fixtures:SlowOracle", "regions": str(REGIONS)}
+    frames = session(run, tmp_path, ["uplink.rate_mbps=10", "uplink.delay_ms=30", "downlink.delay_ms=30"],
+                     source="roi", video="builtin:scene", codec="h264", width=W, height=H,
+                     bitrate_mbps=0.5, duration_s=4.0, roi=roi)  # fmt: skip
+    sent = frames[frames.status != "not_sent"].sort_values("frame_id")
+    assert (sent.status == "complete").mean() > 0.95
+    # paced at 30 fps: no capture waited for the scorer (inline, gaps would be >= 300 ms)
+    assert sent.capture_ns.diff().max() < 100e6
+    scored = sent[sent.scorer_ms > 0]
+    assert 8 <= len(scored) <= 14 and (scored.scorer_ms >= 300).all()  # ~4 s / 0.3 s
+    assert sent.roi_map_age.isna().sum() in range(9, 16)  # uniform until the first map is done
+    ages = sent.roi_map_age.dropna()
+    assert ages.min() >= 9 and ages.max() <= 25
+    mapped = sent[sent.roi_map_age.notna() & (sent.frame_id >= 30)]
+    assert (mapped.roi_rects > 0).all()
+    assert mapped.psnr_roi_db.mean() > mapped.psnr_bg_db.mean() + 3
+
+
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
@@ -92,6 +140,7 @@ def test_roi_session_measures_received_quality(run: str, tmp_path: Path) -> None
             "stream.roi.weights: '/no/such.pt': the clip scorer needs a local weights file",
         ),
         (["roi.gamma=0"], "stream.roi.gamma: 0: valid: a number > 0"),
+        (["roi.scoring=later"], "stream.roi.scoring: 'later': valid: auto, inline, thread"),
         (["roi.question=' '"], "stream.roi.question: is empty"),
         (
             [f"roi.regions={REGIONS}", "width=1280", "height=720"],

@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from testbed.roi.qpmap import delta_map, grid_shape, normalise, qp_map, rectangles, summary
+from testbed.roi.scoring import MapUpdater, runs_in_thread
+from testbed.roi.spec import RoiSpec
 
 
 def test_the_papers_formula() -> None:
@@ -47,3 +49,21 @@ def test_merging_keeps_the_graph_small() -> None:
     rects = rectangles(delta, 1280, 720)
     assert len(rects) <= 4
     assert summary(delta) == (delta.mean(), (delta == 25).mean())
+
+
+class _Counting:
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def score(self, rgb: np.ndarray, index: int) -> np.ndarray:
+        self.calls.append(index)
+        return np.array([[1.0, -1.0]])
+
+
+def test_inline_maps_every_n_frames() -> None:
+    scorer = _Counting()
+    maps = MapUpdater(scorer, RoiSpec(score_every=3, scoring="inline"), 128, 64)
+    ages = [maps.update(np.zeros((64, 128, 3), "uint8"), i)[1] for i in range(7)]
+    assert scorer.calls == [0, 3, 6] and ages == [0, 1, 2, 0, 1, 2, 0]
+    assert [r.qoffset for r in maps.rects] == [25 / 51]  # the right CTU is irrelevant
+    assert not maps.threaded and runs_in_thread(RoiSpec(scoring="thread"), scorer)
