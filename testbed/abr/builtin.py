@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections import deque
 
 from testbed.abr.base import Feedback
+from testbed.abr.loss import WindowedLoss
 from testbed.analysis.model import LinkModelInput, latency_quantile_ms
 
 
@@ -74,11 +74,10 @@ class BudgetController:
         self.budget_ms, self.quantile = budget_ms, quantile
         self.lo, self.hi = min_mbps, max_mbps
         self.link_mbps, self.headroom = link_mbps, headroom
-        self.window_ms, self.loss_floor = window_s * 1000, loss_floor_pct
+        self.loss, self.loss_floor = WindowedLoss(window_s * 1000), loss_floor_pct
         self.target = initial_bps
         self.remb_mbps: float | None = None
         self.rtt_ms: float | None = None
-        self.reports: deque[tuple[float, int, int]] = deque()  # now_ms, lost, sent
         self.ladder = [min_mbps * (max_mbps / min_mbps) ** (i / 80) for i in range(81)]
         self.last_prediction_ms: float | None = None
         self.loss_pct = loss_floor_pct
@@ -91,14 +90,10 @@ class BudgetController:
         if feedback.rtt_ms is not None:
             self.rtt_ms = feedback.rtt_ms
         if feedback.packets_lost is not None and feedback.packets_sent is not None:
-            self.reports.append((feedback.now_ms, feedback.packets_lost, feedback.packets_sent))
-        while len(self.reports) > 2 and self.reports[0][0] < feedback.now_ms - self.window_ms:
-            self.reports.popleft()
-        if self.rtt_ms is None or len(self.reports) < 2:
+            self.loss.add(feedback.now_ms, feedback.packets_lost, feedback.packets_sent)
+        measured = self.loss.pct()
+        if self.rtt_ms is None or measured is None:
             return self.target
-        (_, lost0, sent0), (_, lost1, sent1) = self.reports[0], self.reports[-1]
-        sent = sent1 - sent0
-        measured = 100 * max(0, lost1 - lost0) / sent if sent > 0 else 0.0
         self.loss_pct = max(self.loss_floor, measured)
         self.target = self._choose() * 1e6
         return self.target

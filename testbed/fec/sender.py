@@ -6,6 +6,7 @@ import random
 import struct
 from dataclasses import dataclass, field
 
+from testbed.abr.loss import WindowedLoss
 from testbed.fec import codec
 from testbed.fec.spec import FecSpec, plan_blocks
 
@@ -34,10 +35,25 @@ class FecSender:
     ssrc: int = field(default_factory=lambda: random.getrandbits(32))
     seq: int = field(default_factory=lambda: random.getrandbits(16))
     block_id: int = 0
-    loss_pct: float = 0.0  # what the sender last heard (RTCP receiver reports); for `table`
+    loss_pct: float = 0.0  # what the sender heard (RTCP receiver reports; on_report); for `table`
     blocks: list[BlockRecord] = field(default_factory=list)
     _frame: list[tuple[int, bytes]] = field(default_factory=list)
     _ts: int | None = None
+
+    def __post_init__(self) -> None:
+        self._loss = WindowedLoss(self.spec.loss_window_s * 1000)
+
+    def on_report(
+        self, now_ms: float, fraction: float | None, lost: int | None, sent: int | None
+    ) -> None:
+        """A receiver report: the loss rate the `table` policy looks up, over loss_window_s."""
+        if lost is not None and sent is not None:
+            self._loss.add(now_ms, lost, sent)
+        windowed = self._loss.pct() if self.spec.loss_window_s > 0 else None
+        if windowed is not None:
+            self.loss_pct = windowed
+        elif fraction is not None:
+            self.loss_pct = 100 * fraction
 
     def on_media(self, seq: int, ts: int, marker: bool, packet: bytes) -> list[bytes]:
         if self._ts is not None and ts != self._ts:

@@ -5,7 +5,8 @@ packets, and the receiver rebuilds the block from any k_b of its k_b + m_b packe
 - xor: blocks of `group_packets` media packets with one parity packet each (ULPFEC's basic mode).
 - rs: Reed-Solomon (zfec), m_b = ceil(overhead x k_b); blocks are cut so k_b + m_b <= 255.
 Policies: `fixed` (overhead as given) or `table` (rs only): the overhead is looked up by the
-loss rate the sender last heard of and the frame's packet count, like libwebrtc's
+loss rate the sender heard of (over the last `loss_window_s` of receiver reports; 0: the last
+report's fraction) and the frame's packet count, like libwebrtc's
 kFecRateTable; our table is computed: the smallest m whose block-failure probability at that
 loss is <= `residual` (see rs_table).
 """
@@ -23,7 +24,8 @@ SCHEMES = ("none", "xor", "rs")
 POLICIES = ("fixed", "table")
 MAX_BLOCK = 255  # zfec: n <= 256; one byte in our repair header
 LOSS_BUCKETS_PCT = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0)
-KEYS = ("scheme", "overhead", "group_packets", "policy", "residual", "nack_wait_ms")
+KEYS = ("scheme", "overhead", "group_packets", "policy", "residual", "nack_wait_ms",
+        "loss_window_s")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class FecSpec:
     policy: str = "fixed"
     residual: float = 0.01
     nack_wait_ms: float = 25.0  # longest a NACK waits for FEC to recover its packet
+    loss_window_s: float = 3.0  # table: the loss rate over this much of the receiver reports
 
     @property
     def enabled(self) -> bool:
@@ -73,6 +76,7 @@ def parse_fec(value: Any, src: str, key: str = "stream.fec") -> FecSpec:
         ("overhead", 0.0, 4.0),
         ("residual", 1e-9, 0.5),
         ("nack_wait_ms", 0.0, 1000.0),
+        ("loss_window_s", 0.0, 60.0),
     ):
         v = value.get(name)
         if v is None:
@@ -95,6 +99,7 @@ def parse_fec(value: Any, src: str, key: str = "stream.fec") -> FecSpec:
         group_packets=int(value.get("group_packets", d.group_packets)),
         residual=float(value.get("residual", d.residual)),
         nack_wait_ms=float(value.get("nack_wait_ms", d.nack_wait_ms)),
+        loss_window_s=float(value.get("loss_window_s", d.loss_window_s)),
     )  # fmt: skip
 
 

@@ -118,8 +118,10 @@ class RateControl(BackgroundLoop):
 
     def on_feedback(self, sender: Any, event: Feedback) -> None:
         self.sender = sender
-        if event.kind == "report" and self.tap.fec is not None and event.loss_fraction is not None:
-            self.tap.fec.loss_pct = 100 * event.loss_fraction
+        if event.kind == "report" and self.tap.fec is not None:
+            self.tap.fec.on_report(
+                event.now_ms, event.loss_fraction, event.packets_lost, event.packets_sent
+            )
         self.apply(self.driver.feed(event))
 
     def apply(self, target_bps: float) -> None:

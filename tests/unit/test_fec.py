@@ -163,3 +163,20 @@ def test_garbage_repair_is_ignored() -> None:
     rx = FecReceiver(nack_wait_ns=1)
     assert rx.on_repair(b"\x01\x02", 0, 0) == []
     assert rx.on_repair(bytes(40), 0, 0) == []
+
+
+def test_table_hears_the_loss_over_its_window() -> None:
+    """One report's fraction jumps; the window's cumulative difference does not (and it forgets)."""
+    sender = FecSender(FecSpec(scheme="rs", policy="table", loss_window_s=3.0), 120)
+    sender.on_report(0, 0.0, 0, 0)
+    assert sender.loss_pct == 0.0  # one report: its own fraction
+    sender.on_report(1000, 0.05, 3, 60)  # 3 of 60
+    sender.on_report(2000, 0.0, 3, 120)
+    assert sender.loss_pct == pytest.approx(2.5)  # 3 of 120, not the last report's 0
+    for t in range(3000, 8000, 1000):
+        sender.on_report(t, 0.0, 3, 60 * (t // 1000 + 1))
+    assert sender.loss_pct == 0.0  # the losses left the window
+    last_only = FecSender(FecSpec(scheme="rs", policy="table", loss_window_s=0), 120)
+    last_only.on_report(1000, 0.05, 3, 60)
+    last_only.on_report(2000, 0.0, 3, 120)
+    assert last_only.loss_pct == 0.0
