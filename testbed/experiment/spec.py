@@ -54,8 +54,33 @@ def _cell_id(params: Mapping[str, Any]) -> str:
     return hashlib.sha1(canonical.encode()).hexdigest()[:12]
 
 
-def _scalar_sets(data: Mapping[str, Any]) -> list[str]:
-    return [f"{k}={json.dumps(v)}" for k, v in data.items()]
+def _scalar_sets(data: Mapping[str, Any], exp_dir: Path) -> list[str]:
+    return [f"{k}={json.dumps(_file_value(k, v, exp_dir))}" for k, v in data.items()]
+
+
+def _beside(value: Any, exp_dir: Path) -> Any:
+    """A relative file path in an experiment file: beside the file if it is there, else from
+    where testbed runs (the rule `topology:` follows), so the file runs from any directory."""
+    if not isinstance(value, str) or value.startswith("builtin:") or Path(value).is_absolute():
+        return value
+    beside = exp_dir / value
+    return str(beside.resolve()) if beside.exists() else value
+
+
+def _file_value(key: str, value: Any, exp_dir: Path) -> Any:
+    """Topology keys that name files (a link's trace)."""
+    return _beside(value, exp_dir) if key.split(".")[-1] == "trace" else value
+
+
+def _stream_files(data: dict[str, Any], exp_dir: Path) -> dict[str, Any]:
+    """Stream keys that name files: video, roi.regions, roi.weights."""
+    if "video" in data:
+        data["video"] = _beside(data["video"], exp_dir)
+    roi = data.get("roi")
+    if isinstance(roi, Mapping):
+        data["roi"] = {k: _beside(v, exp_dir) if k in ("regions", "weights") else v
+                       for k, v in roi.items()}  # fmt: skip
+    return data
 
 
 def load_experiment(path: str | Path, max_cells: int | None = None) -> Experiment:
@@ -72,11 +97,8 @@ def load_experiment(path: str | Path, max_cells: int | None = None) -> Experimen
     topo_ref = raw.get("topology")
     if not isinstance(topo_ref, str):
         raise ConfigError(src, "topology", "expected the path of a topology file")
-    topo_path = Path(topo_ref)
-    if not topo_path.is_absolute():  # relative to the experiment file, else to the cwd
-        beside = Path(src).resolve().parent / topo_path
-        topo_path = beside if beside.exists() else topo_path
-    topo_path = topo_path.resolve()
+    exp_dir = Path(src).resolve().parent
+    topo_path = Path(_beside(topo_ref, exp_dir)).resolve()
     base_raw = read_yaml(topo_path)
     sets = raw.get("set") or {}
     stream = raw.get("stream") or {}
@@ -105,12 +127,13 @@ def load_experiment(path: str | Path, max_cells: int | None = None) -> Experimen
     for combo in itertools.product(*(grid[k] for k in keys)):
         values = dict(zip(keys, combo, strict=True))
         stream_data = dict(stream)
-        topo_sets = _scalar_sets(sets)
+        topo_sets = _scalar_sets(sets, exp_dir)
         for key, value in values.items():
             if key.startswith("stream."):
                 set_key(stream_data, key.removeprefix("stream."), value)
             else:
-                topo_sets.append(f"{key}={json.dumps(value)}")
+                topo_sets.append(f"{key}={json.dumps(_file_value(key, value, exp_dir))}")
+        stream_data = _stream_files(stream_data, exp_dir)
         try:
             topo = parse_topology(apply_overrides(base_raw, topo_sets), str(topo_path),
                                   topo_path.resolve().parent)  # fmt: skip

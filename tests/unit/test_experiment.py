@@ -121,3 +121,27 @@ def test_side_by_side_marks_the_budget() -> None:
     text = side_by_side(configs, "fec")
     rows = {line.split()[0]: line for line in text.splitlines() if line.startswith(("none", "rs"))}
     assert "95.0 (  2.0%)" in rows["none"] and "34.0*( 30.1%)" in rows["rs"]
+
+
+def test_shipped_experiments_run_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files an experiment names (topology, traces, regions) are found beside it, whatever the cwd."""
+    monkeypatch.chdir(tmp_path)
+    abr = load_experiment(ROOT / "experiments" / "abr-compare.yaml")
+    trace = abr.cells[0].topology.links[0].uplink.trace
+    assert trace == str(ROOT / "topologies" / "traces" / "step-10-3-10-12s.trace")
+    roi = load_experiment(ROOT / "experiments" / "context-aware.yaml")
+    regions = roi.cells[0].stream.roi_spec().regions
+    assert regions == str(ROOT / "experiments" / "roi" / "scene-1280x720.regions.json")
+
+
+def test_paths_in_grids_resolve_beside_the_file(tmp_path: Path) -> None:
+    (tmp_path / "a.trace").write_text("1\n2\n")
+    (tmp_path / "b.trace").write_text("1\n")
+    p = tmp_path / "e.yaml"
+    p.write_text(f"topology: {ROOT / 'topologies' / 'p2p.yaml'}\n"
+                 "set: {uplink.rate_mbps: null}\ngrid: {uplink.trace: [a.trace, b.trace]}\n")  # fmt: skip
+    traces = [c.topology.links[0].uplink.trace for c in load_experiment(p).cells]
+    assert traces == [str(tmp_path / "a.trace"), str(tmp_path / "b.trace")]
+    assert [c.params["uplink.trace"] for c in load_experiment(p).cells] == ["a.trace", "b.trace"]
