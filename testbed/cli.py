@@ -199,7 +199,7 @@ def down(name: str) -> None:
         removed = ledger.undo()
         state.unlink(missing_ok=True)
     finally:
-        ledger.unlock()
+        ledger.release_if_empty()
     click.echo(f"{name!r} is down ({removed} objects removed)")
     if info is not None:
         _print_stats(info)

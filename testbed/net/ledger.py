@@ -76,23 +76,54 @@ class Ledger:
 
     # --- locking -------------------------------------------------------------------------
     def lock(self) -> None:
-        """Hold the run's lock for this process's lifetime (or until unlock)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        """Hold the run's lock for this process's lifetime (or until unlock).
+
+        The lock file may be removed by its holder (release_if_empty), so after flock we check
+        that the path still names the file we locked; if not, we locked a removed file: retry.
+        """
+        for _ in range(100):
+            self.dir.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except FileNotFoundError:  # the directory went away between mkdir and open
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise BusyError(
+                    f"topology {self.run!r} is being built or torn down by another testbed "
+                    "process; wait for it, or choose another --name"
+                ) from None
+            try:
+                same = os.stat(self.dir / "lock").st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._lock_fd = fd
+                return
             os.close(fd)
-            raise BusyError(
-                f"topology {self.run!r} is being built or torn down by another testbed process; "
-                "wait for it, or choose another --name"
-            ) from None
-        self._lock_fd = fd
+        raise BusyError(f"topology {self.run!r}: its lock file keeps changing; try again")
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    def release_if_empty(self) -> None:
+        """Unlock; if nothing is recorded and nothing but the lock is left (no logs, no state),
+        remove the lock file and the run's directory too, so finished runs leave no trace."""
+        if self._lock_fd is not None and self.is_empty():
+            try:
+                leftovers = {p.name for p in self.dir.iterdir()} - {"lock"}
+            except FileNotFoundError:
+                leftovers = set()
+            if not leftovers:
+                with contextlib.suppress(FileNotFoundError):
+                    (self.dir / "lock").unlink()  # while locked: see lock()
+                with contextlib.suppress(OSError):  # another process may be making a new one
+                    self.dir.rmdir()
+        self.unlock()
 
     # --- recording -----------------------------------------------------------------------
     def entries(self) -> list[Entry]:

@@ -150,7 +150,7 @@ class Network:
             state_path(self.ledger).write_text(self.info.to_json())
             return self.info
         finally:
-            self.ledger.unlock()
+            self.ledger.release_if_empty()  # after a failed build, nothing is left
 
     def stop(self) -> None:
         self.ledger.lock()
@@ -158,7 +158,7 @@ class Network:
             self.ledger.undo()
             state_path(self.ledger).unlink(missing_ok=True)
         finally:
-            self.ledger.unlock()
+            self.ledger.release_if_empty()
 
     def __enter__(self) -> Network:
         self.start()

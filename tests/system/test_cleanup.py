@@ -134,3 +134,19 @@ def test_sigterm_during_stream_removes_everything(run: str, tmp_path: Path) -> N
     assert proc.returncode == 130 and "interrupted" in err
     assert namespaces_of(run) == []
     assert not any(_alive(pid, ticks) for pid, ticks in pids)
+
+
+def test_a_finished_run_leaves_no_state_behind(run: str, tmp_path: Path) -> None:
+    """Logs elsewhere: after stop() the run's state directory (ledger, lock) is gone, and the
+    name can be taken again at once."""
+    from testbed.config import LinkDef, LinkSpec, TopologySpec
+    from testbed.net.network import Network
+    from testbed.shaping.backends import make_backend
+
+    link = LinkDef("path", ("sender", "receiver"), LinkSpec(), LinkSpec())
+    topo = TopologySpec("t", ("sender", "receiver"), (link,), seed=1)
+    for _ in range(2):
+        with Network(topo, make_backend("emu"), run=run, log_dir=tmp_path):
+            assert (state_root() / run / "lock").exists()
+        assert not (state_root() / run).exists()
+    assert namespaces_of(run) == []
