@@ -50,7 +50,9 @@ class FecSpec:
             return "none"
         if self.scheme == "xor":
             return f"xor/{self.group_packets}"
-        return "rs table" if self.policy == "table" else f"rs {self.overhead:.0%}"
+        if self.policy == "table":
+            return f"rs table {self.residual:.2g}"  # the residual it aims for
+        return f"rs {self.overhead:.0%}"
 
 
 def parse_fec(value: Any, src: str, key: str = "stream.fec") -> FecSpec:

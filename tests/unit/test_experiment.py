@@ -145,3 +145,11 @@ def test_paths_in_grids_resolve_beside_the_file(tmp_path: Path) -> None:
     traces = [c.topology.links[0].uplink.trace for c in load_experiment(p).cells]
     assert traces == [str(tmp_path / "a.trace"), str(tmp_path / "b.trace")]
     assert [c.params["uplink.trace"] for c in load_experiment(p).cells] == ["a.trace", "b.trace"]
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_experiment_loads(path: Path) -> None:
+    exp = load_experiment(path, max_cells=10_000)
+    assert exp.cells and len({c.cell_id for c in exp.cells}) == len(exp.cells)
