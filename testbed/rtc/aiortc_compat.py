@@ -1,10 +1,19 @@
 """The ONLY module that touches aiortc internals. Written for aiortc 1.16.0.
 
 What it changes, and why (each a documented research knob, recorded in results):
-- the sender's retransmission history (aiortc: 128 packets, module constant RTP_HISTORY_SIZE);
+- the sender's retransmission history (aiortc: 128 packets, module constant RTP_HISTORY_SIZE),
+  and with it the receiver's: aiortc's NackGenerator forgets missing packets older than the
+  newest minus RTP_HISTORY_SIZE (its own binding of the constant), so with only the sender's
+  raised, a packet whose retransmission was lost during a burst (a key frame) is never asked
+  for again, the jitter buffer waits for it until it overflows (512 packets), drops the frames
+  behind it and sends a PLI, whose key frame starts the next burst;
 - the receiver's NACK behaviour: aiortc sends a NACK only when a new gap appears and never
   again; `retry` re-requests still-missing packets every interval up to a limit (like
   libwebrtc's NACK module); `off` sends none;
+- late packets (late_packets: drop, not the default): aiortc's jitter buffer takes a packet 100+
+  sequence numbers behind its window for a restarted stream and flushes everything with a PLI;
+  within one session that packet is a late duplicate retransmission, which drop ignores, as
+  libwebrtc does. What the jitter buffer discards is logged either way (jitter_events);
 - a decoder that accepts synthetic frames silently (no PLI storm for undecodable bytes);
 - pinned video bitrate: the VP8/H.264 clamp constants set to one value, so REMB cannot move it;
   or, under an ABR controller, clamps widened and the encoder's target set by the controller
@@ -31,7 +40,7 @@ from typing import Any
 import aiortc
 from aiortc import rtcdtlstransport, rtcrtpreceiver, rtcrtpsender
 from aiortc.codecs import h264, vpx
-from aiortc.jitterbuffer import JitterBuffer
+from aiortc.jitterbuffer import MAX_MISORDER, JitterBuffer
 
 from testbed.abr.base import Feedback
 from testbed.abr.framefeedback import FrameAssembler, pack_app, unpack_app
@@ -238,6 +247,24 @@ class ReceiverTap:
     assembler: FrameAssembler | None = None  # per-frame feedback for ABR controllers
     fec: FecReceiver | None = None
     send_nack_now: Callable[[Any, int, list[int]], Awaitable[None]] | None = None
+    # what aiortc's jitter buffer did with a packet other than keep it: (mono_ns, kind, seq)
+    jitter_events: list[tuple[int, str, int]] = field(default_factory=list)
+
+
+def jitter_event(buffer: JitterBuffer, seq: int) -> str | None:
+    """What JitterBuffer.add is about to do with this packet, if not simply keep it (aiortc 1.16
+    logic, read from its source): `stale` = older than the buffer's origin by < 100, silently
+    dropped (a retransmission that came after the buffer moved on); `reset` = older by >= 100:
+    every buffered packet is dropped and a PLI sent; `overflow` = beyond the capacity: the oldest
+    frames are dropped (complete or not) and a PLI sent."""
+    origin = buffer._origin
+    if origin is None:
+        return None
+    delta = (seq - origin) % 65536
+    misorder = (origin - seq) % 65536
+    if misorder < delta:
+        return "reset" if misorder >= MAX_MISORDER else "stale"
+    return "overflow" if delta >= buffer.capacity else None
 
 
 class NullDecoder:
@@ -247,12 +274,21 @@ class NullDecoder:
         return []
 
 
-def install_receiver(synthetic: bool) -> ReceiverTap:
+def install_receiver(
+    synthetic: bool, history_packets: int = 128, drop_late: bool = False
+) -> ReceiverTap:
     check_version()
+    # how far back missing packets are still NACKed: as far as the sender keeps them
+    rtcrtpreceiver.RTP_HISTORY_SIZE = history_packets  # type: ignore[attr-defined]  # read at use
     tap = ReceiverTap()
     original_add = JitterBuffer.add
 
     def add(self: JitterBuffer, packet: Any) -> tuple[bool, Any]:
+        event = jitter_event(self, packet.sequence_number)
+        if event is not None:
+            tap.jitter_events.append((time.monotonic_ns(), event, packet.sequence_number))
+            if event == "reset" and drop_late:  # one session never restarts its numbering
+                return False, None
         pli, frame = original_add(self, packet)
         if frame is not None:
             tap.frames.append(

@@ -203,7 +203,9 @@ async def run_sender(spec: StreamSpec, out: Path) -> None:
 
 
 async def run_receiver(spec: StreamSpec, out: Path) -> None:
-    tap = compat.install_receiver(synthetic=spec.source == "synthetic")
+    tap = compat.install_receiver(
+        spec.source == "synthetic", spec.history_packets, spec.late_packets == "drop"
+    )
     fec = spec.fec_spec()
     if fec.enabled:
         tap.fec = FecReceiver(nack_wait_ns=int(fec.nack_wait_ms * 1e6))
@@ -271,7 +273,7 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
             await loop.close()
     result = {
         "frames_out": [(t, ts, n, head.hex()) for t, ts, n, head in tap.frames],
-        "nacks": tap.nacks, "plis": tap.plis, "decoded": decoded, "cpu": _cpu(),
+        "nacks": tap.nacks, "plis": tap.plis, "jitter_events": tap.jitter_events, "decoded": decoded, "cpu": _cpu(),
         "rtp_in": tap.rtp_in, "fec_recovered": tap.fec.recovered if tap.fec else [],
         "fec_nacks_saved": tap.fec.nacks_saved if tap.fec else 0,
         "quality": meter.records if meter else [],

@@ -15,6 +15,7 @@ from testbed.roi.spec import RoiSpec, parse_roi
 SOURCES = ("synthetic", "video", "roi")
 CODECS = ("vp8", "h264")
 NACK_MODES = ("aiortc", "retry", "off")
+LATE_PACKETS = ("aiortc", "drop")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,10 @@ class StreamSpec:
     with abr_params; bitrate_mbps is its starting point. fec: {scheme: none|xor|rs, ...}, see
     testbed.fec.spec; NACK still repairs what FEC cannot, unless nack: off.
     roi: the `roi` source's parameters (testbed.roi.spec.RoiSpec); video may be builtin:scene.
+    late_packets: what the receiver's jitter buffer does with a packet 100+ sequence numbers
+    behind its window (a late duplicate retransmission, which aiortc's NACKs provoke): aiortc
+    (the default, as measured) takes it for a restarted stream: flushes every buffered packet,
+    complete frames too, and sends a PLI; drop ignores it, as libwebrtc does.
     """
 
     source: str = "synthetic"
@@ -48,6 +53,7 @@ class StreamSpec:
     nack_retry_ms: float = 70.0
     nack_max_retries: int = 10
     giveup_ms: float = 1000.0
+    late_packets: str = "aiortc"
     abr: str = "fixed"
     abr_params: dict[str, Any] = field(default_factory=dict)
     fec: dict[str, Any] = field(default_factory=lambda: {"scheme": "none"})
@@ -104,7 +110,8 @@ def parse_stream(data: Mapping[str, Any], src: str = "--stream") -> StreamSpec:
         v = data.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
             raise ConfigError(src, f"stream.{key}", f"{v!r}: valid: a whole number >= {lo}")
-    for key, valid in (("source", SOURCES), ("codec", CODECS), ("nack", NACK_MODES)):
+    for key, valid in (("source", SOURCES), ("codec", CODECS), ("nack", NACK_MODES),
+                       ("late_packets", LATE_PACKETS)):  # fmt: skip
         if key in data and data[key] not in valid:
             raise ConfigError(
                 src, f"stream.{key}", f"{data[key]!r} is unknown; valid: {', '.join(valid)}"

@@ -48,3 +48,29 @@ def test_rtp_header_and_rfc7983_demux() -> None:
     assert classify(bytes([0x80, 200]) + bytes(10))[0] == "rtcp"
     assert classify(bytes([0, 1]) + bytes(18))[0] == "stun"
     assert classify(bytes([22, 254, 253]))[0] == "dtls"
+
+
+def test_jitter_event_predicts_what_aiortcs_jitter_buffer_does() -> None:
+    """jitter_event reads aiortc's JitterBuffer logic; checked against the real class."""
+    from aiortc.jitterbuffer import JitterBuffer
+    from aiortc.rtp import RtpPacket
+
+    from testbed.rtc.aiortc_compat import jitter_event
+
+    def packet(seq: int) -> RtpPacket:
+        p = RtpPacket(payload_type=96, sequence_number=seq, timestamp=seq * 3000)
+        p._data = b"x"  # type: ignore[attr-defined]  # the depacketized payload, as aiortc sets it
+        return p
+
+    jb = JitterBuffer(capacity=16, is_video=True)
+    for seq in range(1000, 1011):  # one packet per frame: each releases the previous frame
+        assert jitter_event(jb, seq) is None
+        jb.add(packet(seq))
+    origin = jb._origin
+    assert jitter_event(jb, origin - 5) == "stale"
+    assert jb.add(packet(origin - 5)) == (False, None)  # silently dropped
+    assert jb._origin == origin
+    assert jitter_event(jb, origin + 16) == "overflow"
+    assert jitter_event(jb, origin - 150) == "reset"
+    pli, _ = jb.add(packet(origin - 150))
+    assert pli and jb._origin == origin - 150  # flushed and restarted at the late packet
