@@ -427,6 +427,7 @@ def report(results: Path, csv_out: Path | None, by: str | None, metric: str) -> 
         click.echo(side_by_side(configs, by, metric))
         return
     varying = [v for v in VARIANTS if v in configs and configs[v].nunique() > 1]
+    varying += [c for c in configs.columns if "." in c]  # other grid keys (metrics.other_params)
     extra = []
     if varying:
         extra = ["within_budget", "fec_overhead_pct", "rtx_overhead_pct", "by_fec", "by_rtx"]

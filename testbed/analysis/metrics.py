@@ -19,6 +19,16 @@ STATS: dict[str, Callable[[np.ndarray], float]] = {
 
 VARIANTS = ("abr", "fec", "nack", "roi")  # what a sweep may compare besides bitrate and loss
 DEFAULTS = {"abr": "fixed", "fec": "none", "nack": "aiortc", "roi": "none"}
+# grid keys that load_cells turns into the named columns above (or that are no configuration)
+MAPPED_PARAMS = {"stream.bitrate_mbps", "uplink.loss_pct", "stream.fec", "stream.abr",
+                 "stream.nack", "stream.roi.enabled", "repetition"}  # fmt: skip
+
+
+def other_params(cells: pd.DataFrame) -> list[str]:
+    """Any other grid key that takes more than one value (stream.late_packets, uplink.delay_ms,
+    ...): a configuration of its own, never pooled with the others as if a repetition."""
+    return [c for c in cells.columns
+            if "." in c and c not in MAPPED_PARAMS and cells[c].nunique(dropna=False) > 1]  # fmt: skip
 
 
 def pooled_psnr_db(per_frame_db: pd.Series) -> float:
@@ -68,6 +78,9 @@ def cell_table(frames: pd.DataFrame, budget_ms: float = BUDGET_MS) -> pd.DataFra
         }  # fmt: skip
         for v in VARIANTS:
             row[v] = first.get(v, DEFAULTS[v])
+        for k in f.columns:  # the grid keys (load_cells); config_table groups by the varying ones
+            if "." in k:
+                row[k] = first[k]
         if "psnr_roi_db" in sent:
             row["psnr_roi_db"] = pooled_psnr_db(sent.psnr_roi_db)
             row["psnr_bg_db"] = pooled_psnr_db(sent.psnr_bg_db)
@@ -95,7 +108,7 @@ def config_table(cells: pd.DataFrame) -> pd.DataFrame:
     """One row per (variant, bitrate, loss): means over repetitions, bootstrap CIs, the model
     (NACK only, constant link: NaN on a trace). Variants: abr, fec, nack where present."""
     rows = []
-    keys = [v for v in VARIANTS if v in cells] + ["bitrate_mbps", "loss_pct"]
+    keys = [v for v in VARIANTS if v in cells] + other_params(cells) + ["bitrate_mbps", "loss_pct"]
     for values, g in cells.groupby(keys):
         first = g.iloc[0]
         bitrate, loss = first.bitrate_mbps, first.loss_pct
@@ -133,7 +146,11 @@ def config_table(cells: pd.DataFrame) -> pd.DataFrame:
         else:
             row["model_mean_ms"] = row["model_p50_ms"] = row["model_p95_ms"] = np.nan
         rows.append(row)
-    order = ["loss_pct", *[k for k in keys if k in VARIANTS], "bitrate_mbps"]
+    order = [
+        "loss_pct",
+        *[k for k in keys if k not in ("loss_pct", "bitrate_mbps")],
+        "bitrate_mbps",
+    ]
     return pd.DataFrame(rows).sort_values(order).reset_index(drop=True)
 
 

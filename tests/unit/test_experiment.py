@@ -153,3 +153,20 @@ def test_paths_in_grids_resolve_beside_the_file(tmp_path: Path) -> None:
 def test_every_shipped_experiment_loads(path: Path) -> None:
     exp = load_experiment(path, max_cells=10_000)
     assert exp.cells and len({c.cell_id for c in exp.cells}) == len(exp.cells)
+
+
+def test_any_varying_grid_key_is_its_own_configuration() -> None:
+    """Cells that differ in a key the report has no name for are not pooled as repetitions."""
+    from testbed.analysis.metrics import STATS, config_table
+
+    base = {"bitrate_mbps": 2.0, "loss_pct": 5.0, "rate_mbps": np.nan, "achieved_mbps": 2.0,
+            "frames": 100, "completion": 1.0, "retransmissions": 0, "frames_hit": 0.0,
+            "delay_ms": 30.0, "reverse_delay_ms": 30.0, "fps": 30.0, "roi": "ROI",
+            **{f"latency_{s}_ms": 40.0 for s in STATS}}  # fmt: skip
+    cells = pd.DataFrame(
+        [{**base, "stream.late_packets": lp, "repetition": r, "latency_p95_ms": p95}
+         for lp, p95 in (("aiortc", 200.0), ("drop", 100.0)) for r in (0, 1)]
+    )  # fmt: skip
+    table = config_table(cells)
+    assert list(table["stream.late_packets"]) == ["aiortc", "drop"]
+    assert list(table.repetitions) == [2, 2] and list(table.latency_p95_ms) == [200.0, 100.0]
