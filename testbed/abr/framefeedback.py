@@ -18,15 +18,12 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-U16 = 1 << 16
+from testbed.seqnum import U16, after
+
 APP_NAME = b"TBFC"
 ENTRY = struct.Struct("!III")  # rtp_ts, assembly_us, age_us
 MAX_ENTRIES = 100  # one APP packet stays under ~1.2 KB
 MARKERS = 64  # recent frame ends kept: a frame's start is one after the previous frame's end
-
-
-def _after(a: int, b: int) -> bool:
-    return a != b and (a - b) % U16 < U16 // 2
 
 
 @dataclass
@@ -63,7 +60,7 @@ class FrameAssembler:
                 for m in list(self.markers)[:MARKERS]:
                     del self.markers[m]
             waiting += [t for t, f in self.frames.items()
-                        if t != ts and f.marker is not None and _after(f.marker, seq)]  # fmt: skip
+                        if t != ts and f.marker is not None and after(f.marker, seq)]  # fmt: skip
         for t in waiting:
             self._check(t, now_ns)
         if len(self.frames) > 512:  # frames that will never complete
@@ -74,7 +71,7 @@ class FrameAssembler:
         """The frame's first seq: one after the closest earlier marker (None for the first frame).
         If the previous frame's marker is still missing, the range reaches further back and
         the frame cannot complete before that marker arrives, as it should not."""
-        earlier = [(marker - m) % U16 for m in self.markers if _after(marker, m)]
+        earlier = [(marker - m) % U16 for m in self.markers if after(marker, m)]
         return (marker - min(earlier) + 1) % U16 if earlier else None
 
     def _check(self, ts: int, now_ns: int) -> None:

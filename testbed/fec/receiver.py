@@ -14,14 +14,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from testbed.fec import codec
+from testbed.seqnum import U16, after
 
-U16 = 1 << 16
 MEDIA_WINDOW = 4096  # media packets kept for decoding
-
-
-def _after(a: int, b: int) -> bool:
-    """a is after b in 16-bit sequence space."""
-    return a != b and (a - b) % U16 < U16 // 2
 
 
 @dataclass
@@ -61,7 +56,7 @@ class FecReceiver:
         self.deferred.pop(seq, None)
         out: list[bytes] = []
         for b in self.blocks.values():
-            if b.ts != ts and not b.concluded and _after(seq, b.seqs()[-1]):
+            if b.ts != ts and not b.concluded and after(seq, b.seqs()[-1]):
                 b.concluded = True  # a later frame's media: this block's repairs are all in
             if b.covers(seq) and not b.done:
                 out += self._try(b, now_ns)
@@ -79,7 +74,7 @@ class FecReceiver:
             while len(self.blocks) > 256:
                 self.blocks.popitem(last=False)
         for other in self.blocks.values():  # an earlier block: its repairs are all in
-            if other is not block and _after(head.block_id, other.head.block_id):
+            if other is not block and after(head.block_id, other.head.block_id):
                 other.concluded = True
         block.repairs[head.index] = symbol
         if len(block.repairs) == head.m:
@@ -122,7 +117,7 @@ class FecReceiver:
             if b.covers(seq):
                 return not b.concluded and not b.done
         # no repair seen for it yet: its block may still come, unless a later block already did
-        return not any(_after(b.head.first_seq, seq) for b in self.blocks.values())
+        return not any(after(b.head.first_seq, seq) for b in self.blocks.values())
 
     def filter_nack(self, seqs: list[int], now_ns: int) -> list[int]:
         """What to NACK now; the rest waits for FEC (see due_nacks)."""

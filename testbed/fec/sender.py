@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from testbed.abr.loss import WindowedLoss
 from testbed.fec import codec
 from testbed.fec.spec import FecSpec, plan_blocks
-
-U16 = 1 << 16
+from testbed.seqnum import U16
 
 
 @dataclass(frozen=True)

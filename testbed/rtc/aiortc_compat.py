@@ -48,6 +48,7 @@ from testbed.errors import UnavailableError
 from testbed.fec.receiver import FecReceiver
 from testbed.fec.sender import FecSender
 from testbed.rtc.loops import BackgroundLoop
+from testbed.seqnum import U16
 
 SUPPORTED_AIORTC = "1.16.0"
 DEFAULT_HISTORY_PACKETS = 128
@@ -260,8 +261,8 @@ def jitter_event(buffer: JitterBuffer, seq: int) -> str | None:
     origin = buffer._origin
     if origin is None:
         return None
-    delta = (seq - origin) % 65536
-    misorder = (origin - seq) % 65536
+    delta = (seq - origin) % U16
+    misorder = (origin - seq) % U16
     if misorder < delta:
         return "reset" if misorder >= MAX_MISORDER else "stale"
     return "overflow" if delta >= buffer.capacity else None

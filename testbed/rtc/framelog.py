@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from testbed.seqnum import U16
+
 COLUMNS = {
     "frame_id": "frame index at the source (0, 1, ...), from the RTP timestamp on the wire",
     "rtp_ts": "RTP timestamp on the wire",
@@ -189,11 +191,11 @@ def _fec_decodable(
     t_orig = packets.t_orig.to_numpy(dtype="float64")
     at_fec = np.full(len(packets), np.nan)
     for b in blocks:
-        rows = [index.get(((b["first_seq"] + i) % 65536, b["ts"])) for i in range(b["k"])]
+        rows = [index.get(((b["first_seq"] + i) % U16, b["ts"])) for i in range(b["k"])]
         times = [t_orig[r] for r in rows if r is not None]
         times = [t for t in times if not np.isnan(t)]
         times += [repair_at[key] for j in range(b["m"])
-                  if (key := ((b["repair_first_seq"] + j) % 65536, b["ts"])) in repair_at]  # fmt: skip
+                  if (key := ((b["repair_first_seq"] + j) % U16, b["ts"])) in repair_at]  # fmt: skip
         if len(times) >= b["k"]:
             at = sorted(times)[b["k"] - 1]
             for r in rows:
