@@ -49,9 +49,8 @@ class RepairHeader:
 
 
 def to_symbols(packets: list[bytes]) -> list[bytes]:
-    """Length-prefixed, equal-length symbols."""
-    n = max(len(p) for p in packets) + 2
-    return [struct.pack("!H", len(p)) + p + bytes(n - 2 - len(p)) for p in packets]
+    """Length-prefixed, equal-length symbols, as long as the longest packet needs."""
+    return to_symbols_sized(packets, max(len(p) for p in packets) + 2)
 
 
 def from_symbol(symbol: bytes) -> bytes | None:
