@@ -4,7 +4,6 @@ so a typo is a one-line error before anything is set up."""
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Mapping
 from importlib.metadata import entry_points
@@ -13,6 +12,7 @@ from typing import Any
 from testbed.abr.base import Controller
 from testbed.abr.builtin import BudgetController, FixedController, RembController
 from testbed.errors import ConfigError
+from testbed.plugins import load_dotted
 
 BUILTIN: dict[str, type[Any]] = {
     "fixed": FixedController,
@@ -33,20 +33,10 @@ def resolve(name: str, src: str, key: str = "stream.abr") -> type[Any]:
         if ep.name == name:
             loaded: type[Any] = ep.load()
             return loaded
-    if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            obj = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError, ValueError) as e:
-            raise ConfigError(
-                src, key, f"{name!r} does not resolve ({e}); known: {', '.join(known())}"
-            ) from None
-        if not callable(getattr(obj, "update", None)):
-            raise ConfigError(src, key, f"{name!r} has no update(feedback) method")
-        return obj  # type: ignore[no-any-return]
-    raise ConfigError(
-        src, key, f"{name!r} is unknown; known: {', '.join(known())}, or package.module:Class"
-    )
+    obj = load_dotted(name, src, key, known())
+    if not callable(getattr(obj, "update", None)):
+        raise ConfigError(src, key, f"{name!r} has no update(feedback) method")
+    return obj  # type: ignore[no-any-return]
 
 
 def make(

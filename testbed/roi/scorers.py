@@ -7,13 +7,13 @@ to QP. Built in: oracle, saliency, clip; or `package.module:Class`.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from testbed.errors import ConfigError
+from testbed.plugins import load_dotted
 from testbed.roi.qpmap import CTU, grid_shape
 from testbed.roi.spec import SCORERS, RoiSpec
 
@@ -117,17 +117,7 @@ BUILTIN: dict[str, type[Any]] = {
 def resolve(name: str, src: str, key: str) -> type[Any]:
     if name in BUILTIN:
         return BUILTIN[name]
-    if ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
-        except (ImportError, AttributeError, ValueError) as e:
-            raise ConfigError(
-                src, key, f"{name!r} does not resolve ({e}); known: {', '.join(SCORERS)}"
-            ) from None
-    raise ConfigError(
-        src, key, f"{name!r} is unknown; known: {', '.join(SCORERS)}, or package.module:Class"
-    )
+    return load_dotted(name, src, key, SCORERS)  # type: ignore[no-any-return]
 
 
 def check_scorer(spec: RoiSpec, src: str, key: str) -> None:
