@@ -14,6 +14,7 @@ import av
 import numpy as np
 
 from testbed.roi.encoder import ENCODERS, TIME_BASE, RoiEncoder
+from testbed.roi.quality import mse, psnr_of_mse
 from testbed.roi.regions import Regions
 from testbed.roi.scene import FrameSource, yuv_frame
 from testbed.roi.scorers import make_scorer
@@ -76,8 +77,8 @@ def encode_clip(
         if i >= skip:
             got = d.to_ndarray()[:height]
             mask = regions.mask(i)
-            inside.append(_mse(got[mask], ref[mask]))
-            outside.append(_mse(got[~mask], ref[~mask]))
+            inside.append(mse(got[mask], ref[mask]))
+            outside.append(mse(got[~mask], ref[~mask]))
 
     def take(packets: list[Any]) -> None:
         nonlocal bits
@@ -114,17 +115,9 @@ def encode_clip(
     )  # fmt: skip
 
 
-def _mse(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.mean((a.astype("float64") - b.astype("float64")) ** 2))
-
-
 def _db(mses: list[float]) -> float:
     """PSNR of the mean squared error over frames (not the mean of per-frame PSNRs)."""
-    return (
-        math.nan
-        if not mses
-        else (100.0 if np.mean(mses) == 0 else 10 * math.log10(255**2 / float(np.mean(mses))))
-    )
+    return psnr_of_mse(float(np.mean(mses))) if mses else math.nan
 
 
 def compare(

@@ -34,11 +34,17 @@ def index_from(head: bytes) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def mse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean((a.astype("float64") - b.astype("float64")) ** 2))
+
+
+def psnr_of_mse(m: float) -> float:
+    """8-bit PSNR in dB; 100 for identical pictures."""
+    return 100.0 if m == 0 else 10 * math.log10(255**2 / m)
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    if a.size == 0:
-        return math.nan
-    mse = float(np.mean((a.astype("float64") - b.astype("float64")) ** 2))
-    return 100.0 if mse == 0 else 10 * math.log10(255**2 / mse)
+    return math.nan if a.size == 0 else psnr_of_mse(mse(a, b))
 
 
 class QualityMeter:
