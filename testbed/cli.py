@@ -411,7 +411,7 @@ def report(results: Path, csv_out: Path | None, by: str | None, metric: str) -> 
     """Per configuration: achieved bitrate, frames, completion, latency with 95% CIs, model."""
     import pandas as pd
 
-    from testbed.analysis.metrics import VARIANTS
+    from testbed.analysis.metrics import VARIANTS, other_params
 
     try:
         configs = _configs(results)
@@ -427,7 +427,7 @@ def report(results: Path, csv_out: Path | None, by: str | None, metric: str) -> 
         click.echo(side_by_side(configs, by, metric))
         return
     varying = [v for v in VARIANTS if v in configs and configs[v].nunique() > 1]
-    varying += [c for c in configs.columns if "." in c]  # other grid keys (metrics.other_params)
+    varying += other_params(configs)
     extra = []
     if varying:
         extra = ["within_budget", "fec_overhead_pct", "rtx_overhead_pct", "by_fec", "by_rtx"]
@@ -523,11 +523,11 @@ def plot(
     if timeseries:
         _plot_timeseries(results, out, budget)
         return
+    try:
+        configs = _configs(results)
+    except TestbedError as e:
+        _fail(e)
     if by is not None:
-        try:
-            configs = _configs(results)
-        except TestbedError as e:
-            _fail(e)
         if by not in configs:
             _fail(ConfigError(str(results), by, f"these results have no {by} column"))
         draw = (
@@ -538,10 +538,6 @@ def plot(
         paths = save(draw, out or results.parent / f"{results.name}-by-{by}.pdf")
         click.echo("figure: " + ", ".join(str(p) for p in paths))
         return
-    try:
-        configs = _configs(results)
-    except TestbedError as e:
-        _fail(e)
     target = out or results.parent / f"{results.name}-fig3.pdf"
     fig = fig3(
         configs, metric=metric, budget_ms=budget, log_x=not linear, max_loss_pct=yellow_loss_pct

@@ -276,7 +276,7 @@ class NullDecoder:
 
 
 def install_receiver(
-    synthetic: bool, history_packets: int = 128, drop_late: bool = False
+    synthetic: bool, history_packets: int = DEFAULT_HISTORY_PACKETS, drop_late: bool = False
 ) -> ReceiverTap:
     check_version()
     # how far back missing packets are still NACKed: as far as the sender keeps them

@@ -33,7 +33,7 @@ from testbed.roi.quality import QualityMeter, index_from
 from testbed.rtc import aiortc_compat as compat
 from testbed.rtc.loops import BackgroundLoop
 from testbed.rtc.signaling import Inbox, emit
-from testbed.rtc.sources import make_track
+from testbed.rtc.sources import MIN_FRAME_BYTES, make_track
 from testbed.rtc.spec import StreamSpec
 
 
@@ -147,7 +147,7 @@ class RateControl(BackgroundLoop):
 
 def sources_min_bps(spec: StreamSpec) -> float:
     """The lowest bitrate the source can make: 16-byte synthetic frames, or 50 kbps of video."""
-    return 16 * 8 * spec.fps if spec.source == "synthetic" else VIDEO_MIN_BPS
+    return MIN_FRAME_BYTES * 8 * spec.fps if spec.source == "synthetic" else VIDEO_MIN_BPS
 
 
 async def run_sender(spec: StreamSpec, out: Path) -> None:
