@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 class TestbedError(Exception):
     """Base of every error the CLI turns into one line and a non-zero exit."""
@@ -38,28 +36,3 @@ class BusyError(TestbedError):
     """A topology with this name is already up."""
 
     exit_code = 2
-
-
-def read_input_file(path: str | Path, what: str = "file") -> str:
-    """The text of a user's input file; a missing or unreadable one is a ConfigError."""
-    p = Path(path)
-    try:
-        return p.read_text()
-    except FileNotFoundError:
-        raise ConfigError(str(p), "", f"{what} not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(str(p), "", f"cannot read {what}: {e}") from None
-
-
-def strict_mapping(
-    value: object, allowed: tuple[str, ...], src: str, key: str, example: str
-) -> dict[str, object]:
-    """A nested config mapping (stream.fec, stream.roi): a mapping, with only known keys."""
-    from collections.abc import Mapping
-
-    if not isinstance(value, Mapping):
-        raise ConfigError(src, key, f"{value!r}: expected a mapping like {example}")
-    for k in value:
-        if k not in allowed:
-            raise ConfigError(src, f"{key}.{k}", f"unknown key; valid: {', '.join(allowed)}")
-    return dict(value)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 from testbed.abr.base import Feedback
-from testbed.abr.loss import WindowedLoss
-from testbed.analysis.model import LinkModelInput, latency_quantile_ms
+from testbed.models.latency import LinkModelInput, latency_quantile_ms
+from testbed.models.loss import WindowedLoss
 
 
 class FixedController:
@@ -42,7 +42,7 @@ class BudgetController:
     On every receiver report it takes the loss rate over the last `window_s` (lost / sent, from
     the cumulative counters, floored at loss_floor_pct) and the RTT, and picks the highest
     bitrate on a ladder from min_mbps to the cap whose predicted frame latency at `quantile`
-    (testbed.analysis.model: one-way delay = RTT/2, serialization at the link rate, one RTT plus
+    (testbed.models.latency: one-way delay = RTT/2, serialization at the link rate, one RTT plus
     the detection gap per repair round) is within budget_ms. The cap is the receiver's estimate
     (REMB) or link_mbps x headroom if the link rate is given; the model's link rate is link_mbps,
     else the REMB estimate, else the current target / headroom.

@@ -10,7 +10,7 @@ frame's first packet) estimates the frame's latency with the RTT/2 assumption:
   latency ~= (report arrival - RTT/2 - age) - first packet sent
 
 No clock is shared: this is what a real sender could know. aiortc ignores APP packets; the
-compat module hands them to the sender's controller.
+aiortc stack's compat module (testbed.rtc.aiortc.compat) hands them to the sender's controller.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import pandas as pd
 
 from testbed.errors import TestbedError
 from testbed.fec.spec import FecSpec
+from testbed.rtc.framelog import after_warmup
 
 
 def _cells(results: Path) -> list[Path]:
@@ -35,6 +36,7 @@ def load_cells(results: str | Path) -> pd.DataFrame:
         row = {"cell_id": path.name, **params}
         row.update(
             abr=stream.get("abr", "fixed"), fec=fec, nack=stream.get("nack", "aiortc"),
+            stack=stream.get("stack", "aiortc"),
             roi=("ROI" if stream.get("roi", {}).get("enabled", True) else "uniform") if stream.get("source") == "roi" else "none",
             rate_mbps=link["uplink"]["rate_mbps"] or np.nan, delay_ms=link["uplink"]["delay_ms"],
             loss_pct=link["uplink"]["loss_pct"], bitrate_mbps=cell["stream"]["bitrate_mbps"],
@@ -51,9 +53,8 @@ def load_frames(results: str | Path, include_warmup: bool = False) -> pd.DataFra
     parts = []
     for cell_id, meta in cells.iterrows():
         frames = pd.read_parquet(Path(results) / "cells" / str(cell_id) / "frames.parquet")
-        if not include_warmup and meta.warmup_s > 0 and len(frames):
-            start = frames.capture_ns.min()
-            frames = frames[frames.capture_ns >= start + meta.warmup_s * 1e9]
+        if not include_warmup:
+            frames = after_warmup(frames, float(meta.warmup_s))
         frames = frames.assign(cell_id=cell_id, **{k: meta[k] for k in cells.columns})
         parts.append(frames)
     if not parts:

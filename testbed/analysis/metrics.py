@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from testbed.analysis.model import LinkModelInput, latency_mean_ms, latency_quantile_ms
+from testbed.models.latency import LinkModelInput, latency_mean_ms, latency_quantile_ms
 
 STATS: dict[str, Callable[[np.ndarray], float]] = {
     "mean": lambda v: float(np.mean(v)),

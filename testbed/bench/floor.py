@@ -19,10 +19,13 @@ import numpy as np
 import pandas as pd
 
 from testbed.config import load_topology
+from testbed.rtc.framelog import after_warmup
+from testbed.rtc.record import EndpointRecord
 from testbed.rtc.session import run_stream
-from testbed.rtc.spec import StreamSpec
+from testbed.rtc.spec import parse_stream
 from testbed.shaping.backends import make_backend
 
+WARMUP_SHARE = 0.1  # the first 10% of each session (connection warm-up) is not counted
 P2P = Path(__file__).resolve().parents[2] / "topologies" / "p2p.yaml"
 Say = Callable[[str], None]
 
@@ -40,17 +43,21 @@ def frame_floor_ns(frames: pd.DataFrame, rate_mbps: float, delay_ms: float) -> n
 
 
 def hook_latency_ns(out: Path, frames: pd.DataFrame) -> np.ndarray:
-    """The same frames timed by in-process hooks: sender's send call -> receiver's RTP handler."""
-    snd = json.loads((out / "sender.json").read_text())
-    rcv = json.loads((out / "receiver.json").read_text())
-    media = snd["media_pt"]
-    sent = pd.DataFrame(snd["packets"], columns=["t", "pt", "ssrc", "seq", "ts", "m", "osn"])
-    sent = sent[sent.pt == media].groupby("ts").t.min()
-    got = pd.DataFrame(rcv["rtp_in"], columns=["t", "pt", "seq", "ts"])
-    got = got[got.pt == media].groupby("ts").t.max()
-    lat = (got - sent).dropna()
+    """The same frames timed by in-process hooks: sender's send call -> receiver's RTP handler
+    (the endpoint records' packets and packets_in: when the stack's own code saw them)."""
+    sent = EndpointRecord.read(out, "sender")["packets"]
+    got = EndpointRecord.read(out, "receiver")["packets_in"]
+    first = sent[sent.kind == "media"].groupby("rtp_ts").t_ns.min()
+    last = got[got.kind == "media"].groupby("rtp_ts").t_ns.max()
+    lat = (last - first).dropna()
     result: np.ndarray = frames.rtp_ts.map(lat).dropna().to_numpy(dtype=np.float64)
     return result
+
+
+def cpu_share(out: Path, role: str) -> float:
+    """CPU seconds per wall second of an endpoint process (its record)."""
+    cpu = EndpointRecord.read(out, role).info["cpu"]
+    return float(cpu["cpu_s"] / cpu["wall_s"])
 
 
 def _q(values: np.ndarray, p: float) -> float:
@@ -72,19 +79,18 @@ def run_floor_bench(
     for bitrate in bitrates:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
-            spec = StreamSpec(bitrate_mbps=bitrate, duration_s=seconds, drain_s=0.5)
+            spec = parse_stream({"bitrate_mbps": bitrate, "duration_s": seconds, "drain_s": 0.5,
+                                 "warmup_s": WARMUP_SHARE * seconds}, "bench floor")  # fmt: skip
             res = run_stream(topo, spec, out, make_backend("emu"), "bench", run=run, seed=1)
-            f = res.frames[res.frames.status == "complete"].sort_values("sent_first_ns")
-            f = f.iloc[int(len(f) * 0.1) :]  # skip the first 10% (connection warm-up)
+            f = after_warmup(res.frames, spec.warmup_s)
+            f = f[f.status == "complete"].sort_values("sent_first_ns")
             lat = f.latency_ns.astype("float64").to_numpy()
             floor = frame_floor_ns(f, rate, delay)
             diff = lat - floor
             hook = hook_latency_ns(out, f)
             cell = json.loads((out / "cell.json").read_text())
             stats = json.loads((out / "link-path-uplink.stats.json").read_text())
-            snd = json.loads((out / "sender.json").read_text())["cpu"]
-            rcv = json.loads((out / "receiver.json").read_text())["cpu"]
-        cpu_s, cpu_r = snd["cpu_s"] / snd["wall_s"], rcv["cpu_s"] / rcv["wall_s"]
+            cpu_s, cpu_r = cpu_share(out, "sender"), cpu_share(out, "receiver")
         row = {
             "bitrate_mbps": bitrate, "frames": len(f), "floor_p50_ms": _q(floor, 50),
             "latency_p50_ms": _q(lat, 50), "diff_p50_ms": _q(diff, 50), "diff_p99_ms": _q(diff, 99),
@@ -103,15 +109,14 @@ def run_floor_bench(
     if video:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
-            spec = StreamSpec(source="video", bitrate_mbps=4, duration_s=seconds, width=1280,
-                              height=720, drain_s=0.5)  # fmt: skip
+            spec = parse_stream({"source": "video", "bitrate_mbps": 4, "duration_s": seconds,
+                                 "width": 1280, "height": 720, "drain_s": 0.5}, "bench floor")  # fmt: skip
             res = run_stream(topo, spec, out, make_backend("emu"), "bench", run=run, seed=1)
-            snd = json.loads((out / "sender.json").read_text())["cpu"]
-            rcv = json.loads((out / "receiver.json").read_text())["cpu"]
+            cpu_s, cpu_r = cpu_share(out, "sender"), cpu_share(out, "receiver")
         sent = res.frames[res.frames.status != "not_sent"]
         row = {
-            "video": "1280x720 VP8 4 Mbps", "cpu_sender": snd["cpu_s"] / snd["wall_s"],
-            "cpu_receiver": rcv["cpu_s"] / rcv["wall_s"], "frames_sent": len(sent),
+            "video": "1280x720 VP8 4 Mbps", "cpu_sender": cpu_s,
+            "cpu_receiver": cpu_r, "frames_sent": len(sent),
             "frames_asked": len(res.frames), "achieved_mbps": res.summary["achieved_mbps"],
         }  # fmt: skip
         rows.append(row)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -24,12 +23,12 @@ import numpy as np
 
 from testbed.bench.metrics import binomial_interval, bytes_per_window, fifo_floor_ns, quantiles_ms
 from testbed.config import LinkDef, LinkSpec, TopologySpec
+from testbed.config.traces import load_trace
 from testbed.errors import TestbedError, UnavailableError
-from testbed.net.capabilities import choose_backend
 from testbed.net.ledger import session_members
 from testbed.net.network import Network
-from testbed.shaping.backends import make_backend
-from testbed.shaping.traces import load_trace
+from testbed.procstat import clock_ticks_per_s, read_stat
+from testbed.shaping.backends import choose_backend, make_backend
 
 Say = Callable[[str], None]
 TRACES_DIR = Path(__file__).resolve().parents[2] / "topologies" / "traces"
@@ -70,7 +69,6 @@ def _emu_stats(net: Network) -> dict[str, Any]:
 
 def _shaper_cpu_s(net: Network) -> float:
     """CPU seconds used so far by the processes that shape the links (emulators or UML)."""
-    tick = os.sysconf("SC_CLK_TCK")
     pids: list[int] = []
     for e in net.ledger.entries():
         what = str(e.get("what", ""))
@@ -80,15 +78,8 @@ def _shaper_cpu_s(net: Network) -> float:
             pids += [p for p, _ in session_members(int(e["pid"]), int(e["start_ticks"]))]
         elif e.get("pid"):
             pids.append(int(e["pid"]))
-    total = 0.0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                rest = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(rest[11]) + int(rest[12])) / tick
-    return total
+    stats = [read_stat(pid) for pid in pids]
+    return sum(st.cpu_ticks for st in stats if st is not None) / clock_ticks_per_s()
 
 
 def warm_path(net: Network) -> None:

@@ -28,26 +28,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", required=True)
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    from testbed.config import load_topology
+    from testbed.config import topology_from_dict
     from testbed.errors import TestbedError
-    from testbed.net.capabilities import choose_backend
+    from testbed.files import fsync_dir, write_json_atomic
     from testbed.rtc.session import run_stream
-    from testbed.rtc.spec import StreamSpec
-    from testbed.shaping.backends import make_backend
+    from testbed.rtc.spec import parse_stream
+    from testbed.shaping.backends import resolve_backend
 
     job = json.loads(args.job)
     final = Path(args.out)
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        topo = load_topology(job["topology_path"], job["topology_sets"])
-        chosen, why = choose_backend(job["backend"], args.name)
-        run_stream(topo, StreamSpec(**job["stream"]), tmp, make_backend(chosen), why,
-                   run=args.name, seed=job["seed"])  # fmt: skip
+        topo = topology_from_dict(job["topology"], job["topology_source"])
+        spec = parse_stream(job["stream"], f"cell {job['cell_id']}")
+        backend = resolve_backend(job["backend"], args.name)
+        run_stream(topo, spec, tmp, backend.backend, backend.reason, run=args.name,
+                   seed=job["seed"])  # fmt: skip
         cell = json.loads((tmp / "cell.json").read_text())
         cell.update(params=job["params"], cell_id=job["cell_id"], experiment=job["experiment"])
-        (tmp / "cell.json").write_text(json.dumps(cell, indent=1, default=str))
+        write_json_atomic(tmp / "cell.json", cell)
         os.replace(tmp, final)  # atomic: the cell exists whole or not at all
+        fsync_dir(final.parent)
     except TestbedError as e:
         print(f"cell {job['cell_id']}: {e}", file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -26,6 +26,8 @@ from typing import Any
 
 from testbed.errors import ConfigError, TestbedError
 from testbed.experiment.spec import Cell, Experiment
+from testbed.files import write_json_atomic
+from testbed.versions import package_versions
 
 Say = Callable[[str], None]
 PR_SET_PDEATHSIG = 1
@@ -43,24 +45,6 @@ def _git_revision() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    out = {}
-    for pkg in ("rtc-testbed", "aiortc", "av", "pyroute2", "numpy", "pandas", "matplotlib"):
-        try:
-            out[pkg] = version(pkg)
-        except Exception:
-            out[pkg] = "?"
-    return out
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
 
 
 def prepare_results(exp: Experiment, out: Path, backend: str, jobs: int) -> dict[str, Any]:
@@ -81,12 +65,12 @@ def prepare_results(exp: Experiment, out: Path, backend: str, jobs: int) -> dict
             "experiment": exp.name, "experiment_source": exp.source,
             "experiment_digest": exp.digest, "experiment_text": exp.text,
             "topology": exp.topology_path, "grid": exp.grid, "repetitions": exp.repetitions,
-            "cells": len(exp.cells), "git_revision": _git_revision(), "versions": _versions(),
+            "cells": len(exp.cells), "git_revision": _git_revision(), "versions": package_versions(),
             "kernel": platform.release(), "machine": platform.machine(), "cpus": os.cpu_count(),
             "python": platform.python_version(), "backend": backend,
             "sessions": [{"started": time.time(), "jobs": jobs}],
         }  # fmt: skip
-    _write_json(meta_path, meta)
+    write_json_atomic(meta_path, meta)
     return meta
 
 
@@ -106,9 +90,10 @@ def _die_with_parent() -> None:
 
 
 def _job(cell: Cell, exp: Experiment, backend: str) -> str:
+    """A cell's job: its resolved specs as data (re-validated by the cell), never --set text."""
     return json.dumps({
-        "cell_id": cell.cell_id, "params": cell.params, "topology_path": exp.topology_path,
-        "topology_sets": cell.topology_sets, "stream": cell.stream.to_dict(), "seed": cell.seed,
+        "cell_id": cell.cell_id, "params": cell.params, "topology_source": exp.topology_path,
+        "topology": cell.topology.to_dict(), "stream": cell.stream.to_dict(), "seed": cell.seed,
         "backend": backend, "experiment": exp.name,
     })  # fmt: skip
 
@@ -178,7 +163,7 @@ def run_experiment(
     meta = dict(json.loads((out / "run.json").read_text()))
     meta["sessions"][-1].update(ended=time.time(), failed=failed)
     meta["ended"] = time.time()
-    _write_json(out / "run.json", meta)
+    write_json_atomic(out / "run.json", meta)
     if failed:
         raise TestbedError(f"{len(failed)} cell(s) failed (logs in {out}/cells/.log-*); "
                            "rerun the same command to retry them")  # fmt: skip

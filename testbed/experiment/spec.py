@@ -10,11 +10,18 @@ import hashlib
 import itertools
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from testbed.config import TopologySpec, apply_overrides, parse_topology, read_yaml
+from testbed.config import (
+    Override,
+    TopologySpec,
+    apply_overrides,
+    parse_topology,
+    read_topology_file,
+    read_yaml,
+)
 from testbed.errors import ConfigError
 from testbed.rtc.spec import StreamSpec, parse_stream, set_key
 
@@ -31,7 +38,6 @@ class Cell:
     topology: TopologySpec
     stream: StreamSpec
     seed: int
-    topology_sets: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -52,10 +58,6 @@ class Experiment:
 def _cell_id(params: Mapping[str, Any]) -> str:
     canonical = json.dumps(params, sort_keys=True, default=str)
     return hashlib.sha1(canonical.encode()).hexdigest()[:12]
-
-
-def _scalar_sets(data: Mapping[str, Any], exp_dir: Path) -> list[str]:
-    return [f"{k}={json.dumps(_file_value(k, v, exp_dir))}" for k, v in data.items()]
 
 
 def _beside(value: Any, exp_dir: Path) -> Any:
@@ -99,7 +101,7 @@ def load_experiment(path: str | Path, max_cells: int | None = None) -> Experimen
         raise ConfigError(src, "topology", "expected the path of a topology file")
     exp_dir = Path(src).resolve().parent
     topo_path = Path(_beside(topo_ref, exp_dir)).resolve()
-    base_raw = read_yaml(topo_path)
+    base_raw = read_topology_file(topo_path)
     sets = raw.get("set") or {}
     stream = raw.get("stream") or {}
     grid = raw.get("grid") or {}
@@ -127,15 +129,15 @@ def load_experiment(path: str | Path, max_cells: int | None = None) -> Experimen
     for combo in itertools.product(*(grid[k] for k in keys)):
         values = dict(zip(keys, combo, strict=True))
         stream_data = dict(stream)
-        topo_sets = _scalar_sets(sets, exp_dir)
+        overrides: list[Override] = [(k, _file_value(k, v, exp_dir)) for k, v in sets.items()]
         for key, value in values.items():
             if key.startswith("stream."):
                 set_key(stream_data, key.removeprefix("stream."), value)
             else:
-                topo_sets.append(f"{key}={json.dumps(_file_value(key, value, exp_dir))}")
+                overrides.append((key, _file_value(key, value, exp_dir)))
         stream_data = _stream_files(stream_data, exp_dir)
         try:
-            topo = parse_topology(apply_overrides(base_raw, topo_sets), str(topo_path),
+            topo = parse_topology(apply_overrides(base_raw, overrides), str(topo_path),
                                   topo_path.resolve().parent)  # fmt: skip
             spec = parse_stream(stream_data, src)
             for role in ("sender", "receiver"):
@@ -149,7 +151,6 @@ def load_experiment(path: str | Path, max_cells: int | None = None) -> Experimen
         for rep in range(repetitions):
             params = {**values, "repetition": rep}
             cell_seed = int(_cell_id({**params, "seed": seed}), 16) % (2**31)
-            cells.append(Cell(_cell_id(params), params, topo, spec, seed=cell_seed,
-                              topology_sets=topo_sets))  # fmt: skip
+            cells.append(Cell(_cell_id(params), params, topo, spec, seed=cell_seed))
     return Experiment(name=name, source=src, text=Path(src).read_text(), topology_path=str(topo_path),
                       cells=tuple(cells), repetitions=repetitions, grid=dict(grid))  # fmt: skip

@@ -6,15 +6,16 @@ import random
 import struct
 from dataclasses import dataclass, field
 
-from testbed.abr.loss import WindowedLoss
 from testbed.fec import codec
 from testbed.fec.spec import FecSpec, plan_blocks
+from testbed.models.loss import WindowedLoss
 from testbed.seqnum import U16
 
 
 @dataclass(frozen=True)
 class BlockRecord:
-    """What the analysis needs to know about a block (kept in sender.json)."""
+    """What the analysis needs to know about a block (the sender's record marks each repair
+    packet with the block's first media seq and k)."""
 
     ts: int
     block_id: int

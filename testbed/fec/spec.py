@@ -18,7 +18,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from testbed.errors import ConfigError, strict_mapping
+from testbed import validate
+from testbed.errors import ConfigError
+from testbed.validate import strict_mapping
 
 SCHEMES = ("none", "xor", "rs")
 POLICIES = ("fixed", "table")
@@ -80,21 +82,10 @@ def parse_fec(value: Any, src: str, key: str = "stream.fec") -> FecSpec:
         ("nack_wait_ms", 0.0, 1000.0),
         ("loss_window_s", 0.0, 60.0),
     ):
-        v = value.get(name)
-        if v is None:
-            continue
-        if (
-            isinstance(v, bool)
-            or not isinstance(v, int | float)
-            or math.isnan(v)
-            or not lo <= v <= hi
-        ):
-            raise ConfigError(
-                src, f"{key}.{name}", f"{v!r} is out of range; valid: {lo:g} to {hi:g}"
-            )
-    g = value.get("group_packets")
-    if g is not None and (isinstance(g, bool) or not isinstance(g, int) or not 1 <= g <= 254):
-        raise ConfigError(src, f"{key}.group_packets", f"{g!r}: valid: a whole number 1 to 254")
+        if value.get(name) is not None:
+            validate.number(value[name], src, f"{key}.{name}", lo, hi, style="words")
+    if value.get("group_packets") is not None:
+        validate.integer(value["group_packets"], src, f"{key}.group_packets", 1, 254)
     d = FecSpec()
     return FecSpec(
         scheme=scheme, policy=policy, overhead=float(value.get("overhead", d.overhead)),

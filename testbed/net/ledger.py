@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from testbed.errors import BusyError
+from testbed.files import write_atomic
 from testbed.net.nsenter import NETNS_DIR
+from testbed.procstat import all_stats, read_stat
 
 Entry = dict[str, Any]
 
@@ -44,25 +46,9 @@ def state_root() -> Path:
 
 
 def process_start_ticks(pid: int) -> int | None:
-    """Start time of a process in clock ticks since boot (tells a reused pid from ours)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    rest = stat[stat.rindex(")") + 2 :].split()
-    if rest[0] in ("Z", "X"):  # a zombie has finished; nothing to end
-        return None
-    return int(rest[19])
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Start time of a live process in clock ticks since boot (tells a reused pid from ours)."""
+    stat = read_stat(pid)
+    return None if stat is None or stat.finished else stat.start_ticks
 
 
 class Ledger:
@@ -137,7 +123,7 @@ class Ledger:
 
     def _save(self, entries: list[Entry]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.path, json.dumps({"run": self.run, "entries": entries}, indent=1))
+        write_atomic(self.path, json.dumps({"run": self.run, "entries": entries}, indent=1))
 
     def record(self, kind: str, **fields: Any) -> int:
         """Record an object about to be created; returns its index for update()."""
@@ -225,22 +211,11 @@ def session_members(sid: int, not_before_ticks: int) -> list[tuple[int, int]]:
     """(pid, start ticks) of live processes in session `sid` started no earlier than the
     session's leader: a session we created (start_new_session) keeps its id even after its
     leader dies, so its helpers are still ours to end."""
-    out: list[tuple[int, int]] = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        rest = stat[stat.rindex(")") + 2 :].split()
-        if rest[0] in ("Z", "X") or int(rest[3]) != sid:
-            continue
-        ticks = int(rest[19])
-        if ticks >= not_before_ticks:
-            out.append((int(d), ticks))
-    return out
+    return [
+        (st.pid, st.start_ticks)
+        for st in all_stats()
+        if not st.finished and st.session == sid and st.start_ticks >= not_before_ticks
+    ]
 
 
 def _undo_process(entry: Entry) -> bool:
@@ -283,4 +258,4 @@ def write_pidfile(path: str) -> None:
     """Called by a child process first thing, so a crash of its parent cannot hide it."""
     pid = os.getpid()
     ticks = process_start_ticks(pid)
-    _write_atomic(Path(path), f"{pid} {ticks}\n")
+    write_atomic(Path(path), f"{pid} {ticks}\n")

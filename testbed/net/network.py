@@ -28,7 +28,7 @@ from testbed.config import LinkDef, TopologySpec, validate_run_name
 from testbed.errors import BusyError, KernelError, TestbedError
 from testbed.net import names, netns
 from testbed.net.ledger import Ledger, process_start_ticks
-from testbed.shaping.base import Backend, DirectionPlan
+from testbed.net.shaper import Backend, DirectionPlan
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,23 @@ class Network:
             state_path(self.ledger).unlink(missing_ok=True)
         finally:
             self.ledger.release_if_empty()
+
+    @staticmethod
+    def take_down(run: str) -> tuple[int, NetworkInfo | None] | None:
+        """Tear down what `up` left under RUN (from its ledger): (objects removed, the info it
+        recorded), or None if nothing is up. The same undo as stop(), without the spec."""
+        ledger = Ledger(run)
+        ledger.lock()
+        try:
+            if ledger.is_empty():
+                return None
+            state = state_path(ledger)
+            info = NetworkInfo.from_json(state.read_text()) if state.exists() else None
+            removed = ledger.undo()
+            state.unlink(missing_ok=True)
+            return removed, info
+        finally:
+            ledger.release_if_empty()
 
     def __enter__(self) -> Network:
         self.start()

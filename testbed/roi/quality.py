@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from testbed.roi.regions import Regions, load_regions
 from testbed.roi.scene import FrameSource
-from testbed.rtc.spec import StreamSpec
+from testbed.roi.spec import RoiSpec
 
 SEI_UUID = bytes.fromhex("7462726f69696478") * 2  # "tbroiidx" x 2: no zero bytes
 DIGITS = 10
@@ -50,13 +49,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 class QualityMeter:
     """Per received frame: (index, PSNR whole, inside the relevant region, outside), dB."""
 
-    def __init__(self, spec: StreamSpec) -> None:
-        roi = spec.roi_spec()
-        self.source = FrameSource(spec.video, spec.width, spec.height)
+    def __init__(self, roi: RoiSpec, video: str | None, width: int, height: int) -> None:
+        self.source = FrameSource(video, width, height)
         self.regions: Regions | None = (
-            load_regions(roi.regions, spec.width, spec.height) if roi.regions else None
+            load_regions(roi.regions, width, height) if roi.regions else None
         )
-        self.height = spec.height
+        self.height = height
         self.records: list[tuple[int, float, float, float]] = []
 
     def add(self, index: int, luma: np.ndarray) -> None:
@@ -89,12 +87,9 @@ ROI_COLUMNS = {
 
 
 def add_roi_columns(
-    frames: pd.DataFrame, roi_frames: list[Any], quality: list[Any]
+    frames: pd.DataFrame, roi_frames: pd.DataFrame, quality: pd.DataFrame
 ) -> pd.DataFrame:
-    """The per-frame table plus the ROI source's map summary and the receiver's quality."""
-    enc = pd.DataFrame(roi_frames, columns=["frame_id", "roi_mean_delta_qp", "roi_share_max_qp",
-                                            "roi_rects", "scorer_ms", "encode_ms",
-                                            "roi_map_age"])  # fmt: skip
-    q = pd.DataFrame(quality, columns=["frame_id", "psnr_db", "psnr_roi_db", "psnr_bg_db"])
-    q = q.drop_duplicates("frame_id")
-    return frames.merge(enc, on="frame_id", how="left").merge(q, on="frame_id", how="left")
+    """The per-frame table plus the ROI source's map summary and the receiver's quality
+    (the endpoint record's roi_frames and quality tables)."""
+    q = quality.drop_duplicates("frame_id")
+    return frames.merge(roi_frames, on="frame_id", how="left").merge(q, on="frame_id", how="left")

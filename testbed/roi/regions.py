@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import yaml
 
-from testbed.errors import ConfigError, read_input_file
+from testbed import yamlio
+from testbed.errors import ConfigError
+from testbed.files import read_input_file
 from testbed.roi.qpmap import CTU, grid_shape
 
 
@@ -68,7 +70,7 @@ def load_regions(path: str, width: int, height: int, src: str = "regions") -> Re
     """Parse and check a regions file against the video size; errors name the file and key."""
     text = read_input_file(path, "regions file")
     try:
-        data = yaml.safe_load(text)
+        data = yamlio.loads(text)
     except yaml.YAMLError as e:
         raise ConfigError(path, "", f"not valid YAML/JSON ({e})") from None
     if not isinstance(data, dict) or "regions" not in data:

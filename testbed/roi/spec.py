@@ -6,7 +6,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from testbed.errors import ConfigError, strict_mapping
+from testbed import validate
+from testbed.errors import ConfigError
+from testbed.validate import strict_mapping
 
 RATE_CONTROLS = ("bitrate", "crf")
 KEYS = ("question", "scorer", "gamma", "normalise", "score_every", "enabled", "regions",
@@ -62,9 +64,7 @@ def parse_roi(value: Any, src: str, width: int, height: int, key: str = "stream.
     if isinstance(g, bool) or not isinstance(g, int | float) or not math.isfinite(g) or g <= 0:
         raise ConfigError(src, f"{key}.gamma", f"{g!r}: valid: a number > 0 (the paper: 3)")
     for name, lo, hi in (("score_every", 1, 100000), ("crf", 0, 51), ("keyint", 1, 100000)):
-        v = getattr(spec, name)
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise ConfigError(src, f"{key}.{name}", f"{v!r}: valid: a whole number {lo} to {hi}")
+        validate.integer(getattr(spec, name), src, f"{key}.{name}", lo, hi)
     if spec.rate_control not in RATE_CONTROLS:
         raise ConfigError(
             src, f"{key}.rate_control", f"{spec.rate_control!r}: valid: {', '.join(RATE_CONTROLS)}"

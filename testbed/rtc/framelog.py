@@ -1,9 +1,11 @@
-"""The per-frame table, built from wire captures (timing) and endpoint taps (identity). Pure.
+"""The per-frame table, built from wire captures (timing) and endpoint records (identity). Pure.
 
 A frame is the set of media RTP packets with one RTP timestamp on the sender's wire. Each of
-its packets completes at its first arrival on the receiver's wire, as the original or as an RTX
-retransmission (the sender's tap says which original an RTX packet carried). Latency =
+its packets completes at its first arrival on the receiver's wire, as the original, as an RTX
+retransmission, or when its FEC block becomes decodable (the sender's record says what each
+packet it sent was: media, rtx of which original, fec protecting which). Latency =
 complete_ns - sent_first_ns. All times CLOCK_MONOTONIC ns (namespaces share the host clock).
+The same columns for every stack: only the endpoint records (testbed.rtc.record) cross in.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from testbed.rtc.record import EndpointRecord
 from testbed.seqnum import U16
 
 COLUMNS = {
@@ -23,7 +26,7 @@ COLUMNS = {
     "sent_last_ns": "last original packet of the frame on the sender's wire",
     "recv_first_ns": "first packet of the frame on the receiver's wire",
     "complete_ns": "the arrival on the receiver's wire that completed the frame (null if never)",
-    "jitterbuffer_out_ns": "when aiortc's jitter buffer released the frame (null if never)",
+    "jitterbuffer_out_ns": "when the receiver's jitter buffer released the frame (its record; null if never)",
     "latency_ns": "complete_ns - sent_first_ns (null if never complete)",
     "size_bytes": "frame payload bytes (synthetic: exact; video: sum of RTP payloads)",
     "wire_bytes": "IP bytes of the frame's original packets on the sender's wire",
@@ -42,73 +45,98 @@ COLUMNS = {
 }
 
 U32 = 1 << 32
-PTS_TOLERANCE = 2  # 90 kHz ticks
+PTS_TOLERANCE = 2  # 90 kHz ticks: an encoder's time-base conversion may round a timestamp
+
+
+def after_warmup(frames: pd.DataFrame, warmup_s: float) -> pd.DataFrame:
+    """The frames captured warmup_s or more after the first one: the one definition of the
+    warm-up that the summary, the analysis and the benchmarks leave out."""
+    if warmup_s <= 0 or frames.empty:
+        return frames
+    return frames[frames.capture_ns >= frames.capture_ns.min() + warmup_s * 1e9]
 
 
 def _first_times(df: pd.DataFrame, keys: list[str], name: str) -> pd.DataFrame:
     return df.groupby(keys, as_index=False)["t_ns"].min().rename(columns={"t_ns": name})
 
 
-def build_frame_table(
-    source_frames: list[Any],
-    tap_packets: list[Any],
+def label_wire(wire: pd.DataFrame, sent_packets: pd.DataFrame) -> pd.DataFrame:
+    """Wire RTP rows with what the sender's record says each packet was (kind, original_seq,
+    protected), joined on (SSRC, sequence, RTP timestamp); packets it never sent are left out."""
+    ident = sent_packets[["ssrc", "seq", "rtp_ts", "kind", "original_seq", "protected"]]
+    ident = ident.drop_duplicates(["ssrc", "seq", "rtp_ts"]).rename(columns={"rtp_ts": "ts"})
+    ident = ident.astype({"ssrc": "int64", "seq": "int64", "ts": "int64"})
+    rtp = wire[wire.kind == "rtp"].drop(columns=["kind"])
+    rtp = rtp.astype({"ssrc": "int64", "seq": "int64", "ts": "int64"})
+    return rtp.merge(ident, on=["ssrc", "seq", "ts"], how="inner")
+
+
+def frame_table(
+    sender: EndpointRecord,
+    receiver: EndpointRecord,
     sent_wire: pd.DataFrame,
     recv_wire: pd.DataFrame,
-    jitter_frames: list[Any],
-    nacks: list[Any],
-    media_pt: int,
-    rtx_pt: int | None,
     giveup_ns: int,
-    origin: int | None,
-    fec_pt: int | None = None,
-    fec_blocks: list[dict[str, int]] | None = None,
-    fec_recovered: list[Any] | None = None,
+    sizes_from_wire: bool = False,
 ) -> pd.DataFrame:
-    """One row per source frame; see COLUMNS. origin: wire RTP timestamp of pts 0.
+    """The per-frame table of one session from its two endpoint records and wire captures
+    (both filtered to sender -> receiver). sizes_from_wire: the source made pictures that the
+    stack encoded, so size_bytes is the media payload on the wire."""
+    rcv, fb = receiver["frames"], receiver["feedback"]
+    table = build_frame_table(
+        sender["frames"], sender["packets"], sent_wire, recv_wire,
+        released=rcv[rcv.event == "released"][["t_ns", "rtp_ts"]],
+        nack_entries=fb[fb.kind == "nack"][["t_ns", "seq"]],
+        recovered=receiver["recovered"], giveup_ns=giveup_ns,
+    )  # fmt: skip
+    if sizes_from_wire:
+        table["size_bytes"] = _wire_payload_sizes(table, label_wire(sent_wire, sender["packets"]))
+    return table
+
+
+def build_frame_table(
+    source_frames: pd.DataFrame,
+    sent_packets: pd.DataFrame,
+    sent_wire: pd.DataFrame,
+    recv_wire: pd.DataFrame,
+    released: pd.DataFrame,
+    nack_entries: pd.DataFrame,
+    recovered: pd.DataFrame,
+    giveup_ns: int,
+) -> pd.DataFrame:
+    """One row per source frame; see COLUMNS. The inputs are endpoint-record tables
+    (testbed.rtc.record): the sender's frames and packets; the receiver's released frames
+    (t_ns, rtp_ts), NACK entries (t_ns, seq) and FEC-recovered packets (t_ns, seq, rtp_ts).
 
     With FEC, a media packet also completes when its block becomes decodable on the
     receiver's wire: when its originals plus its repair packets that arrived reach k (the
     receiver rebuilds from originals and repair packets, not from retransmissions).
     """
-    src = pd.DataFrame(
-        source_frames,
-        columns=["frame_id", "pts", "capture_ns", "size_bytes", "keyframe", "target_bitrate_bps"],
-    )
-    tap = pd.DataFrame(tap_packets, columns=["t_ns", "pt", "ssrc", "seq", "ts", "marker", "osn"])
-    media_tap = tap[tap.pt == media_pt]
-    if media_tap.empty or src.empty or origin is None:
-        return _empty_table(src)
-
-    def media(df: pd.DataFrame) -> pd.DataFrame:
-        return df[(df.kind == "rtp") & (df.pt == media_pt)]
-
-    sent_media = media(sent_wire)
+    src = source_frames.rename(columns={"rtp_ts": "src_rtp_ts"})
+    if src.empty or src.src_rtp_ts.isna().all() or not (sent_packets.kind == "media").any():
+        return _empty_table(source_frames)
+    sent_all = label_wire(sent_wire, sent_packets)
+    recv_all = label_wire(recv_wire, sent_packets)
+    sent_media = sent_all[sent_all.kind == "media"]
     sent = _first_times(sent_media, ["seq", "ts"], "t_sent")
     sent = sent.merge(
         sent_media.drop_duplicates(["seq", "ts"])[["seq", "ts", "ip_bytes"]], on=["seq", "ts"]
     )
-    arrived = _first_times(media(recv_wire), ["seq", "ts"], "t_orig")
+    arrived = _first_times(recv_all[recv_all.kind == "media"], ["seq", "ts"], "t_orig")
     packets = sent.merge(arrived, on=["seq", "ts"], how="left")
-    rtx_count = pd.DataFrame(columns=["seq", "ts", "retransmissions"])
-    if rtx_pt is not None:
-        rtx_map = tap[tap.pt == rtx_pt][["seq", "ts", "osn"]].drop_duplicates(["seq", "ts"])
-        rtx_recv = recv_wire[(recv_wire.kind == "rtp") & (recv_wire.pt == rtx_pt)]
-        rtx_recv = rtx_recv.merge(rtx_map, on=["seq", "ts"])
-        rtx_first = _first_times(rtx_recv, ["osn", "ts"], "t_rtx").rename(columns={"osn": "seq"})
-        packets = packets.merge(rtx_first, on=["seq", "ts"], how="left")
-        rtx_sent = sent_wire[(sent_wire.kind == "rtp") & (sent_wire.pt == rtx_pt)]
-        rtx_sent = rtx_sent.merge(rtx_map, on=["seq", "ts"])
-        rtx_count = rtx_sent.groupby(["osn", "ts"], as_index=False).size()
-        rtx_count = rtx_count.rename(columns={"osn": "seq", "size": "retransmissions"})
-    else:
-        packets["t_rtx"] = np.nan
+    rtx_recv = _as_original(recv_all[recv_all.kind == "rtx"])
+    rtx_first = _first_times(rtx_recv, ["seq", "ts"], "t_rtx")
+    packets = packets.merge(rtx_first, on=["seq", "ts"], how="left")
+    rtx_sent = _as_original(sent_all[sent_all.kind == "rtx"])
+    rtx_count = rtx_sent.groupby(["seq", "ts"], as_index=False).size()
+    rtx_count = rtx_count.rename(columns={"size": "retransmissions"})
     packets = packets.merge(rtx_count, on=["seq", "ts"], how="left")
     packets["retransmissions"] = packets["retransmissions"].fillna(0).astype("int64")
-    packets["t_fec"] = _fec_decodable(packets, recv_wire, fec_pt, fec_blocks or [])
+    packets["t_fec"] = _fec_decodable(packets, recv_all, _fec_blocks(sent_packets))
     packets["t_first"] = packets[["t_orig", "t_rtx", "t_fec"]].min(axis=1)
     packets["lost_first"] = packets["t_orig"].isna()
     packets["by_rtx"] = packets.lost_first & (packets.t_rtx <= packets.t_fec.fillna(np.inf))
-    packets["nacks"] = _nacks_per_packet(packets, nacks)
+    packets["nacks"] = _nacks_per_packet(packets, nack_entries)
 
     g = packets.groupby("ts")
     frames = pd.DataFrame({
@@ -123,31 +151,36 @@ def build_frame_table(
         "nacks": g.nacks.sum(),
         "by_rtx": g.by_rtx.sum(),
     }).reset_index().rename(columns={"ts": "rtp_ts"})  # fmt: skip
-    frames = frames.merge(_per_ts_bytes(sent_wire, rtx_pt, "rtx"), on="rtp_ts", how="left")
-    frames = frames.merge(_per_ts_bytes(sent_wire, fec_pt, "fec"), on="rtp_ts", how="left")
-    rec = pd.DataFrame(fec_recovered or [], columns=["t_ns", "seq", "rtp_ts"])
-    rec = rec.drop_duplicates(["seq", "rtp_ts"]).groupby("rtp_ts").size().rename("fec_recovered")
-    frames = frames.merge(rec, left_on="rtp_ts", right_index=True, how="left")
-    # The encoder's time-base conversion may round a pts by a tick: match to the nearest.
-    wire_pts = (frames.rtp_ts.astype("int64") - origin) % U32
-    frames["wire_pts"] = wire_pts.where(wire_pts < U32 // 2, wire_pts - U32)  # -1 tick, not 2^32-1
+    frames = frames.merge(_per_ts_bytes(sent_all, "rtx"), on="rtp_ts", how="left")
+    frames = frames.merge(_per_ts_bytes(sent_all, "fec"), on="rtp_ts", how="left")
+    rec = recovered.drop_duplicates(["seq", "rtp_ts"]).groupby("rtp_ts").size()
+    frames = frames.merge(
+        rec.rename("fec_recovered"), left_on="rtp_ts", right_index=True, how="left"
+    )
+    # wire frames to source frames by RTP timestamp, relative to the first source frame's (so a
+    # wrap of the 32-bit clock cannot break the order), to the nearest within a tick or two
+    origin = int(src.src_rtp_ts.dropna().iloc[0])
+
+    def rel(ts: pd.Series) -> pd.Series:
+        r = (ts.astype("int64") - origin) % U32
+        return r.where(r < U32 // 2, r - U32)
+
+    frames["rel"] = rel(frames.rtp_ts)
+    keyed = src.dropna(subset=["src_rtp_ts"])
+    keyed = pd.DataFrame({"frame_id": keyed.frame_id, "rel": rel(keyed.src_rtp_ts)}).sort_values(
+        "rel"
+    )
     frames = pd.merge_asof(
-        frames.sort_values("wire_pts"), src[["pts"]].sort_values("pts"),
-        left_on="wire_pts", right_on="pts", direction="nearest", tolerance=PTS_TOLERANCE,
-    ).dropna(subset=["pts"])  # fmt: skip
-    frames["pts"] = frames["pts"].astype("int64")
-    jb = pd.DataFrame(jitter_frames, columns=["jitterbuffer_out_ns", "rtp_ts", "jb_bytes", "head"])
-    jb = jb.groupby("rtp_ts", as_index=False).jitterbuffer_out_ns.min()
-    frames = frames.merge(jb, on="rtp_ts", how="left").drop(columns=["wire_pts"])
-    table = src.merge(frames, on="pts", how="left")
-    table["rtp_ts"] = table.rtp_ts.fillna((table.pts + origin) % U32).astype("int64")
-    for col in (
-        "sent_first_ns",
-        "sent_last_ns",
-        "recv_first_ns",
-        "complete_ns",
-        "jitterbuffer_out_ns",
-    ):
+        frames.sort_values("rel"), keyed, on="rel", direction="nearest", tolerance=PTS_TOLERANCE
+    ).dropna(subset=["frame_id"])
+    frames["frame_id"] = frames["frame_id"].astype("int64")
+    jb = released.groupby("rtp_ts", as_index=False).t_ns.min()
+    jb = jb.rename(columns={"t_ns": "jitterbuffer_out_ns"}).astype({"rtp_ts": "int64"})
+    frames = frames.merge(jb, on="rtp_ts", how="left").drop(columns=["rel"])
+    table = src.merge(frames, on="frame_id", how="left")
+    table["rtp_ts"] = table.rtp_ts.fillna(table.src_rtp_ts).astype("int64")
+    for col in ("sent_first_ns", "sent_last_ns", "recv_first_ns", "complete_ns",
+                "jitterbuffer_out_ns"):  # fmt: skip
         table[col] = table[col].round().astype("Int64")
     for col in ("packets", "wire_bytes", "packets_lost_first_try", "retransmissions", "nacks",
                 "rtx_bytes", "fec_packets", "fec_bytes", "fec_recovered", "by_rtx"):  # fmt: skip
@@ -166,50 +199,68 @@ def build_frame_table(
     return table[list(COLUMNS)]
 
 
-def _per_ts_bytes(wire: pd.DataFrame, pt: int | None, name: str) -> pd.DataFrame:
-    """Packets and IP bytes of one payload type per RTP timestamp (RTX, FEC)."""
-    cols = ["rtp_ts", f"{name}_packets", f"{name}_bytes"]
-    if pt is None:
-        return pd.DataFrame(columns=cols)
-    sel = wire[(wire.kind == "rtp") & (wire.pt == pt)]
-    g = sel.groupby("ts")
-    out = pd.DataFrame({f"{name}_packets": g.size(), f"{name}_bytes": g.ip_bytes.sum()})
-    return out.reset_index().rename(columns={"ts": "rtp_ts"})[cols]
+def _as_original(rtx: pd.DataFrame) -> pd.DataFrame:
+    """RTX rows keyed by the original they carry (seq := original_seq)."""
+    return rtx.assign(seq=rtx.original_seq.astype("int64"))
+
+
+def _wire_payload_sizes(frames: pd.DataFrame, sent_labelled: pd.DataFrame) -> Any:
+    """Encoded frames: bytes on the wire minus IP/UDP/RTP/SRTP overheads, per RTP timestamp."""
+    media = sent_labelled[sent_labelled.kind == "media"].drop_duplicates(["seq", "ts"])
+    per = (media.ip_bytes - 28 - 12 - 12 - 10).groupby(media.ts).sum()
+    return frames.rtp_ts.map(per).fillna(0).astype("int64")
+
+
+def _per_ts_bytes(labelled: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """Packets and IP bytes of one kind (rtx, fec) per RTP timestamp, on a labelled wire."""
+    cols = ["rtp_ts", f"{kind}_packets", f"{kind}_bytes"]
+    g = labelled[labelled.kind == kind].groupby("ts")
+    out = pd.DataFrame({f"{kind}_packets": g.size(), f"{kind}_bytes": g.ip_bytes.sum()})
+    return out.reset_index().rename(columns={"ts": "rtp_ts"}).reindex(columns=cols)
+
+
+def _fec_blocks(sent_packets: pd.DataFrame) -> list[tuple[int, int, int, list[int]]]:
+    """(rtp ts, first protected seq, k, repair seqs) per FEC block, from the sender's record."""
+    fec = sent_packets[(sent_packets.kind == "fec") & sent_packets.original_seq.notna()]
+    return [
+        (int(ts), int(first), int(group.protected.iloc[0]), [int(x) for x in group.seq])
+        for (ts, first), group in fec.groupby(["rtp_ts", "original_seq"])
+    ]
 
 
 def _fec_decodable(
-    packets: pd.DataFrame, recv_wire: pd.DataFrame, fec_pt: int | None, blocks: list[dict[str, int]]
+    packets: pd.DataFrame,
+    recv_labelled: pd.DataFrame,
+    blocks: list[tuple[int, int, int, list[int]]],
 ) -> pd.Series:
     """Per media packet: when its FEC block became decodable on the receiver's wire (NaN: never)."""
-    if fec_pt is None or not blocks:
+    if not blocks:
         return pd.Series(np.nan, index=packets.index, dtype="float64")
-    rep = recv_wire[(recv_wire.kind == "rtp") & (recv_wire.pt == fec_pt)]
+    rep = recv_labelled[recv_labelled.kind == "fec"]
     repair_at = rep.groupby(["seq", "ts"]).t_ns.min().to_dict()
     index = {
         (int(s), int(t)): i for i, (s, t) in enumerate(zip(packets.seq, packets.ts, strict=True))
     }
     t_orig = packets.t_orig.to_numpy(dtype="float64")
     at_fec = np.full(len(packets), np.nan)
-    for b in blocks:
-        rows = [index.get(((b["first_seq"] + i) % U16, b["ts"])) for i in range(b["k"])]
+    for ts, first, k, repairs in blocks:
+        rows = [index.get(((first + i) % U16, ts)) for i in range(k)]
         times = [t_orig[r] for r in rows if r is not None]
         times = [t for t in times if not np.isnan(t)]
-        times += [repair_at[key] for j in range(b["m"])
-                  if (key := ((b["repair_first_seq"] + j) % U16, b["ts"])) in repair_at]  # fmt: skip
-        if len(times) >= b["k"]:
-            at = sorted(times)[b["k"] - 1]
+        times += [repair_at[(seq, ts)] for seq in repairs if (seq, ts) in repair_at]
+        if len(times) >= k:
+            at = sorted(times)[k - 1]
             for r in rows:
                 if r is not None:
                     at_fec[r] = at
     return pd.Series(at_fec, index=packets.index)
 
 
-def _nacks_per_packet(packets: pd.DataFrame, nacks: list[Any]) -> pd.Series:
+def _nacks_per_packet(packets: pd.DataFrame, nack_entries: pd.DataFrame) -> pd.Series:
     """NACK entries per packet: each requested seq goes to the latest packet sent before it."""
-    rows = [(t, seq) for t, seqs in nacks for seq in seqs]
-    if not rows:
+    if nack_entries.empty:
         return pd.Series(0, index=packets.index, dtype="int64")
-    req = pd.DataFrame(rows, columns=["t_ns", "seq"]).sort_values("t_ns")
+    req = nack_entries[["t_ns", "seq"]].sort_values("t_ns")
     sent = packets[["seq", "ts", "t_sent"]].sort_values("t_sent")
     req["seq"] = req["seq"].astype(sent["seq"].dtype)
     req["t_ns"] = req["t_ns"].astype("float64")
@@ -224,6 +275,7 @@ def _nacks_per_packet(packets: pd.DataFrame, nacks: list[Any]) -> pd.Series:
 
 def _empty_table(src: pd.DataFrame) -> pd.DataFrame:
     table = src.copy()
+    table["rtp_ts"] = table["rtp_ts"].astype("Int64")
     for col in COLUMNS:
         if col not in table:
             table[col] = pd.NA

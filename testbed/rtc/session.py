@@ -4,9 +4,13 @@ The cell folder (one cell of a sweep later):
   frames.parquet, frames.csv   the per-frame table (testbed.rtc.framelog.COLUMNS)
   timeseries.csv               per second: target vs achieved bitrate, latency, losses
   cell.json                    resolved topology + stream config, environment, summary
+  stream.json                  the stream spec the endpoints were given (and re-validated)
   sender.pcap, receiver.pcap   wire captures (kernel ns timestamps; open them in Wireshark)
   link-*.log, link-*.stats.json  the emulator's per-packet link logs
-  sender.json, receiver.json   what the endpoint taps saw (identity, not timing)
+  sender/, receiver/           the endpoint records (testbed.rtc.record: identity, not timing)
+
+The session knows a stack only through testbed.rtc.stack (how to start an endpoint) and the
+endpoint records; the wire captures time everything.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import platform
 import select
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,16 +30,20 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from testbed.analysis.timeseries import cell_series
 from testbed.config import TopologySpec
 from testbed.errors import TestbedError
+from testbed.files import write_atomic, write_json_atomic
 from testbed.net import names
 from testbed.net.network import Network
+from testbed.net.shaper import Backend
 from testbed.roi.quality import add_roi_columns
 from testbed.rtc.capture import Capture, read_pcap, to_frame
-from testbed.rtc.framelog import build_frame_table
+from testbed.rtc.framelog import after_warmup, frame_table
+from testbed.rtc.record import EndpointRecord, parquet_bytes
 from testbed.rtc.spec import StreamSpec
-from testbed.shaping.base import Backend
+from testbed.rtc.stack import get_stack
+from testbed.rtc.timeseries import cell_series
+from testbed.versions import package_versions
 
 Say = Callable[[str], None]
 
@@ -44,15 +51,11 @@ Say = Callable[[str], None]
 class Endpoint:
     """An endpoint process in its host, spoken to with JSON lines on stdin/stdout."""
 
-    def __init__(self, net: Network, role: str, host: str, spec: StreamSpec, out: Path) -> None:
+    def __init__(self, net: Network, role: str, host: str, argv: list[str], out: Path) -> None:
         self.role = role
         self.errfile = open(out / f"{role}.stderr", "w")  # noqa: SIM115 (closed in close())
-        self.proc = net.popen(
-            host,
-            [sys.executable, "-m", "testbed.rtc.endpoint", role,
-             "--spec", json.dumps(spec.to_dict()), "--out", str(out)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errfile, text=True,
-        )  # fmt: skip
+        self.proc = net.popen(host, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=self.errfile, text=True)  # fmt: skip
 
     def send(self, message: dict[str, Any]) -> None:
         stdin: IO[str] | None = self.proc.stdin
@@ -101,26 +104,16 @@ class StreamResult:
 
 
 def _environment(backend: str) -> dict[str, Any]:
-    from importlib.metadata import version
-
-    def v(pkg: str) -> str:
-        try:
-            return version(pkg)
-        except Exception:
-            return "?"
-
     return {
         "kernel": platform.release(), "python": platform.python_version(),
         "machine": platform.machine(), "cpus": os.cpu_count(), "link_backend": backend,
-        "versions": {p: v(p) for p in ("rtc-testbed", "aiortc", "av", "pyroute2", "numpy", "pandas")},
+        "versions": package_versions(),
     }  # fmt: skip
 
 
-def summarize(frames: pd.DataFrame, spec: StreamSpec, t0_ns: int | None) -> dict[str, Any]:
+def summarize(frames: pd.DataFrame, spec: StreamSpec) -> dict[str, Any]:
     """Short numbers for the terminal and cell.json; warm-up frames excluded."""
-    f = frames
-    if t0_ns is not None and spec.warmup_s > 0:
-        f = f[f.capture_ns >= t0_ns + spec.warmup_s * 1e9]
+    f = after_warmup(frames, spec.warmup_s)
     sent = f[f.status != "not_sent"]
     done = sent[sent.status == "complete"]
     lat = done.latency_ns.astype("float64").to_numpy() / 1e6
@@ -160,6 +153,9 @@ def run_stream(
     link_index = matches[0]
     link = topology.links[link_index]
     side = {link.between[0]: "a", link.between[1]: "b"}
+    stack = get_stack(spec.stack, "stream")
+    spec_path = out / "stream.json"
+    write_json_atomic(spec_path, spec.to_dict())
     net = Network(topology, backend, run=run, backend_reason=backend_reason,
                   log_dir=out / "links", seed=seed)  # fmt: skip
     started = time.time_ns()
@@ -180,9 +176,11 @@ def run_stream(
         try:
             for cap in caps.values():
                 cap.wait_ready()
-            receiver = Endpoint(net, "receiver", spec.receiver, spec, out)
+            receiver = Endpoint(net, "receiver", spec.receiver,
+                                stack.endpoint_argv("receiver", spec_path, out), out)  # fmt: skip
             endpoints.append(receiver)
-            sender = Endpoint(net, "sender", spec.sender, spec, out)
+            sender = Endpoint(net, "sender", spec.sender,
+                              stack.endpoint_argv("sender", spec_path, out), out)  # fmt: skip
             endpoints.append(sender)
             offer = sender.expect("offer", spec.connect_timeout_s)
             receiver.send({"type": "offer", "sdp": offer["sdp"]})
@@ -207,55 +205,41 @@ def run_stream(
     for ep in endpoints:
         if ep.proc.returncode != 0:
             raise TestbedError(f"{ep.role} exited with {ep.proc.returncode}{ep._tail()}")
-    snd = json.loads((out / "sender.json").read_text())
-    rcv = json.loads((out / "receiver.json").read_text())
+    snd = EndpointRecord.read(out, "sender")
+    rcv = EndpointRecord.read(out, "receiver")
     sender_ip, receiver_ip = info.hosts[spec.sender].address, info.hosts[spec.receiver].address
     sent_wire = to_frame(read_pcap(out / "sender.pcap"), offset)
     recv_wire = to_frame(read_pcap(out / "receiver.pcap"), offset)
     sent_wire = sent_wire[(sent_wire.src == sender_ip) & (sent_wire.dst == receiver_ip)]
     recv_wire = recv_wire[(recv_wire.src == sender_ip) & (recv_wire.dst == receiver_ip)]
-    frames = build_frame_table(
-        snd["frames"], snd["packets"], sent_wire, recv_wire,
-        [(t, ts, n, bytes.fromhex(h)) for t, ts, n, h in rcv["frames_out"]], rcv["nacks"],
-        snd["media_pt"], snd["rtx_pt"], int(spec.giveup_ms * 1e6), snd["rtp_origin"],
-        fec_pt=snd.get("fec_pt"), fec_blocks=snd.get("fec_blocks"),
-        fec_recovered=rcv.get("fec_recovered"),
-    )  # fmt: skip
-    if spec.source == "video":
-        frames["size_bytes"] = _video_sizes(frames, sent_wire, snd["media_pt"])
+    frames = frame_table(snd, rcv, sent_wire, recv_wire, int(spec.giveup_ms * 1e6),
+                         sizes_from_wire=spec.source == "video")  # fmt: skip
     if spec.source == "roi":
-        frames = add_roi_columns(frames, snd.get("roi_frames", []), rcv.get("quality", []))
-    summary = summarize(frames, spec, snd.get("track_start_ns"))
-    tmp = out / "frames.parquet.tmp"
-    frames.to_parquet(tmp, index=False)
-    os.replace(tmp, out / "frames.parquet")
-    frames.to_csv(out / "frames.csv", index=False)
+        frames = add_roi_columns(frames, snd["roi_frames"], rcv["quality"])
+    summary = summarize(frames, spec)
+    write_atomic(out / "frames.parquet", parquet_bytes(frames))
+    write_atomic(out / "frames.csv", frames.to_csv(index=False))
     cell = {
         "topology": {"source": topology.source, "hosts": list(topology.hosts),
                      "links": {lk.name: {"between": list(lk.between), "uplink": lk.uplink.to_dict(),
                                          "downlink": lk.downlink.to_dict()} for lk in topology.links}},
         "stream": spec.to_dict(), "seed": info.seed, "backend": info.backend,
         "backend_reason": info.backend_reason, "environment": _environment(info.backend),
-        "rtcp_received_by_sender": snd["rtcp_received"], "plis_sent": len(rcv["plis"]),
-        "cpu": {"sender": snd["cpu"], "receiver": rcv["cpu"]},
-        "abr": snd.get("abr"), "fec_nacks_saved": rcv.get("fec_nacks_saved", 0),
-        "keyframe_requests": snd.get("keyframe_requests", 0),
+        "stack": {"sender": snd.stack, "receiver": rcv.stack},
+        "encrypted": snd.info.get("encrypted"),
+        "rtcp_received_by_sender": snd.info.get("rtcp_received"),
+        "plis_sent": rcv.info.get("plis", 0),
+        "cpu": {"sender": snd.info.get("cpu"), "receiver": rcv.info.get("cpu")},
+        "abr": snd.info.get("abr"), "fec_nacks_saved": rcv.info.get("fec_nacks_saved", 0),
+        "keyframe_requests": snd.info.get("keyframe_requests", 0),
         "capture": capture_stats, "clock_offset_real_minus_mono_ns": offset,
         "started_real_ns": started, "ended_real_ns": time.time_ns(), "summary": summary,
         "pcap_bytes": {r: (out / f"{r}.pcap").stat().st_size for r in ("sender", "receiver")},
     }  # fmt: skip
-    (out / "cell.json").write_text(json.dumps(cell, indent=1, default=str))
+    write_json_atomic(out / "cell.json", cell)
     for p in (out / "links").glob("*"):
         if p.suffix in (".log", ".json"):
             shutil.copy(p, out / p.name)
     shutil.rmtree(out / "links", ignore_errors=True)
-    cell_series(out).to_csv(out / "timeseries.csv", index=False)
+    write_atomic(out / "timeseries.csv", cell_series(out).to_csv(index=False))
     return StreamResult(out, frames, summary)
-
-
-def _video_sizes(frames: pd.DataFrame, sent_wire: pd.DataFrame, media_pt: int) -> Any:
-    """Encoded frames: bytes on the wire minus IP/UDP/RTP/SRTP overheads, per RTP timestamp."""
-    media = sent_wire[(sent_wire.kind == "rtp") & (sent_wire.pt == media_pt)]
-    media = media.drop_duplicates(["seq", "ts"])
-    per = (media.ip_bytes - 28 - 12 - 12 - 10).groupby(media.ts).sum()
-    return frames.rtp_ts.map(per).fillna(0).astype("int64")

@@ -19,7 +19,7 @@ from testbed.config import TopologySpec
 from testbed.errors import KernelError, UnavailableError
 from testbed.net import names
 from testbed.net.ledger import Ledger, process_start_ticks
-from testbed.shaping.base import DirectionPlan
+from testbed.net.shaper import DirectionPlan
 
 READY_TIMEOUT_S = 15.0
 TABLE_BASE = 100

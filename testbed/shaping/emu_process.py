@@ -320,10 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     write_pidfile(args.pidfile)  # first: a crash of the parent cannot hide this process
 
     from testbed.config import parse_link_spec
+    from testbed.config.traces import load_trace
     from testbed.net.nsenter import enter_netns
     from testbed.shaping.linklog import write_header
     from testbed.shaping.model import LinkModel
-    from testbed.shaping.traces import load_trace
 
     spec = parse_link_spec(json.loads(args.spec), "--spec", "spec", Path("/"))
     trace = load_trace(spec.trace) if spec.trace else None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from testbed.config import GilbertElliottSpec, LinkSpec
-from testbed.shaping.traces import OPPORTUNITY_BYTES, Trace
+from testbed.config.traces import OPPORTUNITY_BYTES, Trace
 
 DELIVER = "deliver"
 DROP_LOSS = "drop_loss"

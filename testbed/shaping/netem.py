@@ -15,7 +15,7 @@ from testbed.config import TopologySpec
 from testbed.errors import KernelError, UnavailableError
 from testbed.net.ledger import Ledger
 from testbed.net.nsenter import enter_netns
-from testbed.shaping.base import DirectionPlan
+from testbed.net.shaper import DirectionPlan
 from testbed.shaping.netem_params import netem_params
 
 

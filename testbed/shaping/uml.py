@@ -25,7 +25,7 @@ from testbed.errors import KernelError, UnavailableError
 from testbed.net import names, netns
 from testbed.net.ledger import process_start_ticks
 from testbed.net.nsenter import enter_netns
-from testbed.shaping.base import DirectionPlan
+from testbed.net.shaper import DirectionPlan
 from testbed.shaping.netem_params import netem_params
 
 UML = "/usr/bin/linux.uml"

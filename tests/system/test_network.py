@@ -12,10 +12,10 @@ import pytest
 from testbed.bench.link import iperf3_udp, probe
 from testbed.bench.metrics import binomial_interval
 from testbed.config import LinkDef, LinkSpec, TopologySpec, load_topology
+from testbed.config.traces import load_trace
 from testbed.net.network import Network
 from testbed.shaping.backends import make_backend
 from testbed.shaping.linklog import read_link_log
-from testbed.shaping.traces import load_trace
 from tests.conftest import ROOT
 from tests.system.conftest import namespaces_of
 

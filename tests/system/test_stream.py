@@ -10,8 +10,9 @@ import pytest
 
 from testbed.config import load_topology
 from testbed.rtc.capture import read_pcap
+from testbed.rtc.record import EndpointRecord
 from testbed.rtc.session import run_stream
-from testbed.rtc.spec import StreamSpec
+from testbed.rtc.spec import parse_stream
 from testbed.shaping.backends import make_backend
 from testbed.shaping.linklog import read_link_log
 from tests.conftest import ROOT
@@ -22,7 +23,7 @@ P2P = ROOT / "topologies" / "p2p.yaml"
 
 def session(run: str, out: Path, sets: list[str], **stream: object) -> pd.DataFrame:
     topo = load_topology(P2P, sets)
-    spec = StreamSpec(**{"bitrate_mbps": 2.0, "duration_s": 5.0, **stream})  # type: ignore[arg-type]
+    spec = parse_stream({"bitrate_mbps": 2.0, "duration_s": 5.0, **stream}, "test")
     result = run_stream(topo, spec, out, make_backend("emu"), "test", run=run, seed=3)
     assert namespaces_of(run) == []
     return result.frames
@@ -53,6 +54,15 @@ def test_lossless_session(run: str, tmp_path: Path) -> None:
     cell = json.loads((tmp_path / "cell.json").read_text())
     assert cell["stream"]["history_packets"] == 128 and cell["backend"] == "emu"
     assert cell["summary"]["achieved_mbps"] == pytest.approx(2.0, rel=0.02)
+    assert cell["stack"] == {"sender": "aiortc", "receiver": "aiortc"}
+    # the sender's record names every RTP packet on its wire: all media, one SSRC
+    sent = EndpointRecord.read(tmp_path, "sender")
+    assert (sent["packets"].kind == "media").all() and sent["packets"].ssrc.nunique() == 1
+    wire_rtp = [r for r in _wire(tmp_path, "sender") if r[4] == "rtp"]
+    assert len(wire_rtp) == len(sent["packets"]) == frames.packets.sum()
+    assert len(sent["frames"]) == 150 and sent["frames"].rtp_ts.notna().all()
+    released = EndpointRecord.read(tmp_path, "receiver")["frames"]
+    assert (released.event == "released").sum() >= 149
 
 
 def test_lossy_session_retransmits_and_accounts_for_every_drop(run: str, tmp_path: Path) -> None:
@@ -114,7 +124,7 @@ def test_video_source(run: str, tmp_path: Path, codec: str) -> None:
     cell = json.loads((tmp_path / "cell.json").read_text())
     assert cell["stream"]["codec"] == codec
     assert cell["summary"]["achieved_mbps"] > 0.05
-    sdp_pt = json.loads((tmp_path / "sender.json").read_text())["media_pt"]
+    sdp_pt = EndpointRecord.read(tmp_path, "sender").info["payload_types"]["media"]
     assert sdp_pt in set(pd.DataFrame(read_pcap(tmp_path / "receiver.pcap"))[5])
 
 
@@ -126,6 +136,8 @@ def test_video_source(run: str, tmp_path: Path, codec: str) -> None:
         (["--source", "webcam"], "stream.source: 'webcam' is unknown; valid: synthetic, video"),
         (["--source", "video", "--video", "/etc/hostname"], "cannot be read as video"),
         (["--source", "video", "--video", "/no/such.mp4"], "no such video file"),
+        (["--stack", "webrtc-rs"], "stream.stack: 'webrtc-rs' is unknown; valid: aiortc"),
+        (["--codec", "av1", "--source", "video"], "'av1' is not offered by stack aiortc"),
     ],
 )
 def test_stream_bad_input(run: str, tmp_path: Path, args: list[str], message: str) -> None:

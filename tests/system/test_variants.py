@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from testbed.rtc.record import EndpointRecord
 from tests.system.conftest import namespaces_of, run_cli
 from tests.system.test_stream import P2P, session
 
@@ -29,8 +30,7 @@ def test_rs_fec_rebuilds_losses_within_one_way_delay(run: str, tmp_path: Path) -
     # 2 Mbps / 30 fps = 7 packets; 50% -> 4 repair packets per frame, on the wire
     assert (frames[frames.status != "not_sent"].fec_packets == 4).all()
     assert frames.fec_bytes.sum() > 0.5 * frames.wire_bytes.sum()
-    recv = json.loads((tmp_path / "receiver.json").read_text())
-    assert recv["fec_nacks_saved"] > 0
+    assert EndpointRecord.read(tmp_path, "receiver").info["fec_nacks_saved"] > 0
 
 
 def test_xor_fec_without_nack(run: str, tmp_path: Path) -> None:
@@ -96,15 +96,15 @@ def test_frame_feedback_reaches_the_controller_with_honest_latency(
     frames = session(run, tmp_path, [*LINK, "uplink.loss_pct=2"], bitrate_mbps=2.0, duration_s=5.0,
                      abr="tests.system.abr_fixtures:FrameLatencyProbe")  # fmt: skip
     assert frames.target_bitrate_bps.iloc[-1] == 1.5e6
-    abr = json.loads((tmp_path / "sender.json").read_text())["abr"]
-    reported = pd.DataFrame(abr["frame_estimates"], columns=["rtp_ts", "est_ms"])
+    reported = EndpointRecord.read(tmp_path, "sender")["estimates"]
+    reported = reported.rename(columns={"latency_ms": "est_ms"})
     assert len(reported) > 0.8 * len(frames)  # every completed frame but the first is reported
     est = reported.dropna()  # no estimate until aiortc knows the RTT (its first RR, ~1-2 s)
     assert len(est) > 0.4 * len(frames)
     both = est.merge(frames[["rtp_ts", "latency_ns"]].dropna(), on="rtp_ts")
     error = (both.est_ms - both.latency_ns.astype(float) / 1e6).abs()
     assert error.median() < 3.0, error.describe()
-    assert json.loads((tmp_path / "receiver.json").read_text())["frame_feedback_reports"] > 30
+    assert EndpointRecord.read(tmp_path, "receiver").info["frame_feedback_reports"] > 30
 
 
 def test_fec_table_policy_follows_the_reported_loss(run: str, tmp_path: Path) -> None:

@@ -114,8 +114,8 @@ def test_ambiguous_set_with_two_links() -> None:
         "links": [{"name": "x", "between": ["a", "b"]}, {"name": "y", "between": ["b", "c"]}],
     }
     with pytest.raises(ConfigError, match=r"x\.uplink\.loss_pct"):
-        apply_overrides(raw, ["uplink.loss_pct=1"])
-    out = apply_overrides(raw, ["y.uplink.loss_pct=1"])
+        apply_overrides(raw, [("uplink.loss_pct", 1)])
+    out = apply_overrides(raw, [("y.uplink.loss_pct", 1)])
     assert out["links"][1]["uplink"]["loss_pct"] == 1
 
 

@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 
 from testbed.analysis.metrics import bootstrap_ci, side_by_side, yellow_region
-from testbed.analysis.model import (
+from testbed.errors import ConfigError
+from testbed.experiment.spec import load_experiment
+from testbed.models.latency import (
     LinkModelInput,
     latency_quantile_ms,
     p_frame_hit,
     packets_per_frame,
 )
-from testbed.errors import ConfigError
-from testbed.experiment.spec import load_experiment
 from tests.conftest import ROOT
 
 
@@ -170,3 +170,37 @@ def test_any_varying_grid_key_is_its_own_configuration() -> None:
     table = config_table(cells)
     assert list(table["stream.late_packets"]) == ["aiortc", "drop"]
     assert list(table.repetitions) == [2, 2] and list(table.latency_p95_ms) == [200.0, 100.0]
+
+
+@pytest.mark.parametrize("text", ["[0.00001, 0.001]", "[1e-5, 1.0e-3]", "[1E-5, 0.001]"])
+def test_exponent_grid_values_are_numbers(tmp_path: Path, text: str) -> None:
+    """A grid value travels as a value (never printed and re-read), and YAML 1.2 numbers are
+    numbers: 1e-5 was refused as "'1e-05' is not a number" before."""
+    exp = load_experiment(write(tmp_path, f"grid: {{uplink.loss_pct: {text}}}\n"))
+    assert [c.topology.links[0].uplink.loss_pct for c in exp.cells] == [1e-5, 1e-3]
+
+
+def test_a_non_number_in_a_grid_is_still_one_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'5%' is not a number") as e:
+        load_experiment(write(tmp_path, "grid: {uplink.loss_pct: [1, 5%]}\n"))
+    assert e.value.key == "links.p2p.uplink.loss_pct" or "loss_pct" in e.value.key
+
+
+def test_a_cell_job_reads_back_to_the_same_specs(tmp_path: Path) -> None:
+    """What a cell runs is what the experiment resolved: to_dict -> validated again -> equal."""
+    from testbed.config import topology_from_dict
+    from testbed.rtc.spec import parse_stream
+
+    exp = load_experiment(write(tmp_path, "stream: {nack: retry, fec: rs}\n"
+                                "grid: {uplink.loss_pct: [2], downlink.delay_ms: [5]}\n"))  # fmt: skip
+    cell = exp.cells[0]
+    topo = topology_from_dict(cell.topology.to_dict(), cell.topology.source)
+    assert topo == cell.topology
+    assert parse_stream(cell.stream.to_dict(), "job") == cell.stream
+    assert cell.stream.options["nack"] == "retry" and cell.stream.fec["scheme"] == "rs"
+
+
+def test_every_shipped_experiment_keeps_working() -> None:
+    for path in sorted((ROOT / "experiments").glob("*.yaml")):
+        exp = load_experiment(path, max_cells=10**6)
+        assert exp.cells and all(c.stream.stack == "aiortc" for c in exp.cells), path

@@ -1,44 +1,75 @@
-"""The per-frame table from hand-made wire records: loss, RTX mapping, give-up, jitter buffer."""
+"""The per-frame table from hand-made endpoint records and wire captures: loss, RTX mapping,
+FEC, give-up, jitter buffer, and the one warm-up rule."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
-from testbed.rtc.framelog import COLUMNS, build_frame_table
+from testbed.rtc.framelog import COLUMNS, after_warmup, frame_table
+from testbed.rtc.record import EndpointRecord
+from testbed.rtc.record import table as record_table
 
-MEDIA, RTX, ORIGIN = 97, 98, 1000
+MEDIA, RTX, FEC = 97, 98, 120
+SSRC = {MEDIA: 1, RTX: 2, FEC: 3}
+ORIGIN = 1000
 MS = 1_000_000
 
 
 def wire(rows: list[tuple[int, int, int, int]]) -> pd.DataFrame:
     """rows of (t_ns, pt, seq, ts) as capture.to_frame makes them."""
     return pd.DataFrame(
-        [(t, "a", "b", 1368, "rtp", pt, 0, seq, ts, 1) for t, pt, seq, ts in rows],
+        [(t, "a", "b", 1368, "rtp", pt, 0, seq, ts, SSRC[pt]) for t, pt, seq, ts in rows],
         columns=["t_ns", "src", "dst", "ip_bytes", "kind", "pt", "marker", "seq", "ts", "ssrc"],
     )
 
 
-def table(**kw: object) -> pd.DataFrame:
-    src = [(0, 0, 0, 2000, True, 1e6), (1, 3000, 33 * MS, 2000, False, 1e6),
-           (2, 6000, 66 * MS, 2000, False, 2e6)]  # fmt: skip
-    tap = [
-        (0, MEDIA, 1, 10, ORIGIN, 0, -1), (0, MEDIA, 1, 11, ORIGIN, 1, -1),
-        (0, MEDIA, 1, 12, ORIGIN + 3000, 0, -1), (0, MEDIA, 1, 13, ORIGIN + 3000, 1, -1),
-        (0, RTX, 2, 500, ORIGIN + 3000, 0, 12), (0, RTX, 2, 501, ORIGIN + 3000, 0, 12),
-    ]  # fmt: skip
-    sent = wire([(1 * MS, MEDIA, 10, ORIGIN), (2 * MS, MEDIA, 11, ORIGIN),
+def _sent() -> pd.DataFrame:
+    return wire([(1 * MS, MEDIA, 10, ORIGIN), (2 * MS, MEDIA, 11, ORIGIN),
                  (34 * MS, MEDIA, 12, ORIGIN + 3000), (35 * MS, MEDIA, 13, ORIGIN + 3000),
                  (100 * MS, RTX, 500, ORIGIN + 3000), (101 * MS, RTX, 501, ORIGIN + 3000)])  # fmt: skip
-    recv = wire([(31 * MS, MEDIA, 10, ORIGIN), (32 * MS, MEDIA, 11, ORIGIN),
+
+
+def _recv() -> pd.DataFrame:
+    return wire([(31 * MS, MEDIA, 10, ORIGIN), (32 * MS, MEDIA, 11, ORIGIN),
                  (65 * MS, MEDIA, 13, ORIGIN + 3000), (131 * MS, RTX, 501, ORIGIN + 3000)])  # fmt: skip
-    args = dict(
-        source_frames=src, tap_packets=tap, sent_wire=sent, recv_wire=recv,
-        jitter_frames=[(40 * MS, ORIGIN, 2000, b""), (140 * MS, ORIGIN + 3000, 2000, b"")],
-        nacks=[(66 * MS, [12]), (90 * MS, [12])], media_pt=MEDIA, rtx_pt=RTX,
-        giveup_ns=1000 * MS, origin=ORIGIN,
-    )  # fmt: skip
-    args.update(kw)
-    return build_frame_table(**args)  # type: ignore[arg-type]
+
+
+def records(origin: int = ORIGIN, fec: bool = False,
+            recovered: list[Any] | None = None) -> tuple[EndpointRecord, EndpointRecord]:  # fmt: skip
+    u32 = 1 << 32
+    frames = [(0, 0, origin, 2000, True, 1e6), (1, 33 * MS, (origin + 3000) % u32, 2000, False, 1e6),
+              (2, 66 * MS, (origin + 6000) % u32, 2000, False, 2e6)]  # fmt: skip
+    packets: list[tuple[Any, ...]] = [
+        (0, "media", 1, 10, ORIGIN, MEDIA, False, None, None),
+        (0, "media", 1, 11, ORIGIN, MEDIA, True, None, None),
+        (0, "media", 1, 12, ORIGIN + 3000, MEDIA, False, None, None),
+        (0, "media", 1, 13, ORIGIN + 3000, MEDIA, True, None, None),
+        (0, "rtx", 2, 500, ORIGIN + 3000, RTX, False, 12, None),
+        (0, "rtx", 2, 501, ORIGIN + 3000, RTX, False, 12, None),
+    ]
+    if fec:  # one repair packet protecting seqs 12 and 13
+        packets.append((0, "fec", 3, 900, ORIGIN + 3000, FEC, False, 12, 2))
+    sender = EndpointRecord("sender", "test", tables={
+        "frames": record_table("sender", "frames").frame(frames),
+        "packets": record_table("sender", "packets").frame(packets),
+    })  # fmt: skip
+    receiver = EndpointRecord("receiver", "test", tables={
+        "frames": record_table("receiver", "frames").frame(
+            [(40 * MS, ORIGIN, "released", 2000), (140 * MS, ORIGIN + 3000, "released", 2000)]),
+        "feedback": record_table("receiver", "feedback").frame(
+            [(66 * MS, "nack", 12), (90 * MS, "nack", 12), (91 * MS, "pli", None)]),
+        "recovered": record_table("receiver", "recovered").frame(recovered or []),
+    })  # fmt: skip
+    return sender, receiver
+
+
+def table(giveup_ns: int = 1000 * MS, origin: int = ORIGIN, sent: pd.DataFrame | None = None,
+          recv: pd.DataFrame | None = None, **kw: Any) -> pd.DataFrame:  # fmt: skip
+    snd, rcv = records(origin, **kw)
+    return frame_table(snd, rcv, _sent() if sent is None else sent,
+                       _recv() if recv is None else recv, giveup_ns)  # fmt: skip
 
 
 def test_columns_and_one_row_per_source_frame() -> None:
@@ -69,15 +100,27 @@ def test_give_up_makes_a_frame_lost() -> None:
 
 def test_frame_never_sent() -> None:
     f = table().iloc[2]
-    assert f.status == "not_sent" and f.packets == 0
+    assert f.status == "not_sent" and f.packets == 0 and f.rtp_ts == ORIGIN + 6000
 
 
-def test_pts_rounded_by_a_tick_still_joins() -> None:
+def test_rtp_timestamp_rounded_by_a_tick_still_joins() -> None:
     t = table(origin=ORIGIN + 1)
     assert list(t.status) == ["complete", "complete", "not_sent"]
 
 
-FEC = 120
+def test_rtp_clock_wrapping_inside_a_session_still_joins() -> None:
+    """Frames on both sides of 2^32 keep their order (the join is relative to frame 0)."""
+    base = (1 << 32) - 3000
+    snd, rcv = records(origin=base)
+    packets = snd["packets"].assign(rtp_ts=lambda d: (d.rtp_ts - ORIGIN + base) % (1 << 32))
+    snd.tables["packets"] = packets
+    shift = lambda w: w.assign(ts=(w.ts - ORIGIN + base) % (1 << 32))  # noqa: E731
+    rcv.tables["frames"] = rcv["frames"].assign(
+        rtp_ts=lambda d: (d.rtp_ts - ORIGIN + base) % (1 << 32)
+    )
+    t = frame_table(snd, rcv, shift(_sent()), shift(_recv()), 1000 * MS)
+    assert list(t.status) == ["complete", "complete", "not_sent"]
+    assert t.rtp_ts.tolist() == [base, 0, 3000]
 
 
 def test_fec_completes_a_frame_before_the_retransmission() -> None:
@@ -86,9 +129,7 @@ def test_fec_completes_a_frame_before_the_retransmission() -> None:
     base = table()
     sent = pd.concat([wire([(36 * MS, FEC, 900, ORIGIN + 3000)]), _sent()])
     recv = pd.concat([wire([(67 * MS, FEC, 900, ORIGIN + 3000)]), _recv()])
-    t = table(sent_wire=sent, recv_wire=recv, fec_pt=FEC,
-              fec_blocks=[{"ts": ORIGIN + 3000, "block_id": 0, "first_seq": 12, "k": 2, "m": 1, "repair_first_seq": 900}],
-              fec_recovered=[(68 * MS, 12, ORIGIN + 3000)])  # fmt: skip
+    t = table(sent=sent, recv=recv, fec=True, recovered=[(68 * MS, 12, ORIGIN + 3000)])
     assert base.completed_by.tolist() == ["media", "rtx", "none"]
     assert t.completed_by.tolist() == ["media", "fec", "none"]
     assert t.latency_ns[1] == 33 * MS and base.latency_ns[1] == 97 * MS
@@ -97,17 +138,18 @@ def test_fec_completes_a_frame_before_the_retransmission() -> None:
     )
     assert t.rtx_bytes[1] == 2 * 1368 and t.target_bitrate_bps.tolist() == [1e6, 1e6, 2e6]
     # the repair lost too: back to the retransmission
-    t2 = table(sent_wire=sent, fec_pt=FEC,
-               fec_blocks=[{"ts": ORIGIN + 3000, "block_id": 0, "first_seq": 12, "k": 2, "m": 1, "repair_first_seq": 900}])  # fmt: skip
+    t2 = table(sent=sent, fec=True)
     assert t2.completed_by[1] == "rtx" and t2.latency_ns[1] == 97 * MS
 
 
-def _sent() -> pd.DataFrame:
-    return wire([(1 * MS, MEDIA, 10, ORIGIN), (2 * MS, MEDIA, 11, ORIGIN),
-                 (34 * MS, MEDIA, 12, ORIGIN + 3000), (35 * MS, MEDIA, 13, ORIGIN + 3000),
-                 (100 * MS, RTX, 500, ORIGIN + 3000), (101 * MS, RTX, 501, ORIGIN + 3000)])  # fmt: skip
+def test_packets_the_sender_never_recorded_are_not_media() -> None:
+    """A wire packet with a media SSRC but a sequence the record lacks (a stray, a forgery)
+    is not counted in any frame."""
+    stray = pd.concat([_sent(), wire([(3 * MS, MEDIA, 77, ORIGIN)])])
+    assert table(sent=stray).packets.tolist() == table().packets.tolist()
 
 
-def _recv() -> pd.DataFrame:
-    return wire([(31 * MS, MEDIA, 10, ORIGIN), (32 * MS, MEDIA, 11, ORIGIN),
-                 (65 * MS, MEDIA, 13, ORIGIN + 3000), (131 * MS, RTX, 501, ORIGIN + 3000)])  # fmt: skip
+def test_warmup_is_measured_from_the_first_capture() -> None:
+    t = table()
+    assert after_warmup(t, 0.0) is t
+    assert after_warmup(t, 0.033).frame_id.tolist() == [1, 2]

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from testbed.errors import ConfigError
-from testbed.rtc.aiortc_compat import parse_rtp_header
 from testbed.rtc.capture import classify
+from testbed.rtc.rtp import parse_rtp_header
 from testbed.rtc.sources import FRAME_HEADER, MAGIC, decode_frame_header, frame_sizes
 from testbed.rtc.spec import StreamSpec, parse_stream
 
@@ -55,7 +55,7 @@ def test_jitter_event_predicts_what_aiortcs_jitter_buffer_does() -> None:
     from aiortc.jitterbuffer import JitterBuffer
     from aiortc.rtp import RtpPacket
 
-    from testbed.rtc.aiortc_compat import jitter_event
+    from testbed.rtc.aiortc.compat import jitter_event
 
     def packet(seq: int) -> RtpPacket:
         p = RtpPacket(payload_type=96, sequence_number=seq, timestamp=seq * 3000)

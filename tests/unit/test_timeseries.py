@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from testbed.analysis.timeseries import capacity_per_second, per_second
-from testbed.shaping.traces import Trace, piecewise_trace
+from testbed.config.traces import Trace, piecewise_trace
+from testbed.rtc.timeseries import capacity_per_second, per_second
 
 
 def test_per_second_bins_by_send_time() -> None:

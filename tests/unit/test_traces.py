@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from testbed.config.traces import OPPORTUNITY_BYTES, load_trace, parse_trace, piecewise_trace
 from testbed.errors import ConfigError
-from testbed.shaping.traces import OPPORTUNITY_BYTES, load_trace, parse_trace, piecewise_trace
 
 
 def test_loops_with_last_timestamp_as_period() -> None:

@@ -47,36 +47,22 @@ from testbed.abr.framefeedback import FrameAssembler, pack_app, unpack_app
 from testbed.errors import UnavailableError
 from testbed.fec.receiver import FecReceiver
 from testbed.fec.sender import FecSender
+from testbed.rtc.aiortc.stack import DEFAULT_HISTORY_PACKETS
 from testbed.rtc.loops import BackgroundLoop
+from testbed.rtc.rtp import parse_rtp_header
 from testbed.seqnum import U16
 
 SUPPORTED_AIORTC = "1.16.0"
-DEFAULT_HISTORY_PACKETS = 128
 FEC_PAYLOAD_TYPE = 120  # not among aiortc's video payload types (checked against the SDP)
 
 
 def check_version() -> None:
     if aiortc.__version__ != SUPPORTED_AIORTC:
         raise UnavailableError(
-            f"aiortc {aiortc.__version__} is installed, but testbed.rtc.aiortc_compat was "
+            f"aiortc {aiortc.__version__} is installed, but testbed.rtc.aiortc.compat was "
             f"written for {SUPPORTED_AIORTC} (it patches internals); install "
             f"aiortc=={SUPPORTED_AIORTC} (make setup does)"
         )
-
-
-def parse_rtp_header(data: bytes) -> tuple[int, int, int, int, int, int] | None:
-    """(payload_type, marker, seq, timestamp, ssrc, header_len) of a plain RTP packet."""
-    if len(data) < 12 or data[0] >> 6 != 2:
-        return None
-    pt_byte = data[1]
-    if 192 <= pt_byte <= 223:  # RTCP (RFC 5761)
-        return None
-    cc = data[0] & 0x0F
-    hlen = 12 + 4 * cc
-    if data[0] & 0x10 and len(data) >= hlen + 4:  # header extension
-        hlen += 4 + 4 * struct.unpack_from("!H", data, hlen + 2)[0]
-    seq, ts, ssrc = struct.unpack_from("!HII", data, 2)
-    return pt_byte & 0x7F, pt_byte >> 7, seq, ts, ssrc, hlen
 
 
 # --- sender ---------------------------------------------------------------------------------
@@ -213,6 +199,12 @@ def unclamp_video_bitrate(min_bps: int, max_bps: int) -> None:
     check_version()
     for module in (vpx, h264):
         module.MIN_BITRATE, module.MAX_BITRATE = min_bps, max_bps  # type: ignore[attr-defined]
+
+
+def sender_rtt_ms(sender: Any) -> float | None:
+    """aiortc's smoothed RTT estimate of a sender (from RTCP reports), None until known."""
+    rtt = getattr(sender, "_RTCRtpSender__rtt", None) if sender is not None else None
+    return None if rtt is None else float(rtt) * 1000
 
 
 def set_encoder_bitrate(sender: Any, bitrate_bps: int) -> bool:

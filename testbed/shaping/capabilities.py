@@ -16,11 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from testbed.errors import ConfigError, UnavailableError
 from testbed.net import netns
 from testbed.net.ledger import Ledger
 from testbed.net.nsenter import enter_netns, in_netns
-from testbed.shaping.uml import uml_available
 
 
 @dataclass(frozen=True)
@@ -148,47 +146,3 @@ def probe_kernel(run: str) -> list[Capability]:
 def kernel_has_netem(run: str) -> bool:
     with scratch_netns(run) as ns:
         return _qdisc(ns, "netem", delay=1000).ok
-
-
-def choose_backend(requested: str, run: str, source: str = "--backend") -> tuple[str, str]:
-    """Resolve auto|emu|netem to a backend this machine provides, and say why.
-
-    Raises ConfigError for an unknown name, UnavailableError when it cannot be provided.
-    """
-    from testbed.shaping import netem
-
-    if requested not in ("auto", "emu", "netem"):
-        raise ConfigError(source, "backend", f"{requested!r} is unknown; valid: auto, emu, netem")
-    if requested == "emu":
-        return "emu", "asked for"
-    if requested == "netem":
-        try:
-            has = kernel_has_netem(run)
-        except OSError as e:
-            raise UnavailableError(
-                f"cannot probe the kernel for sch_netem ({e}); run as root"
-            ) from e
-        if has:
-            netem.NetemBackend(has).ensure_available()
-            return "netem", "asked for; the kernel has sch_netem"
-        if not uml_available():
-            raise UnavailableError(
-                "backend netem: this kernel has no sch_netem, and user-mode-linux (a kernel that "
-                "has it, run as a process) is not installed: `apt-get install user-mode-linux "
-                "kmod` (make setup does), or use --backend emu"
-            )
-        return (
-            "netem-uml",
-            "asked for; this kernel has no sch_netem, so netem runs in a user-mode-linux router",
-        )
-    # auto: native netem where the kernel has it, the userspace emulator otherwise
-    try:
-        has = kernel_has_netem(run)
-    except OSError as e:
-        raise UnavailableError(f"cannot probe the kernel for sch_netem ({e}); run as root") from e
-    if has:
-        return "netem", "auto: the kernel has sch_netem"
-    return "emu", (
-        "auto: the kernel has no sch_netem, so the userspace emulator "
-        "(--backend netem would run netem in a user-mode-linux router)"
-    )

@@ -1,10 +1,12 @@
 """The `roi` source: frames -> scorer (every score_every frames) -> QP map -> ROI x264 ->
-av.Packets, which aiortc packetizes as H.264 without its own encoder."""
+encoded H.264 frames, which a stack sends without an encoder of its own. Stack-neutral: it
+follows testbed.rtc.sources.Source (structurally; this layer does not import rtc)."""
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import av
@@ -16,39 +18,51 @@ from testbed.roi.scene import FrameSource, yuv_frame
 from testbed.roi.scorers import make_scorer
 from testbed.roi.scoring import MapUpdater
 from testbed.roi.spec import RoiSpec
-from testbed.rtc.sources import PacedTrack
-from testbed.rtc.spec import StreamSpec
 
 # per frame: index, mean delta QP, share at QP 51, rectangles, scorer ms (0 if not scored),
 # encode ms, the map's age in frames
 RoiRecord = tuple[int, float, float, int, float, float, float]
 
 
-class RoiTrack(PacedTrack):
-    def __init__(self, spec: StreamSpec) -> None:
-        super().__init__(spec)
-        self.roi: RoiSpec = spec.roi_spec()
-        self.source = FrameSource(spec.video, spec.width, spec.height)
+@dataclass(frozen=True)
+class RoiProduced:
+    """What produce() returns: the fields of testbed.rtc.sources.Produced."""
+
+    keyframe: bool
+    size_bytes: int
+    payload: bytes
+    picture: None = None
+
+
+class RoiSource:
+    encoded = True
+
+    def __init__(self, roi: RoiSpec, video: str | None, width: int, height: int, fps: float,
+                 bitrate_bps: float) -> None:  # fmt: skip
+        self.roi = roi
+        self.fps = fps
+        self.frames = FrameSource(video, width, height)
         self.maps: MapUpdater | None = None
-        if self.roi.enabled:
-            scorer = make_scorer(self.roi, spec.width, spec.height)
-            self.maps = MapUpdater(scorer, self.roi, spec.width, spec.height)
-        self.encoder = RoiEncoder(spec.width, spec.height, spec.fps, self.target_bps, self.roi)
+        if roi.enabled:
+            self.maps = MapUpdater(make_scorer(roi, width, height), roi, width, height)
+        self.target_bps = bitrate_bps
+        self.encoder = RoiEncoder(width, height, fps, bitrate_bps, roi)
         self.roi_frames: list[RoiRecord] = []
         self.keyframe_wanted = False
+
+    def set_target_bitrate(self, bps: float) -> None:
+        self.target_bps = bps
 
     def request_keyframe(self) -> None:
         """The receiver sent a PLI (it cannot decode): the next frame is a key frame."""
         self.keyframe_wanted = True
 
-    async def recv(self) -> Any:
-        index, pts = await self._wait_turn()
-        capture = time.monotonic_ns()
-        rgb = self.source.rgb(index)
+    def produce(self, index: int, capture_ns: int) -> RoiProduced:
+        rgb = self.frames.rgb(index)
         score_ms, age = self.maps.update(rgb, index) if self.maps else (0.0, math.nan)
         rects = self.maps.rects if self.maps else []
         frame = yuv_frame(rgb)
-        frame.pts, frame.time_base = pts, TIME_BASE
+        frame.pts, frame.time_base = round(index * 90_000 / self.fps), TIME_BASE
         if self.keyframe_wanted:
             frame.pict_type = av.video.frame.PictureType.I
             self.keyframe_wanted = False
@@ -59,11 +73,10 @@ class RoiTrack(PacedTrack):
         data = b"".join(bytes(p) for p in packets)
         if data:
             data = sei_for(index) + data  # the frame's id, in-band (testbed.roi.quality)
-        keyframe = any(p.is_keyframe for p in packets)
         delta = self.maps.delta if self.maps else None
         mean_delta, at_max = summary(delta) if delta is not None and rects else (0.0, 0.0)
         self.roi_frames.append((index, mean_delta, at_max, len(rects), score_ms, encode_ms, age))
-        self.frames.append((index, pts, capture, len(data), keyframe, self.target_bps))
-        out = av.Packet(data)
-        out.pts, out.time_base = pts, TIME_BASE
-        return out
+        return RoiProduced(any(p.is_keyframe for p in packets), len(data), data)
+
+    def tables(self) -> dict[str, list[tuple[Any, ...]]]:
+        return {"roi_frames": list(self.roi_frames)}

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from testbed.config.traces import OPPORTUNITY_BYTES, Trace, load_trace
 from testbed.shaping.linklog import read_header
-from testbed.shaping.traces import OPPORTUNITY_BYTES, Trace, load_trace
 
 COLUMNS = {
     "t_s": "seconds since the first frame was sent (bin start)",

@@ -1,10 +1,11 @@
-"""The sender and receiver processes. Each runs inside its host's namespace:
+"""The aiortc sender and receiver processes. Each runs inside its host's namespace:
 
-  python -m testbed.rtc.endpoint sender|receiver --spec JSON --out DIR
+  python -m testbed.rtc.aiortc.endpoint sender|receiver --spec SPEC.json --out CELL
 
 The sender offers, the receiver answers (relayed by the orchestrator), each reports
 `connected` when ICE + DTLS are up. The sender streams for duration_s, waits drain_s for the
-last retransmissions, says `done`; on `stop` both write what their taps saw and exit.
+last retransmissions, says `done`; on `stop` both write their endpoint record
+(testbed.rtc.record) into CELL/ROLE/ and exit.
 """
 
 from __future__ import annotations
@@ -17,24 +18,25 @@ import re
 import resource
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from testbed.abr.base import Feedback
-from testbed.abr.driver import AbrDriver
-from testbed.abr.framefeedback import latency_estimate_ms
-from testbed.abr.registry import make as make_controller
 from testbed.fec.receiver import FecReceiver
 from testbed.fec.sender import FecSender
 from testbed.roi.quality import QualityMeter, index_from
-from testbed.rtc import aiortc_compat as compat
-from testbed.rtc.loops import BackgroundLoop
+from testbed.rtc import record
+from testbed.rtc.aiortc import compat
+from testbed.rtc.aiortc.stack import AiortcOptions, options_of
+from testbed.rtc.aiortc.track import SourceTrack
+from testbed.rtc.ratecontrol import RateControl
 from testbed.rtc.signaling import Inbox, emit
-from testbed.rtc.sources import MIN_FRAME_BYTES, make_track
-from testbed.rtc.spec import StreamSpec
+from testbed.rtc.sources import VIDEO_MAX_BPS, VIDEO_MIN_BPS, make_source
+from testbed.rtc.spec import StreamSpec, parse_stream
+
+U32 = 1 << 32
 
 
 def _rtx_payload_type(sdp: str, media_pt: int) -> int | None:
@@ -87,71 +89,52 @@ def _cpu() -> dict[str, float]:
     return {"cpu_s": u.ru_utime + u.ru_stime, "wall_s": time.monotonic() - STARTED}
 
 
-VIDEO_MIN_BPS, VIDEO_MAX_BPS = 50_000, 1_000_000_000
-TICK_S = 0.2
+def _kind(pt: int, media_pt: int | None, rtx_pt: int | None, fec_pt: int | None) -> str:
+    if pt == media_pt:
+        return "media"
+    if pt == rtx_pt:
+        return "rtx"
+    return "fec" if fec_pt is not None and pt == fec_pt else "other"
 
 
-class RateControl(BackgroundLoop):
-    """Feeds the controller and applies its target: exactly to the synthetic source, as the
-    target to the video encoder; FEC's `table` policy hears the reported loss too."""
-
-    def __init__(self, spec: StreamSpec, track: Any, tap: compat.SenderTap) -> None:
-        self.spec, self.track, self.tap = spec, track, tap
-        floor = sources_min_bps(spec)
-        controller = make_controller(spec.abr, spec.abr_params, spec.bitrate_mbps * 1e6, spec.fps)
-        self.driver = AbrDriver(controller, spec.bitrate_mbps * 1e6, floor_bps=floor)
-        self.frame_estimates: list[tuple[int, float | None]] = []  # rtp ts, latency estimate ms
-        self.sender: Any = None
-
-    def on_frame_report(
-        self, sender: Any, entries: list[tuple[int, int, int]], now_ns: int
-    ) -> None:
-        """Frames the receiver completed: one `frame` event each, latency estimated here."""
-        rtt = getattr(sender, "_RTCRtpSender__rtt", None) if sender is not None else None
-        rtt_ms = None if rtt is None else rtt * 1000
-        for ts, assembly_us, age_us in entries:
-            latency = latency_estimate_ms(now_ns, age_us, rtt_ms, self.tap.first_sent.get(ts))
-            self.frame_estimates.append((ts, latency))
-            event = Feedback(now_ns / 1e6, "frame", rtt_ms=rtt_ms, frame_rtp_ts=ts,
-                             frame_assembly_ms=assembly_us / 1000, frame_latency_ms=latency)  # fmt: skip
-            self.apply(self.driver.feed(event))
-
-    def on_feedback(self, sender: Any, event: Feedback) -> None:
-        self.sender = sender
-        if event.kind == "report" and self.tap.fec is not None:
-            self.tap.fec.on_report(
-                event.now_ms, event.loss_fraction, event.packets_lost, event.packets_sent
-            )
-        self.apply(self.driver.feed(event))
-
-    def apply(self, target_bps: float) -> None:
-        self.track.target_bps = target_bps
-        if self.spec.source == "video" and self.spec.abr != "fixed" and self.sender is not None:
-            compat.set_encoder_bitrate(self.sender, int(target_bps))
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(TICK_S)
-            self.apply(self.driver.feed(Feedback(time.monotonic_ns() / 1e6, "tick")))
-
-    def start_with(self, sender: Any) -> None:
-        self.sender = sender
-        self.start()
-
-    def result(self) -> dict[str, Any]:
-        d = self.driver
-        return {"controller": self.spec.abr, "params": self.spec.abr_params, "events": d.events,
-                "errors": d.errors, "first_error": d.first_error, "final_target_bps": d.target_bps,
-                "frame_estimates": self.frame_estimates}  # fmt: skip
-
-
-def sources_min_bps(spec: StreamSpec) -> float:
-    """The lowest bitrate the source can make: 16-byte synthetic frames, or 50 kbps of video."""
-    return MIN_FRAME_BYTES * 8 * spec.fps if spec.source == "synthetic" else VIDEO_MIN_BPS
+def sender_record(spec: StreamSpec, opts: AiortcOptions, track: SourceTrack,
+                  tap: compat.SenderTap, rate: RateControl) -> record.EndpointRecord:  # fmt: skip
+    """What the sender's taps saw, as the stack-neutral record."""
+    fec_pt = tap.fec.payload_type if tap.fec else None
+    covers: dict[tuple[int, int], tuple[int, int]] = {}  # (repair seq, ts) -> (first seq, k)
+    for b in tap.fec.blocks if tap.fec else []:
+        for j in range(b.m):
+            covers[((b.repair_first_seq + j) % (1 << 16), b.ts)] = (b.first_seq, b.k)
+    packets = []
+    for t, pt, ssrc, seq, ts, marker, osn in tap.packets:
+        kind = _kind(pt, tap.media_pt, tap.rtx_pt, fec_pt)
+        original, protected = (osn if kind == "rtx" else None), None
+        if kind == "fec" and (seq, ts) in covers:
+            original, protected = covers[(seq, ts)]
+        packets.append((t, kind, ssrc, seq, ts, pt, bool(marker), original, protected))
+    origin = tap.origin
+    frames = [(i, cap, None if origin is None else (pts + origin) % U32, size, key, target)
+              for i, pts, cap, size, key, target in track.frames]  # fmt: skip
+    tables = {
+        "frames": record.table("sender", "frames").frame(frames),
+        "packets": record.table("sender", "packets").frame(packets),
+        "controller": record.table("sender", "controller").frame(rate.controller_rows()),
+        "estimates": record.table("sender", "estimates").frame(rate.estimates),
+    }
+    for name, rows in track.source.tables().items():
+        tables[name] = record.table("sender", name).frame(rows)
+    info = {
+        "cpu": _cpu(), "track_start_ns": track.pacer.start_ns, "rtcp_received": tap.rtcp_received,
+        "keyframe_requests": tap.keyframe_requests, "abr": rate.summary(), "encrypted": True,
+        "payload_types": {"media": tap.media_pt, "rtx": tap.rtx_pt, "fec": fec_pt},
+        "history_packets": opts.history_packets,
+    }  # fmt: skip
+    return record.EndpointRecord("sender", "aiortc", info, tables)
 
 
 async def run_sender(spec: StreamSpec, out: Path) -> None:
-    tap = compat.install_sender(spec.history_packets)
+    opts = options_of(spec)
+    tap = compat.install_sender(opts.history_packets)
     if spec.source == "video":
         if spec.abr == "fixed":
             compat.pin_video_bitrate(int(spec.bitrate_mbps * 1e6))
@@ -160,15 +143,23 @@ async def run_sender(spec: StreamSpec, out: Path) -> None:
     inbox = Inbox()
     await inbox.open()
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    track = make_track(spec)
-    rate = RateControl(spec, track, tap)
-    tap.on_feedback = rate.on_feedback
-    tap.on_frame_report = rate.on_frame_report
-    tap.take_remb = spec.abr != "fixed"
-    tap.on_keyframe_request = getattr(track, "request_keyframe", None)
+    track = SourceTrack(make_source(spec), spec)
     fec = spec.fec_spec()
     if fec.enabled:
         tap.fec = FecSender(fec, compat.FEC_PAYLOAD_TYPE)
+
+    def fec_hears(event: Feedback) -> None:
+        if tap.fec is not None:
+            tap.fec.on_report(event.now_ms, event.loss_fraction, event.packets_lost,
+                              event.packets_sent)  # fmt: skip
+
+    rate = RateControl(spec, track, on_report=fec_hears)
+    tap.on_feedback = lambda sender, event: rate.on_feedback(event)
+    tap.on_frame_report = lambda sender, entries, now_ns: rate.on_frame_report(
+        entries, now_ns, compat.sender_rtt_ms(sender), tap.first_sent
+    )
+    tap.take_remb = spec.abr != "fixed"
+    tap.on_keyframe_request = track.request_keyframe
     transceiver = pc.addTransceiver(track, direction="sendonly")
     if spec.codec == "h264":
         caps = RTCRtpSender.getCapabilities("video")
@@ -184,27 +175,50 @@ async def run_sender(spec: StreamSpec, out: Path) -> None:
     _check_fec_payload_type(answer["sdp"])
     await _connected(pc, spec.connect_timeout_s)
     emit({"type": "connected"})
-    rate.start_with(pc.getSenders()[0])
+    track.sender = pc.getSenders()[0]
+    rate.start()
     await track.finished.wait()
     await asyncio.sleep(spec.drain_s)
     await rate.close()
     emit({"type": "done"})
     await inbox.expect("stop")
-    result = {
-        "media_pt": media_pt, "rtx_pt": tap.rtx_pt, "history_packets": spec.history_packets,
-        "frames": track.frames, "packets": tap.packets, "rtcp_received": tap.rtcp_received,
-        "track_start_ns": track.start_ns, "rtp_origin": tap.origin, "cpu": _cpu(),
-        "abr": rate.result(), "fec_pt": compat.FEC_PAYLOAD_TYPE if tap.fec else None,
-        "fec_blocks": [asdict(b) for b in tap.fec.blocks] if tap.fec else [],
-        "roi_frames": getattr(track, "roi_frames", []), "keyframe_requests": tap.keyframe_requests,
-    }  # fmt: skip
-    (out / "sender.json").write_text(json.dumps(result))
+    sender_record(spec, opts, track, tap, rate).write(out)
     await pc.close()
 
 
+def receiver_record(tap: compat.ReceiverTap, decoded: list[tuple[int, int]],
+                    meter: QualityMeter | None, frame_feedback: Any) -> record.EndpointRecord:  # fmt: skip
+    fec_pt = compat.FEC_PAYLOAD_TYPE if tap.fec else None
+    frames: list[tuple[int, int, str, int | None]] = [
+        (t, ts, "released", n) for t, ts, n, _ in tap.frames
+    ]
+    frames += [(t, ts, "decoded", None) for t, ts in decoded]
+    feedback: list[tuple[int, str, int | None]] = [
+        (t, "nack", seq) for t, seqs in tap.nacks for seq in seqs
+    ]
+    feedback += [(t, "pli", None) for t in tap.plis]
+    tables = {
+        "frames": record.table("receiver", "frames").frame(frames),
+        "feedback": record.table("receiver", "feedback").frame(sorted(feedback, key=lambda r: r[0])),
+        "recovered": record.table("receiver", "recovered").frame(tap.fec.recovered if tap.fec else []),
+        "drops": record.table("receiver", "drops").frame(tap.jitter_events),
+        "packets_in": record.table("receiver", "packets_in").frame(
+            (t, _kind(pt, tap.media_pt, tap.rtx_pt, fec_pt), pt, seq, ts) for t, pt, seq, ts in tap.rtp_in
+        ),
+        "quality": record.table("receiver", "quality").frame(meter.records if meter else []),
+    }  # fmt: skip
+    info = {
+        "cpu": _cpu(), "decoded": len(decoded), "plis": len(tap.plis),
+        "fec_nacks_saved": tap.fec.nacks_saved if tap.fec else 0,
+        "frame_feedback_reports": frame_feedback.reports if frame_feedback else 0,
+    }  # fmt: skip
+    return record.EndpointRecord("receiver", "aiortc", info, tables)
+
+
 async def run_receiver(spec: StreamSpec, out: Path) -> None:
+    opts = options_of(spec)
     tap = compat.install_receiver(
-        spec.source == "synthetic", spec.history_packets, spec.late_packets == "drop"
+        spec.source == "synthetic", opts.history_packets, opts.late_packets == "drop"
     )
     fec = spec.fec_spec()
     if fec.enabled:
@@ -212,14 +226,15 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
     inbox = Inbox()
     await inbox.open()
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    decoded = 0
+    decoded: list[tuple[int, int]] = []  # mono_ns, rtp ts
     consumers: set[asyncio.Task[None]] = set()
-    meter = QualityMeter(spec) if spec.source == "roi" else None
+    meter = None
+    if spec.source == "roi":
+        meter = QualityMeter(spec.roi_spec(), spec.video, spec.width, spec.height)
 
-    async def measure(frame: Any) -> None:
+    async def measure(frame: Any, ts: int | None) -> None:
         assert meter is not None
         heads = {ts: head for _, ts, _, head in tap.frames[-64:]}
-        ts = compat.decoded_rtp_timestamp(tap, frame.pts)
         index = index_from(heads.get(ts, b"")) if ts is not None else None
         if index is not None:  # PSNR off the event loop: packets keep flowing meanwhile
             luma = frame.to_ndarray()
@@ -228,15 +243,16 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
     @pc.on("track")
     def on_track(track: Any) -> None:
         async def consume() -> None:
-            nonlocal decoded
             while True:
                 try:
                     frame = await track.recv()
                 except Exception:
                     return
-                decoded += 1
+                ts = compat.decoded_rtp_timestamp(tap, frame.pts)
+                if ts is not None:
+                    decoded.append((time.monotonic_ns(), ts))
                 if meter is not None:
-                    await measure(frame)
+                    await measure(frame, ts)
 
         task = asyncio.ensure_future(consume())
         consumers.add(task)
@@ -250,13 +266,13 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
     emit({"type": "answer", "sdp": pc.localDescription.sdp})
     receiver = pc.getReceivers()[0]
     retrier = None
-    if spec.nack == "off":
+    if opts.nack == "off":
         compat.disable_nack(receiver)
-    elif spec.nack == "retry":
-        retrier = compat.NackRetrier(receiver, tap, spec.nack_retry_ms, spec.nack_max_retries)
+    elif opts.nack == "retry":
+        retrier = compat.NackRetrier(receiver, tap, opts.nack_retry_ms, opts.nack_max_retries)
         retrier.start()
     releaser = None
-    if tap.fec is not None and spec.nack != "off":
+    if tap.fec is not None and opts.nack != "off":
         releaser = compat.FecNackReleaser(receiver, tap)
         releaser.start()
     frame_feedback = None
@@ -271,29 +287,20 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
     for loop in (retrier, releaser, frame_feedback):
         if loop is not None:
             await loop.close()
-    result = {
-        "frames_out": [(t, ts, n, head.hex()) for t, ts, n, head in tap.frames],
-        "nacks": tap.nacks, "plis": tap.plis, "jitter_events": tap.jitter_events, "decoded": decoded, "cpu": _cpu(),
-        "rtp_in": tap.rtp_in, "fec_recovered": tap.fec.recovered if tap.fec else [],
-        "fec_nacks_saved": tap.fec.nacks_saved if tap.fec else 0,
-        "quality": meter.records if meter else [],
-        "frame_feedback_reports": frame_feedback.reports if frame_feedback else 0,
-    }  # fmt: skip
-    (out / "receiver.json").write_text(json.dumps(result))
+    receiver_record(tap, decoded, meter, frame_feedback).write(out)
     await pc.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("role", choices=["sender", "receiver"])
-    ap.add_argument("--spec", required=True)
+    ap.add_argument("--spec", required=True, help="the stream spec, as JSON (a file)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    spec = StreamSpec(**json.loads(args.spec))
-    out = Path(args.out)
-    run = run_sender if args.role == "sender" else run_receiver
     try:
-        asyncio.run(run(spec, out))
+        spec = parse_stream(json.loads(Path(args.spec).read_text()), args.spec)
+        run = run_sender if args.role == "sender" else run_receiver
+        asyncio.run(run(spec, Path(args.out)))
     except Exception as e:
         emit({"type": "error", "error": f"{type(e).__name__}: {e}"})
         raise

@@ -7,8 +7,8 @@ import itertools
 import pytest
 
 from testbed.config import GilbertElliottSpec, LinkSpec
+from testbed.config.traces import parse_trace, piecewise_trace
 from testbed.shaping.model import DELIVER, DROP_LOSS, DROP_QUEUE, LinkModel
-from testbed.shaping.traces import parse_trace, piecewise_trace
 
 MS = 1_000_000
 

@@ -11,7 +11,8 @@ import bisect
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed.errors import ConfigError, read_input_file
+from testbed.errors import ConfigError
+from testbed.files import read_input_file
 
 OPPORTUNITY_BYTES = 1500
 

@@ -7,16 +7,17 @@ anything is set up.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from testbed.errors import ConfigError, read_input_file
-from testbed.shaping.traces import load_trace
+from testbed import validate
+from testbed.config.traces import load_trace
+from testbed.errors import ConfigError
+from testbed.yamlio import loads, read_yaml
 
 BACKENDS = ("auto", "emu", "netem")
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
@@ -91,6 +92,18 @@ class TopologySpec:
     seed: int | None = None
     source: str = "<memory>"
 
+    def to_dict(self) -> dict[str, Any]:
+        """The topology as parse_topology reads it (trace paths absolute): what a cell's job
+        carries, so a cell runs exactly what its experiment resolved, re-validated on arrival."""
+        return {
+            "name": self.name,
+            "hosts": list(self.hosts),
+            "links": [{"name": lk.name, "between": list(lk.between), "uplink": lk.uplink.to_dict(),
+                       "downlink": lk.downlink.to_dict()} for lk in self.links],
+            "backend": self.backend,
+            "seed": self.seed,
+        }  # fmt: skip
+
     def link(self, name: str) -> LinkDef:
         for link in self.links:
             if link.name == name:
@@ -102,16 +115,11 @@ class TopologySpec:
 
 
 def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], src: str, path: str) -> None:
-    for key in data:
-        if key not in allowed:
-            where = f"{path}.{key}" if path else str(key)
-            raise ConfigError(src, where, f"unknown key; valid keys: {', '.join(allowed)}")
+    validate.check_keys(data, allowed, src, path, label="valid keys")
 
 
 def _mapping(value: Any, src: str, path: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(src, path, f"expected a mapping of keys, got {value!r}")
-    return value
+    return validate.mapping(value, src, path)
 
 
 def _number(
@@ -124,31 +132,19 @@ def _number(
     hi: float,
     lo_open: bool = False,
 ) -> float | None:
-    where = f"{path}.{key}"
     value = data.get(key, default)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(src, where, f"{value!r} is not a number; give {key} as a plain number")
-    low_ok = value > lo if lo_open else value >= lo
-    if not low_ok or value > hi or value != value:
-        bracket = "(" if lo_open else "["
-        raise ConfigError(src, where, f"{value} is out of range; valid: {bracket}{lo}, {hi}]")
-    return float(value)
+    return validate.number(value, src, f"{path}.{key}", lo, hi, lo_open=lo_open)
 
 
 def _integer(
     data: Mapping[str, Any], key: str, src: str, path: str, default: int | None, lo: int
 ) -> int | None:
-    where = f"{path}.{key}"
     value = data.get(key, default)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(src, where, f"{value!r} is not a whole number; valid: an integer >= {lo}")
-    if value < lo:
-        raise ConfigError(src, where, f"{value} is out of range; valid: an integer >= {lo}")
-    return value
+    return validate.integer(value, src, f"{path}.{key}" if path else key, lo)
 
 
 def _name(value: Any, src: str, where: str) -> str:
@@ -284,29 +280,33 @@ def parse_topology(raw: Any, src: str, base_dir: Path) -> TopologySpec:
 # --- overrides (--set key=value) ---------------------------------------------------------
 
 
-def parse_set(item: str) -> tuple[str, Any]:
-    """'uplink.loss_pct=2' -> ('uplink.loss_pct', 2); the value is read as YAML."""
+Override = tuple[str, Any]  # (dotted key, value): parsed once, applied as a value
+
+
+def parse_set(item: str) -> Override:
+    """'uplink.loss_pct=2' -> ('uplink.loss_pct', 2): the text after = is read as YAML (1.2
+    numbers: 1e-5 is a number); a relative trace path is made absolute from the cwd."""
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise ConfigError("--set", item, "expected KEY=VALUE, e.g. --set uplink.loss_pct=2")
     try:
-        value = yaml.safe_load(text) if text else None
-    except yaml.YAMLError:
+        value = loads(text) if text else None
+    except Exception:
         value = text
     if key.split(".")[-1] == "trace" and isinstance(value, str) and not Path(value).is_absolute():
         value = str(Path(value).resolve())  # relative to where the command runs
     return key.strip(), value
 
 
-def apply_overrides(raw: Mapping[str, Any], sets: Sequence[str]) -> dict[str, Any]:
-    """Apply --set overrides to a raw topology mapping (returns a new mapping).
+def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[Override]) -> dict[str, Any]:
+    """Apply (key, value) overrides to a raw topology mapping (returns a new mapping).
 
     Keys: a top-level key (`backend`, `seed`), `LINK.uplink.X`, `links.LINK.uplink.X`, or
-    `uplink.X` / `downlink.X` when the topology has exactly one link.
+    `uplink.X` / `downlink.X` when the topology has exactly one link. Values are used as they
+    are (no text round trip): what a grid lists is what the link gets.
     """
-    data: dict[str, Any] = yaml.safe_load(yaml.safe_dump(dict(raw)))  # deep copy
-    for item in sets:
-        key, value = parse_set(item)
+    data: dict[str, Any] = copy.deepcopy(dict(raw))
+    for key, value in overrides:
         parts = key.split(".")
         links_any = data.get("links")
         links: list[Any] = links_any if isinstance(links_any, list) else []
@@ -348,26 +348,25 @@ def apply_overrides(raw: Mapping[str, Any], sets: Sequence[str]) -> dict[str, An
     return data
 
 
-def read_yaml(path: str | Path) -> Any:
-    p = Path(path)
-    text = read_input_file(p)
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(str(p), where, f"malformed YAML: {problem}") from None
+def read_topology_file(path: str | Path) -> Mapping[str, Any]:
+    """A topology file's raw mapping (not yet validated)."""
+    raw = read_yaml(path)
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            str(path), "", "expected a mapping with keys: " + ", ".join(TOPOLOGY_KEYS)
+        )
+    return raw
 
 
 def load_topology(path: str | Path, sets: Sequence[str] = ()) -> TopologySpec:
-    """Read a topology file, apply --set overrides, validate everything."""
-    raw = read_yaml(path)
-    src = str(path)
-    if not isinstance(raw, Mapping):
-        raise ConfigError(src, "", "expected a mapping with keys: " + ", ".join(TOPOLOGY_KEYS))
-    data = apply_overrides(raw, sets)
-    return parse_topology(data, src, Path(path).resolve().parent)
+    """Read a topology file, apply --set KEY=VALUE overrides, validate everything."""
+    data = apply_overrides(read_topology_file(path), [parse_set(s) for s in sets])
+    return parse_topology(data, str(path), Path(path).resolve().parent)
+
+
+def topology_from_dict(data: Mapping[str, Any], source: str) -> TopologySpec:
+    """TopologySpec.to_dict() read back, validated again (traces are absolute paths)."""
+    return parse_topology(data, source, Path(source).resolve().parent)
 
 
 def validate_run_name(name: str) -> str:

@@ -1,0 +1,135 @@
+"""Benchmarks that print measured numbers next to references from the same run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from testbed.cli.common import fail, name_option, numbers, require_root
+from testbed.errors import ConfigError, TestbedError
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks that print measured numbers next to references from the same run."""
+
+
+@bench.command(name="link")
+@click.option("--backend", default="emu", show_default=True, help="backend(s), comma-separated")
+@click.option("--quick", is_flag=True, help="shorter runs (a smoke test of the benchmark)")
+@click.option(
+    "--max-rate-mbps",
+    default="10,50,100,200",
+    show_default=True,
+    help="rates tried for the highest sustained rate",
+)
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@name_option("tbb")
+def bench_link(
+    backend: str, quick: bool, max_rate_mbps: str, json_out: Path | None, name: str
+) -> None:
+    """Measure the emulated link with iperf3, ping and a timestamped UDP probe."""
+    from testbed.bench.link import run_link_bench
+
+    require_root()
+    rates = numbers("--max-rate-mbps", max_rate_mbps)
+    try:
+        results = run_link_bench(
+            backends=backend.split(","), run=name, quick=quick, rates_mbps=rates, say=click.echo
+        )
+    except TestbedError as e:
+        fail(e)
+    if json_out:
+        json_out.write_text(json.dumps(results, indent=1))
+
+
+@bench.command(name="floor")
+@click.option("--bitrates", default="0.5,1,2,4,8", show_default=True, help="Mbps, comma-separated")
+@click.option("--seconds", type=float, default=20.0, show_default=True)
+@click.option("--no-video", is_flag=True, help="skip the 720p VP8 CPU run")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@name_option("tbf")
+def bench_floor(
+    bitrates: str, seconds: float, no_video: bool, json_out: Path | None, name: str
+) -> None:
+    """Frame latency vs the physical floor on a lossless link, wire vs hook timing, CPU."""
+    from testbed.bench.floor import run_floor_bench
+
+    require_root()
+    rates = numbers("--bitrates", bitrates)
+    try:
+        rows = run_floor_bench(name, rates, seconds, click.echo, video=not no_video)
+    except TestbedError as e:
+        fail(e)
+    if json_out:
+        json_out.write_text(json.dumps(rows, indent=1))
+
+
+@bench.command(name="roi")
+@click.option(
+    "--video", default="builtin:scene", show_default=True, help="a video file or builtin:scene"
+)
+@click.option("--regions", "regions_path", default=None, help="regions file [the built-in scene's]")
+@click.option("--width", type=int, default=1280, show_default=True)
+@click.option("--height", type=int, default=720, show_default=True)
+@click.option("--frames", type=int, default=150, show_default=True)
+@click.option("--bitrate-mbps", type=float, default=1.5, show_default=True)
+@click.option(
+    "--scorer",
+    default="oracle",
+    show_default=True,
+    help="oracle | saliency | clip | package.module:Class",
+)
+@click.option("--crf", type=int, default=28, show_default=True)
+@click.option("--question", default="what is written on the document?", show_default=True)
+@click.option(
+    "--encoder",
+    type=click.Choice(["x264", "x265"]),
+    default="x264",
+    show_default=True,
+    help="x264: the live path's encoder; x265: HEVC with its lookahead, as the paper encoded",
+)
+def bench_roi(video: str, regions_path: str | None, width: int, height: int, frames: int,
+              bitrate_mbps: float, scorer: str, crf: int, question: str, encoder: str) -> None:  # fmt: skip
+    """Offline: uniform vs ROI encoding of a clip, at one bitrate and at one CRF: bitrate and
+    PSNR inside / outside the relevant region, encoder and scorer time per frame."""
+    import tempfile
+
+    from testbed.roi.offline import Clip, compare
+    from testbed.roi.regions import load_regions
+    from testbed.roi.scene import BUILTIN_SCENE, scene_regions
+    from testbed.roi.spec import parse_roi
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            if regions_path is None:
+                if video != BUILTIN_SCENE:
+                    raise ConfigError(
+                        "--regions", "", "a video file needs its regions file (the relevant region)"
+                    )
+                regions_path = f"{tmp}/scene.regions.json"
+                Path(regions_path).write_text(json.dumps(scene_regions(width, height)))
+            spec = parse_roi({"scorer": scorer, "regions": regions_path, "crf": crf, "question": question},
+                             "bench roi", width, height)  # fmt: skip
+            regions = load_regions(regions_path, width, height)
+            vid = None if video == BUILTIN_SCENE else video
+            clip = Clip(vid, width, height, 30.0, frames, regions)
+            results = compare(clip, bitrate_mbps, spec, encoder)
+    except TestbedError as e:
+        fail(e)
+    click.echo(
+        f"{video} {width}x{height}, {frames} frames at 30 fps (first 30 not counted), "
+        f"scorer {scorer}, encoder {encoder}"
+    )
+    click.echo(
+        f"{'rate control':<22}{'encoding':<10}{'Mbps':>7}{'PSNR roi':>10}{'PSNR bg':>9}{'enc ms':>8}{'score ms':>9}"
+    )
+    for r in results:
+        rc = f"bitrate {bitrate_mbps:g} Mbps" if r.rate_control == "bitrate" else f"crf {crf}"
+        click.echo(f"{rc:<22}{'ROI' if r.enabled else 'uniform':<10}{r.bitrate_mbps:>7.3f}"
+                   f"{r.psnr_roi_db:>10.2f}{r.psnr_bg_db:>9.2f}{r.encode_ms:>8.1f}{r.scorer_ms:>9.1f}")  # fmt: skip
+    for a, b in ((results[0], results[1]), (results[2], results[3])):
+        click.echo(f"{a.rate_control}: ROI vs uniform: relevant {b.psnr_roi_db - a.psnr_roi_db:+.1f} dB, "
+                   f"background {b.psnr_bg_db - a.psnr_bg_db:+.1f} dB, bitrate {100 * (b.bitrate_mbps / a.bitrate_mbps - 1):+.0f}%")  # fmt: skip

@@ -1,0 +1,116 @@
+"""Layers point one way. The order is written once, here: a folder may import only the folders
+before it (and itself). Every import counts, lazy ones inside functions too, so neither an
+upward import nor a cycle between folders can come back unnoticed."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2] / "testbed"
+
+LAYERS = [
+    "base",  # testbed/*.py: errors, files, validate, yamlio, procstat, versions, seqnum, plugins
+    "config",  # topology and link specs, trace files (pure data)
+    "models",  # pure models: analytic latency, windowed loss
+    "net",  # namespaces, the ledger, Network, the Shaper protocol the backends implement
+    "shaping",  # the link backends (emu, netem, user-mode-linux) and which one this machine has
+    "abr",  # bitrate controllers (pure) and per-frame feedback
+    "fec",  # FEC codec, planner, sender and receiver halves (pure)
+    "roi",  # context-aware encoding: scorers, QP maps, the roi source, quality
+    "rtc",  # stream spec, Stack protocol, endpoint record, sources, session, frame table; stacks
+    "analysis",  # results folders -> tables, model comparison, plots
+    "experiment",  # grids of cells, the runner
+    "bench",  # benchmarks
+    "cli",  # the `testbed` command
+]
+
+
+def folder_of(module: str) -> str:
+    parts = module.split(".")
+    if parts[0] != "testbed":
+        raise ValueError(module)
+    if len(parts) == 1 or (ROOT / f"{parts[1]}.py").exists():
+        return "base"
+    return parts[1]
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    """(line, imported module) for every testbed import in the file, lazy ones included."""
+    tree = ast.parse(path.read_text(), str(path))
+    here = module_name(path).split(".")
+    is_pkg = path.name == "__init__.py"
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names if a.name.startswith("testbed")]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here if is_pkg else here[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            if name.startswith("testbed"):
+                out.append((node.lineno, name))
+    return out
+
+
+def all_edges() -> list[tuple[str, int, str, str]]:
+    edges = []
+    for path in sorted(ROOT.rglob("*.py")):
+        src = folder_of(module_name(path))
+        for line, target in imports(path):
+            edges.append((str(path.relative_to(ROOT.parent)), line, src, folder_of(target)))
+    return edges
+
+
+def test_every_folder_has_a_layer() -> None:
+    folders = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders <= set(LAYERS), f"give {sorted(folders - set(LAYERS))} a place in LAYERS"
+
+
+def test_imports_only_point_down() -> None:
+    bad = [
+        f"{where}:{line}: {src} imports {dst} (a layer above it)"
+        for where, line, src, dst in all_edges()
+        if LAYERS.index(dst) > LAYERS.index(src)
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_only_the_aiortc_stack_imports_aiortc() -> None:
+    stack = ROOT / "rtc" / "aiortc"
+    bad = []
+    for path in ROOT.rglob("*.py"):
+        if stack in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
+            bad += [f"{path}:{node.lineno}" for n in names if n.split(".")[0] == "aiortc"]
+    assert not bad, bad
+
+
+@pytest.mark.parametrize(
+    ("module", "folder"),
+    [("testbed", "base"), ("testbed.errors", "base"), ("testbed.rtc.aiortc.compat", "rtc"),
+     ("testbed.config.traces", "config")],
+)  # fmt: skip
+def test_folder_of(module: str, folder: str) -> None:
+    assert folder_of(module) == folder

@@ -1,0 +1,80 @@
+"""Stacks own their options: unknown stacks, knobs of another stack and features a stack
+lacks are one-line ConfigErrors; a spec read back from its dict is the same spec."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testbed.errors import ConfigError
+from testbed.rtc import stack as stacks
+from testbed.rtc.spec import StreamSpec, parse_stream
+from testbed.rtc.stack import check_features
+
+
+class OtherStack:
+    """A second stack with one option of its own (a stand-in: only its validation is used)."""
+
+    name = "other"
+    option_keys: tuple[str, ...] = ("pacing",)
+    sources: tuple[str, ...] = ("synthetic",)
+    codecs: tuple[str, ...] = ("vp8", "av1")
+    fec_schemes: tuple[str, ...] = ("none",)
+
+    def parse_options(self, data: Mapping[str, Any], src: str) -> dict[str, Any]:
+        return {"pacing": bool(data.get("pacing", True))}
+
+    def check(self, spec: StreamSpec, src: str) -> None:
+        check_features(self, spec, src)
+
+    def endpoint_argv(self, role: str, spec_path: Path, out: Path) -> list[str]:
+        return ["true"]
+
+
+@pytest.fixture
+def two_stacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(stacks.STACKS, "other", f"{__name__}:OtherStack")
+
+
+def test_default_stack_and_its_options_filled_in() -> None:
+    spec = parse_stream({})
+    assert spec.stack == "aiortc"
+    assert spec.options == {"history_packets": 128, "nack": "aiortc", "nack_retry_ms": 70.0,
+                            "nack_max_retries": 10, "late_packets": "aiortc"}  # fmt: skip
+    flat = spec.to_dict()
+    assert flat["nack"] == "aiortc" and "options" not in flat
+    assert parse_stream(flat) == spec
+
+
+def test_round_trip_with_every_kind_of_key() -> None:
+    spec = parse_stream({"nack": "retry", "history_packets": 512, "fec": {"scheme": "rs"},
+                         "abr": "budget", "abr_params": {"budget_ms": 50}, "bitrate_mbps": 1e-1})  # fmt: skip
+    assert parse_stream(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "words"),
+    [
+        ({"stack": "gstreamer"}, "stream.stack", "'gstreamer' is unknown; valid: aiortc"),
+        ({"stack": "other", "nack": "retry"}, "stream.nack", "an option of stack aiortc, not of other"),
+        ({"pacing": False}, "stream.pacing", "an option of stack other, not of aiortc"),
+        ({"codec": "av1"}, "stream.codec", "'av1' is not offered by stack aiortc; valid: vp8, h264"),
+        ({"stack": "other", "source": "video"}, "stream.source", "not offered by stack other"),
+        ({"stack": "other", "fec": "rs"}, "stream.fec.scheme", "not offered by stack other"),
+        ({"codec": "theora"}, "stream.codec", "'theora' is unknown"),
+        ({"colour": 1}, "stream.colour", "unknown key"),
+    ],
+)  # fmt: skip
+def test_stack_errors(two_stacks: None, data: dict[str, Any], key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_stream(data, "exp.yaml")
+    assert e.value.key == key and words in e.value.message and e.value.exit_code == 2
+    assert "\n" not in str(e.value)
+
+
+def test_another_stack_takes_its_own_options(two_stacks: None) -> None:
+    spec = parse_stream({"stack": "other", "pacing": False, "codec": "av1"})
+    assert spec.options == {"pacing": False} and spec.to_dict()["pacing"] is False
