@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := iproute2 nftables iperf3 iputils-ping tcpdump ethtool kmod procps user-mode-linux
+APT_PACKAGES := iproute2 nftables iperf3 iputils-ping tcpdump ethtool kmod procps user-mode-linux \
+	tesseract-ocr tesseract-ocr-eng
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 
@@ -17,7 +18,7 @@ help:
 
 setup: $(STAMP_APT) $(STAMP_PIP)
 
-$(STAMP_APT):
+$(STAMP_APT): Makefile
 	@command -v apt-get >/dev/null || { echo "make setup needs Debian's apt-get"; exit 1; }
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null

@@ -26,6 +26,15 @@ def write_json_atomic(path: str | Path, data: Any, indent: int | None = 1) -> No
     write_atomic(path, json.dumps(data, indent=indent, default=str))
 
 
+def parquet_bytes(df: Any) -> bytes:
+    """A DataFrame as Parquet bytes (for write_atomic)."""
+    import io
+
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
 def fsync_dir(path: str | Path) -> None:
     """Make a rename inside PATH durable (after os.replace of a file or folder in it)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

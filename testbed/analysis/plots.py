@@ -210,3 +210,27 @@ def roi_figure(configs: pd.DataFrame, metric: str = "p95", budget_ms: float = 68
     for ax in (ax_lat, ax_q):
         ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
     return fig
+
+
+def accuracy_figure(table: pd.DataFrame) -> Any:
+    """The paper's Figure 9 from received video: accuracy vs achieved bitrate, uniform vs ROI,
+    a panel per (scene, loss rate); bars are 95% Wilson intervals."""
+    _style()
+    panels = list(table.groupby(["video", "loss_pct"], dropna=False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 2.6),
+                             constrained_layout=True, squeeze=False)  # fmt: skip
+    for ax, ((video, loss), g) in zip(axes[0], panels, strict=True):
+        for i, (roi, line) in enumerate(g.groupby("roi")):
+            line = line.sort_values("achieved_mbps")
+            err = [line.accuracy - line.ci_lo, line.ci_hi - line.accuracy]
+            ax.errorbar(line.achieved_mbps, line.accuracy, yerr=err, color=PALETTE[i % 8],
+                        marker=MARKERS[i % 8], ms=3, lw=1, capsize=2, label=str(roi))  # fmt: skip
+        ax.set_xscale("log")
+        _plain_log_x(ax)
+        ax.set_ylim(0, 1.05)
+        ax.axhline(0.25, color="grey", lw=0.6, ls=":")
+        ax.set_title(f"{str(video).removeprefix('builtin:')}, {loss:g}% loss")
+        ax.set_xlabel("achieved bitrate (Mbps)")
+        ax.set_ylabel("task accuracy")
+        ax.legend(frameon=False)
+    return fig

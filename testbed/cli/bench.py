@@ -133,3 +133,61 @@ def bench_roi(video: str, regions_path: str | None, width: int, height: int, fra
     for a, b in ((results[0], results[1]), (results[2], results[3])):
         click.echo(f"{a.rate_control}: ROI vs uniform: relevant {b.psnr_roi_db - a.psnr_roi_db:+.1f} dB, "
                    f"background {b.psnr_bg_db - a.psnr_bg_db:+.1f} dB, bitrate {100 * (b.bitrate_mbps / a.bitrate_mbps - 1):+.0f}%")  # fmt: skip
+
+
+@bench.command(name="viewer")
+@click.option(
+    "--scene",
+    default="builtin:document",
+    show_default=True,
+    type=click.Choice(["builtin:document", "builtin:markers"]),
+)
+@click.option("--bitrates", default="0.1,0.2,0.4,0.8", show_default=True, help="Mbps")
+@click.option("--judge", "judge_name", default=None, help="[ocr for the document, markers]")
+@click.option("--width", type=int, default=1280, show_default=True)
+@click.option("--height", type=int, default=720, show_default=True)
+@click.option("--frames", type=int, default=150, show_default=True)
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def bench_viewer(scene: str, bitrates: str, judge_name: str | None, width: int, height: int,
+                 frames: int, json_out: Path | None) -> None:  # fmt: skip
+    """Offline: task accuracy vs bitrate, uniform vs ROI (oracle), on a built-in scene; the
+    bitrate at which each reaches 90% of its top accuracy, and their ratio."""
+    import tempfile
+
+    import pandas as pd
+
+    from testbed.roi.offline import Clip
+    from testbed.roi.regions import load_regions
+    from testbed.roi.scenes import scene as make_scene
+    from testbed.roi.spec import RoiSpec
+    from testbed.viewer.judges import make_judge
+    from testbed.viewer.offline import bitrate_at_share, evaluate
+    from testbed.viewer.scenes import builtin_questions
+    from testbed.viewer.spec import ViewerSpec
+
+    rates = numbers("--bitrates", bitrates)
+    try:
+        s = make_scene(scene, width, height)
+        name = judge_name or ("ocr" if s.kind == "document" else "markers")
+        judge = make_judge(name, None, "--judge")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = f"{tmp}/regions.json"
+            Path(path).write_text(json.dumps(s.regions()))
+            clip = Clip(scene, width, height, 30.0, frames, load_regions(path, width, height))
+            click.echo(f"{scene} {width}x{height}, {frames} frames, judge {name}, viewer 2 fps "
+                       "(Qwen2.5-VL resize), oracle ROI from the scene's region")  # fmt: skip
+            points = evaluate(clip, builtin_questions(scene, width, height), rates,
+                              RoiSpec(scorer="oracle", regions=path), (False, True), judge,
+                              ViewerSpec(enabled=True), say=click.echo)  # fmt: skip
+    except TestbedError as e:
+        fail(e)
+    table = pd.DataFrame([p.row() for p in points])
+    at = bitrate_at_share(table)
+    ratio = at.get("ROI", float("nan")) / at.get("uniform", float("nan"))
+    click.echo(
+        f"90% of top accuracy at: uniform {at.get('uniform', float('nan')):.3f} Mbps, "
+        f"ROI {at.get('ROI', float('nan')):.3f} Mbps (ROI / uniform = {ratio:.2f})"
+    )
+    if json_out:
+        json_out.write_text(json.dumps({"points": table.to_dict("records"), "at_90pct": at,
+                                        "ratio": ratio}, indent=1, default=str))  # fmt: skip

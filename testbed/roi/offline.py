@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -49,10 +50,16 @@ class Clip:
 
 
 def encode_clip(
-    clip: Clip, bitrate_mbps: float, spec: RoiSpec, skip: int = 30, encoder: str = "x264"
+    clip: Clip,
+    bitrate_mbps: float,
+    spec: RoiSpec,
+    skip: int = 30,
+    encoder: str = "x264",
+    on_decoded: Callable[[int, Any], None] | None = None,
 ) -> EncodeResult:
     """Encode the clip; quality and bitrate over the frames after the first `skip`. Decoded
-    frames are matched to their source frames by timestamp (x265 outputs them late)."""
+    frames are matched to their source frames by timestamp (x265 outputs them late);
+    on_decoded(index, frame) sees each decoded av.VideoFrame (the AI viewer's offline intake)."""
     video, width, height, fps, frames, regions = (clip.video, clip.width, clip.height, clip.fps,
                                                   clip.frames, clip.regions)  # fmt: skip
     source = FrameSource(video, width, height)
@@ -74,6 +81,8 @@ def encode_clip(
             raise RuntimeError("the decoder returned a frame without a timestamp")
         i = round(d.pts / step)
         ref = refs.pop(i)
+        if on_decoded is not None:
+            on_decoded(i, d)
         if i >= skip:
             got = d.to_ndarray()[:height]
             mask = regions.mask(i)

@@ -67,12 +67,18 @@ class Regions:
 
 
 def load_regions(path: str, width: int, height: int, src: str = "regions") -> Regions:
-    """Parse and check a regions file against the video size; errors name the file and key."""
-    text = read_input_file(path, "regions file")
-    try:
-        data = yamlio.loads(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(path, "", f"not valid YAML/JSON ({e})") from None
+    """Parse and check a regions file against the video size; errors name the file and key.
+    A built-in scene's name (builtin:document, builtin:markers) is that scene's own region."""
+    from testbed.roi.scenes import SCENES, scene
+
+    if path in SCENES:
+        data = scene(path, width, height).regions()
+    else:
+        text = read_input_file(path, "regions file")
+        try:
+            data = yamlio.loads(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(path, "", f"not valid YAML/JSON ({e})") from None
     if not isinstance(data, dict) or "regions" not in data:
         raise ConfigError(path, "", "expected {width, height, regions: [{x, y, w, h, relevance}]}")
     w, h = data.get("width"), data.get("height")

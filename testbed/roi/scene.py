@@ -14,7 +14,10 @@ from typing import Any
 import av
 import numpy as np
 
+from testbed.roi.scenes import SCENES, scene
+
 BUILTIN_SCENE = "builtin:scene"
+BUILTINS = (BUILTIN_SCENE, "builtin:document", "builtin:markers")
 SHAKE_PX = 12
 
 
@@ -81,7 +84,11 @@ class FrameSource:
 
     def __init__(self, video: str | None, width: int, height: int) -> None:
         self.width, self.height = width, height
-        self.scene = Scene(width, height) if video in (None, BUILTIN_SCENE) else None
+        self.scene: Any = None
+        if video in (None, BUILTIN_SCENE):
+            self.scene = Scene(width, height)
+        elif video in SCENES:
+            self.scene = scene(video, width, height)
         self.video = video
         self.cache: list[np.ndarray] = []
         self.container: Any = None
@@ -90,7 +97,8 @@ class FrameSource:
 
     def rgb(self, index: int) -> np.ndarray:
         if self.scene is not None:
-            return self.scene.rgb(index)
+            rgb: np.ndarray = self.scene.rgb(index)
+            return rgb
         while not self.exhausted and len(self.cache) <= index:
             if self.container is None:
                 self.container = av.open(self.video)

@@ -19,12 +19,12 @@ Tables (columns below, in TABLES):
            recovered    media packets rebuilt from FEC
            drops        packets its jitter buffer discarded, and why
            packets_in   RTP packets as the stack's receive path saw them (hook time, not wire)
+           intake       the frames the AI viewer took (testbed.viewer.intake)
            quality      PSNR of decoded frames (source: roi)
 """
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from testbed.errors import TestbedError
-from testbed.files import write_atomic, write_json_atomic
+from testbed.files import parquet_bytes, write_atomic, write_json_atomic
 
 SCHEMA_VERSION = 1
 ROLES = ("sender", "receiver")
@@ -118,18 +118,17 @@ TABLES: dict[tuple[str, str], Table] = {
         _t("receiver", "packets_in", T_NS,
            ("kind", "string", "media | rtx | fec | other"), ("pt", "int64", "payload type"),
            ("seq", "int64", "sequence number"), ("rtp_ts", "int64", "RTP timestamp")),
+        _t("receiver", "intake", T_NS,
+           ("rtp_ts", "int64", "the decoded frame the AI viewer took (t_ns: when it was decoded)"),
+           ("slot", "int64", "its 1/viewer.fps slot of media time"),
+           ("file", "string", "the frame as the model sees it (PNG, relative to the cell)"),
+           ("width", "int64", "after the model's resize"), ("height", "int64", "after the resize")),
         _t("receiver", "quality",
            ("frame_id", "int64", "the frame"), ("psnr_db", "float64", "luma PSNR, whole frame"),
            ("psnr_roi_db", "float64", "inside the relevant region"),
            ("psnr_bg_db", "float64", "outside it")),
     )
 }  # fmt: skip
-
-
-def parquet_bytes(df: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    return buf.getvalue()
 
 
 def table(role: str, name: str) -> Table:

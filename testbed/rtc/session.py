@@ -32,18 +32,19 @@ import pandas as pd
 
 from testbed.config import TopologySpec
 from testbed.errors import TestbedError
-from testbed.files import write_atomic, write_json_atomic
+from testbed.files import parquet_bytes, write_atomic, write_json_atomic
 from testbed.net import names
 from testbed.net.network import Network
 from testbed.net.shaper import Backend
 from testbed.roi.quality import add_roi_columns
 from testbed.rtc.capture import Capture, read_pcap, to_frame
 from testbed.rtc.framelog import after_warmup, frame_table
-from testbed.rtc.record import EndpointRecord, parquet_bytes
+from testbed.rtc.record import EndpointRecord
 from testbed.rtc.spec import StreamSpec
 from testbed.rtc.stack import get_stack
 from testbed.rtc.timeseries import cell_series
 from testbed.versions import package_versions
+from testbed.viewer.judging import intake_table, judge_cell
 
 Say = Callable[[str], None]
 
@@ -217,6 +218,9 @@ def run_stream(
     if spec.source == "roi":
         frames = add_roi_columns(frames, snd["roi_frames"], rcv["quality"])
     summary = summarize(frames, spec)
+    viewer = spec.viewer_spec()
+    if viewer.enabled:
+        write_atomic(out / "intake.parquet", parquet_bytes(intake_table(rcv["intake"], frames)))
     write_atomic(out / "frames.parquet", parquet_bytes(frames))
     write_atomic(out / "frames.csv", frames.to_csv(index=False))
     cell = {
@@ -237,6 +241,10 @@ def run_stream(
         "pcap_bytes": {r: (out / f"{r}.pcap").stat().st_size for r in ("sender", "receiver")},
     }  # fmt: skip
     write_json_atomic(out / "cell.json", cell)
+    if viewer.enabled and viewer.judge_after:  # after the session: a slow judge disturbs nothing
+        say(f"judging the viewer's frames ({viewer.judge})")
+        cell["viewer"] = judge_cell(out)
+        write_json_atomic(out / "cell.json", cell)
     for p in (out / "links").glob("*"):
         if p.suffix in (".log", ".json"):
             shutil.copy(p, out / p.name)

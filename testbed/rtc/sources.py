@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import av
 import numpy as np
 
+from testbed.roi.scene import BUILTINS
 from testbed.rtc.spec import MIN_FRAME_BYTES, StreamSpec
 
 VIDEO_CLOCK = 90_000
@@ -160,11 +161,18 @@ class PatternSource:
     def __init__(self, spec: StreamSpec) -> None:
         self.spec = spec
         self.target_bps = spec.bitrate_mbps * 1e6
-        self.container = av.open(spec.video) if spec.video else None
+        self.scene: Any = None
+        if spec.video in BUILTINS:  # a built-in scene, rendered (testbed.roi.scene)
+            from testbed.roi.scene import FrameSource
+
+            self.scene = FrameSource(spec.video, spec.width, spec.height)
+        self.container = av.open(spec.video) if spec.video and self.scene is None else None
         self.decoded: Any = None
 
     def _image(self, index: int) -> Any:
         spec = self.spec
+        if self.scene is not None:
+            return av.VideoFrame.from_ndarray(self.scene.rgb(index), format="rgb24")
         if self.container is not None:
             for _ in range(2):
                 if self.decoded is None:

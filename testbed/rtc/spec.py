@@ -13,8 +13,10 @@ from typing import Any
 from testbed import validate
 from testbed.errors import ConfigError
 from testbed.fec.spec import FecSpec, parse_fec
-from testbed.roi.scene import BUILTIN_SCENE
+from testbed.roi.scene import BUILTIN_SCENE, BUILTINS
+from testbed.roi.scenes import SCENES
 from testbed.roi.spec import RoiSpec, parse_roi
+from testbed.viewer.spec import ViewerSpec, parse_viewer
 
 SOURCES = ("synthetic", "video", "roi")
 CODECS = ("vp8", "vp9", "h264", "av1")  # what any stack may offer; each stack says which it has
@@ -53,6 +55,7 @@ class StreamSpec:
     abr_params: dict[str, Any] = field(default_factory=dict)
     fec: dict[str, Any] = field(default_factory=lambda: {"scheme": "none"})
     roi: dict[str, Any] = field(default_factory=dict)
+    viewer: dict[str, Any] = field(default_factory=dict)
     drain_s: float = 1.5
     connect_timeout_s: float = 20.0
     sender: str = "sender"
@@ -65,6 +68,7 @@ class StreamSpec:
         object.__setattr__(self, "fec", FecSpec(**self.fec).to_dict())
         if self.source == "roi":
             object.__setattr__(self, "roi", RoiSpec(**self.roi).to_dict())
+        object.__setattr__(self, "viewer", ViewerSpec(**self.viewer).to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         """Flat, as a user writes it (the stack's options beside the generic keys): what
@@ -78,6 +82,9 @@ class StreamSpec:
 
     def roi_spec(self) -> RoiSpec:
         return RoiSpec(**self.roi)
+
+    def viewer_spec(self) -> ViewerSpec:
+        return ViewerSpec(**self.viewer)
 
 
 GENERIC_KEYS = tuple(f.name for f in fields(StreamSpec) if f.name != "options")
@@ -138,6 +145,10 @@ def parse_stream(data: Mapping[str, Any], src: str = "--stream") -> StreamSpec:
                               f"{generic['codec']!r}: the roi source encodes H.264; valid: h264")  # fmt: skip
         generic["codec"] = "h264"
         generic.setdefault("video", BUILTIN_SCENE)
+        roi = dict(generic.get("roi") or {})
+        if generic["video"] in SCENES and roi.get("scorer", "oracle") == "oracle":
+            roi.setdefault("regions", generic["video"])  # the scene knows its relevant region
+            generic["roi"] = roi
         generic["roi"] = parse_roi(
             generic.get("roi"), src, int(generic.get("width", 640)), int(generic.get("height", 480))
         ).to_dict()
@@ -145,9 +156,13 @@ def parse_stream(data: Mapping[str, Any], src: str = "--stream") -> StreamSpec:
         raise ConfigError(
             src, "stream.roi", "only the roi source takes roi parameters (source: roi)"
         )
+    generic["viewer"] = parse_viewer(generic.get("viewer"), src).to_dict()
+    if generic["viewer"]["enabled"] and generic.get("source", "synthetic") == "synthetic":
+        raise ConfigError(src, "stream.viewer", "the AI viewer needs decodable video; use "
+                          "source: video or roi (e.g. video: builtin:document)")  # fmt: skip
     generic["options"] = stack.parse_options(rest, src)
     spec = StreamSpec(**generic)
-    if spec.video is not None and spec.video != BUILTIN_SCENE:
+    if spec.video is not None and spec.video not in BUILTINS:
         _check_video(spec.video, src)
     if spec.source == "synthetic" and spec.bitrate_mbps * 1e6 / 8 / spec.fps < MIN_FRAME_BYTES:
         raise ConfigError(

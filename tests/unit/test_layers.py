@@ -19,7 +19,8 @@ LAYERS = [
     "shaping",  # the link backends (emu, netem, user-mode-linux) and which one this machine has
     "abr",  # bitrate controllers (pure) and per-frame feedback
     "fec",  # FEC codec, planner, sender and receiver halves (pure)
-    "roi",  # context-aware encoding: scorers, QP maps, the roi source, quality
+    "roi",  # context-aware encoding: scorers, QP maps, the roi source, quality; scenes
+    "viewer",  # the AI viewer: intake, question files, judges, accuracy
     "rtc",  # stream spec, Stack protocol, endpoint record, sources, session, frame table; stacks
     "analysis",  # results folders -> tables, model comparison, plots
     "experiment",  # grids of cells, the runner

@@ -35,6 +35,7 @@ from testbed.rtc.ratecontrol import RateControl
 from testbed.rtc.signaling import Inbox, emit
 from testbed.rtc.sources import VIDEO_MAX_BPS, VIDEO_MIN_BPS, make_source
 from testbed.rtc.spec import StreamSpec, parse_stream
+from testbed.viewer.intake import Intake
 
 U32 = 1 << 32
 
@@ -187,7 +188,8 @@ async def run_sender(spec: StreamSpec, out: Path) -> None:
 
 
 def receiver_record(tap: compat.ReceiverTap, decoded: list[tuple[int, int]],
-                    meter: QualityMeter | None, frame_feedback: Any) -> record.EndpointRecord:  # fmt: skip
+                    meter: QualityMeter | None, frame_feedback: Any,
+                    intake: Intake | None) -> record.EndpointRecord:  # fmt: skip
     fec_pt = compat.FEC_PAYLOAD_TYPE if tap.fec else None
     frames: list[tuple[int, int, str, int | None]] = [
         (t, ts, "released", n) for t, ts, n, _ in tap.frames
@@ -206,6 +208,7 @@ def receiver_record(tap: compat.ReceiverTap, decoded: list[tuple[int, int]],
             (t, _kind(pt, tap.media_pt, tap.rtx_pt, fec_pt), pt, seq, ts) for t, pt, seq, ts in tap.rtp_in
         ),
         "quality": record.table("receiver", "quality").frame(meter.records if meter else []),
+        "intake": record.table("receiver", "intake").frame(intake.rows if intake else []),
     }  # fmt: skip
     info = {
         "cpu": _cpu(), "decoded": len(decoded), "plis": len(tap.plis),
@@ -231,6 +234,16 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
     meter = None
     if spec.source == "roi":
         meter = QualityMeter(spec.roi_spec(), spec.video, spec.width, spec.height)
+    viewer = spec.viewer_spec()
+    intake = Intake(viewer, out) if viewer.enabled else None
+
+    async def take(frame: Any, ts: int, decoded_ns: int) -> None:
+        assert intake is not None
+        slot = intake.due(ts)
+        if slot is not None:  # PNG off the event loop, as the PSNR
+            rgb = frame.to_ndarray(format="rgb24")
+            await asyncio.get_running_loop().run_in_executor(None, intake.take, slot, ts,
+                                                             decoded_ns, rgb)  # fmt: skip
 
     async def measure(frame: Any, ts: int | None) -> None:
         assert meter is not None
@@ -251,6 +264,8 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
                 ts = compat.decoded_rtp_timestamp(tap, frame.pts)
                 if ts is not None:
                     decoded.append((time.monotonic_ns(), ts))
+                    if intake is not None:
+                        await take(frame, ts, decoded[-1][0])
                 if meter is not None:
                     await measure(frame, ts)
 
@@ -287,7 +302,7 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
     for loop in (retrier, releaser, frame_feedback):
         if loop is not None:
             await loop.close()
-    receiver_record(tap, decoded, meter, frame_feedback).write(out)
+    receiver_record(tap, decoded, meter, frame_feedback, intake).write(out)
     await pc.close()
 
 
