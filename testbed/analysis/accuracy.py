@@ -20,39 +20,45 @@ from testbed.viewer.judging import judge_name_tag, wilson
 RESPONSE_TARGET_MS = 300.0
 
 
-def answers_table(results: Path, judge: str = "ocr") -> pd.DataFrame:
-    """Every answer of every cell, with the cell's columns (params, roi, loss, bitrate...)."""
+def answers_table(results: Path, judge: str | None = None) -> pd.DataFrame:
+    """Every answer of every cell (of one judge, or of every judge that scored it), with the
+    cell's columns (params, roi, loss, bitrate...)."""
     cells = load_cells(results).set_index("cell_id")
-    tag = judge_name_tag(judge)
+    pattern = f"answers.{judge_name_tag(judge)}.parquet" if judge else "answers.*.parquet"
     parts = []
     for cell_id, meta in cells.iterrows():
         folder = results / "cells" / str(cell_id)
-        path = folder / f"answers.{tag}.parquet"
-        if not path.exists():
-            continue
-        a = pd.read_parquet(path)
-        frames = pd.read_parquet(folder / "frames.parquet")
-        cell = json.loads((folder / "cell.json").read_text())
-        model_ms = float((cell["stream"].get("viewer") or {}).get("model_ms", 232.0))
-        done = frames[frames.status == "complete"]
-        resp = (done.complete_ns - done.capture_ns).astype("float64") / 1e6 + model_ms
-        a = a.assign(cell_id=cell_id, achieved_mbps=cell["summary"]["achieved_mbps"],
-                     response_p95_ms=float(np.percentile(resp, 95)) if len(resp) else np.nan,
-                     within_target=float((resp <= RESPONSE_TARGET_MS).mean()) if len(resp) else np.nan,
-                     video=cell["stream"].get("video"), **{k: meta[k] for k in cells.columns})  # fmt: skip
-        parts.append(a)
+        for path in sorted(folder.glob(pattern)):
+            parts.append(_cell_answers(folder, path, str(cell_id), meta, cells.columns))
     if not parts:
-        raise TestbedError(f"{results}: no cell has answers of judge {judge!r}; run "
-                           f"`testbed judge {results} --judge {judge}`")  # fmt: skip
+        raise TestbedError(f"{results}: no cell has answers{f' of judge {judge!r}' if judge else ''}; "
+                           f"run `testbed judge {results}`")  # fmt: skip
     return pd.concat(parts, ignore_index=True)
+
+
+def _cell_answers(
+    folder: Path, path: Path, cell_id: str, meta: pd.Series, columns: pd.Index
+) -> pd.DataFrame:
+    """One cell's answers of one judge, with its response-latency view and the cell's columns."""
+    a = pd.read_parquet(path).assign(judge=path.name.split(".")[1])
+    frames = pd.read_parquet(folder / "frames.parquet")
+    cell = json.loads((folder / "cell.json").read_text())
+    model_ms = float((cell["stream"].get("viewer") or {}).get("model_ms", 232.0))
+    done = frames[frames.status == "complete"]
+    resp = (done.complete_ns - done.capture_ns).astype("float64") / 1e6 + model_ms
+    return a.assign(cell_id=cell_id, achieved_mbps=cell["summary"]["achieved_mbps"],
+                    response_p95_ms=float(np.percentile(resp, 95)) if len(resp) else np.nan,
+                    within_target=float((resp <= RESPONSE_TARGET_MS).mean()) if len(resp) else np.nan,
+                    video=cell["stream"].get("video"), **{k: meta[k] for k in columns})  # fmt: skip
 
 
 def accuracy_table(answers: pd.DataFrame, by_task: bool = False) -> pd.DataFrame:
     """One row per configuration (scene, roi, bitrate, loss, other grid keys): accuracy with its
     95% Wilson interval, character accuracy, achieved bitrate and the response-latency view."""
-    keys = ["video", "roi", "loss_pct", "bitrate_mbps"]
+    keys = ["video", "judge", "roi", "loss_pct", "bitrate_mbps"]
     extra = [c for c in answers.columns if c.startswith(("stream.", "uplink.", "downlink."))
-             and c not in ("stream.bitrate_mbps", "uplink.loss_pct", "stream.roi")]  # fmt: skip
+             and c not in ("stream.bitrate_mbps", "uplink.loss_pct", "stream.video",
+                           "stream.roi.enabled")]  # fmt: skip
     keys += [c for c in extra if answers[c].nunique() > 1]
     if by_task:
         keys.append("task_type")

@@ -62,6 +62,29 @@ def _configs(results: Path) -> Any:
     return config_table(cell_table(load_frames(results)))
 
 
+def _report_accuracy(results: Path, csv_out: Path | None, by_task: bool, judge: str | None) -> None:
+    import pandas as pd
+
+    from testbed.analysis.accuracy import accuracy_table, answers_table
+    from testbed.viewer.offline import bitrate_at_share
+
+    try:
+        table = accuracy_table(answers_table(results, judge), by_task=by_task)
+    except TestbedError as e:
+        fail(e)
+    with pd.option_context("display.width", 220, "display.max_columns", 30, "display.precision", 3):
+        click.echo(table.to_string(index=False))
+    if not by_task:
+        for (video, loss), g in table.groupby(["video", "loss_pct"], dropna=False):
+            at = bitrate_at_share(g)
+            ratio = at.get("ROI", float("nan")) / at.get("uniform", float("nan"))
+            click.echo(f"{video}, {loss:g}% loss: 90% of top accuracy at "
+                       + ", ".join(f"{k} {v:.3f} Mbps" for k, v in at.items())
+                       + (f" (ROI / uniform {ratio:.2f})" if len(at) > 1 else ""))  # fmt: skip
+    if csv_out:
+        table.to_csv(csv_out, index=False)
+
+
 @click.command()
 @click.argument("results", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
@@ -71,8 +94,15 @@ def _configs(results: Path) -> Any:
 @click.option(
     "--metric", default="p95", show_default=True, help="with --by: p50 | p95 | p99 | mean"
 )
-def report(results: Path, csv_out: Path | None, by: str | None, metric: str) -> None:
+@click.option("--accuracy", is_flag=True, help="the AI viewer's task accuracy per configuration")
+@click.option("--by-task", is_flag=True, help="with --accuracy: a row per task type too")
+@click.option("--judge", default=None, help="with --accuracy: only this judge's answers")
+def report(results: Path, csv_out: Path | None, by: str | None, metric: str, accuracy: bool,
+           by_task: bool, judge: str | None) -> None:  # fmt: skip
     """Per configuration: achieved bitrate, frames, completion, latency with 95% CIs, model."""
+    if accuracy:
+        _report_accuracy(results, csv_out, by_task, judge)
+        return
     import pandas as pd
 
     from testbed.analysis.metrics import VARIANTS, other_params
@@ -156,6 +186,11 @@ def report(results: Path, csv_out: Path | None, by: str | None, metric: str) -> 
     "--by", default=None, help="fec | abr | nack | roi: a panel per loss, a line per variant"
 )
 @click.option(
+    "--accuracy",
+    is_flag=True,
+    help="the AI viewer's task accuracy vs achieved bitrate, uniform vs ROI (Figure 9)",
+)
+@click.option(
     "--timeseries",
     is_flag=True,
     help="RESULTS is a cell folder or a results folder: target vs achieved bitrate, latency and "
@@ -171,6 +206,7 @@ def plot(
     yellow_loss_pct: float | None,
     by: str | None,
     timeseries: bool,
+    accuracy: bool,
 ) -> None:
     """The Figure 3 view, with the yellow region computed from the data (or --by, --timeseries)."""
     import matplotlib
@@ -186,6 +222,17 @@ def plot(
     budget = response_ms - model_ms
     if timeseries:
         _plot_timeseries(results, out, budget)
+        return
+    if accuracy:
+        from testbed.analysis.accuracy import accuracy_table, answers_table
+        from testbed.analysis.plots import accuracy_figure
+
+        try:
+            table = accuracy_table(answers_table(results))
+        except TestbedError as e:
+            fail(e)
+        paths = save(accuracy_figure(table), out or results.parent / f"{results.name}-accuracy.pdf")
+        click.echo("figure: " + ", ".join(str(p) for p in paths))
         return
     try:
         configs = _configs(results)

@@ -1,10 +1,10 @@
 """Topology and link specifications (frozen dataclasses, strict YAML) and the trace files links
 follow. Pure data: building them into kernel state is testbed.net's job."""
 
+from testbed.config.schedule import GilbertElliottSpec, ScheduleSpec, Segment
 from testbed.config.topology import (
     BACKENDS,
     DEFAULT_QUEUE_PACKETS,
-    GilbertElliottSpec,
     LinkDef,
     LinkSpec,
     Override,
@@ -27,6 +27,8 @@ __all__ = [
     "LinkDef",
     "LinkSpec",
     "Override",
+    "ScheduleSpec",
+    "Segment",
     "TopologySpec",
     "apply_overrides",
     "load_topology",

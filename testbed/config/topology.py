@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from testbed import validate
-from testbed.config.traces import load_trace
+from testbed.config.schedule import GilbertElliottSpec, ScheduleSpec, Segment, parse_schedule
+from testbed.config.traces import LOSS_UNITS, read_link_trace
 from testbed.errors import ConfigError
 from testbed.yamlio import loads, read_yaml
 
@@ -26,31 +27,13 @@ DEFAULT_QUEUE_PACKETS = 1000
 
 
 @dataclass(frozen=True)
-class GilbertElliottSpec:
-    """Two-state bursty loss, per packet, as netem's `loss gemodel p r 1-h 1-k`.
-
-    A packet is lost with the loss probability of the state it finds; then the state moves
-    (good -> bad with p, bad -> good with r).
-    """
-
-    p_pct: float
-    r_pct: float
-    loss_bad_pct: float = 100.0
-    loss_good_pct: float = 0.0
-
-    @property
-    def mean_loss_pct(self) -> float:
-        if self.p_pct + self.r_pct == 0:
-            return self.loss_good_pct
-        bad_share = self.p_pct / (self.p_pct + self.r_pct)
-        return bad_share * self.loss_bad_pct + (1 - bad_share) * self.loss_good_pct
-
-
-@dataclass(frozen=True)
 class LinkSpec:
     """One direction of a link: loss -> droptail queue -> rate or trace -> delay (+ jitter).
 
     rate_mbps counts IP packet bytes (as Mahimahi does). Neither rate nor trace = no rate limit.
+    trace: a Mahimahi trace (delivery opportunities). schedule: segments that change rate,
+    delay, jitter and loss over time (testbed.config.schedule), inline, from a schedule file, or
+    converted from an OpenNetLab / cooked trace file given as `trace:`.
     queue_packets / queue_bytes: droptail limits on packets waiting for the link (None = none).
     """
 
@@ -62,6 +45,7 @@ class LinkSpec:
     gilbert_elliott: GilbertElliottSpec | None = None
     queue_packets: int | None = DEFAULT_QUEUE_PACKETS
     queue_bytes: int | None = None
+    schedule: ScheduleSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -69,6 +53,8 @@ class LinkSpec:
             value = getattr(self, f.name)
             if isinstance(value, GilbertElliottSpec):
                 value = {g.name: getattr(value, g.name) for g in fields(value)}
+            elif isinstance(value, ScheduleSpec):
+                value = value.to_dict()
             out[f.name] = value
         return out
 
@@ -176,23 +162,8 @@ def parse_gilbert_elliott(value: Any, src: str, path: str) -> GilbertElliottSpec
 def parse_link_spec(value: Any, src: str, path: str, base_dir: Path) -> LinkSpec:
     """Build one direction's LinkSpec; a trace path is resolved against base_dir and parsed."""
     data = _mapping(value if value is not None else {}, src, path)
-    _check_keys(data, [f.name for f in fields(LinkSpec)], src, path)
+    _check_keys(data, [*(f.name for f in fields(LinkSpec)), *TRACE_OPTIONS], src, path)
     rate = _number(data, "rate_mbps", src, path, None, 0, 100_000, lo_open=True)
-    trace = data.get("trace")
-    trace_path: str | None = None
-    if trace is not None:
-        if not isinstance(trace, str) or not trace:
-            raise ConfigError(src, f"{path}.trace", f"{trace!r} is not a path to a trace file")
-        if rate is not None:
-            raise ConfigError(src, f"{path}.trace", "give either rate_mbps or trace, not both")
-        p = Path(trace)
-        if not p.is_absolute():
-            p = base_dir / p
-        trace_path = str(p.resolve())
-        try:
-            load_trace(trace_path)  # validates: missing, empty, malformed, decreasing
-        except ConfigError as e:
-            raise ConfigError(src, f"{path}.trace", str(e)) from None
     ge = None
     if data.get("gilbert_elliott") is not None:
         ge = parse_gilbert_elliott(data["gilbert_elliott"], src, f"{path}.gilbert_elliott")
@@ -201,16 +172,81 @@ def parse_link_spec(value: Any, src: str, path: str, base_dir: Path) -> LinkSpec
         raise ConfigError(
             src, f"{path}.loss_pct", "give either loss_pct (bernoulli) or gilbert_elliott, not both"
         )
+    delay = _number(data, "delay_ms", src, path, 0.0, 0, 60_000) or 0.0
+    jitter = _number(data, "jitter_ms", src, path, 0.0, 0, 60_000) or 0.0
+    base = Segment(0.0, rate, delay, jitter, loss, ge)  # where a schedule starts from
+    trace = data.get("trace")
+    trace_path: str | None = None
+    schedule: ScheduleSpec | None = None
+    if trace is not None:
+        if not isinstance(trace, str) or not trace:
+            raise ConfigError(src, f"{path}.trace", f"{trace!r} is not a path to a trace file")
+        if rate is not None:
+            raise ConfigError(src, f"{path}.trace", "give either rate_mbps or trace, not both")
+        p = Path(trace)
+        if not p.is_absolute():
+            p = base_dir / p
+        read = _read_trace(str(p.resolve()), data, src, path, base)
+        if isinstance(read, ScheduleSpec):
+            schedule = read
+        else:
+            trace_path = read.path
+    if data.get("schedule") is not None:
+        if schedule is not None or trace_path is not None:
+            raise ConfigError(src, f"{path}.schedule", "give either trace or schedule, not both")
+        schedule = _schedule(data["schedule"], data, src, f"{path}.schedule", base_dir, base)
     return LinkSpec(
         rate_mbps=rate,
         trace=trace_path,
-        delay_ms=_number(data, "delay_ms", src, path, 0.0, 0, 60_000) or 0.0,
-        jitter_ms=_number(data, "jitter_ms", src, path, 0.0, 0, 60_000) or 0.0,
+        delay_ms=delay,
+        jitter_ms=jitter,
         loss_pct=loss,
         gilbert_elliott=ge,
         queue_packets=_integer(data, "queue_packets", src, path, DEFAULT_QUEUE_PACKETS, 1),
         queue_bytes=_integer(data, "queue_bytes", src, path, None, 1500),
+        schedule=schedule,
     )
+
+
+TRACE_OPTIONS = ("trace_pattern", "trace_loss_unit", "trace_rtt_share")
+
+
+def _read_trace(path: str, data: Mapping[str, Any], src: str, where: str, base: Segment) -> Any:
+    """A trace file of any format (testbed.config.traces); OpenNetLab and cooked ones become
+    schedules. trace_pattern (uplink | downlink: which of an OpenNetLab file's patterns;
+    default: this direction's), trace_loss_unit (percent | fraction), trace_rtt_share (the share
+    of an entry's rtt that is this direction's delay; 0.5)."""
+    direction = where.rsplit(".", 1)[-1]
+    pattern = validate.choice(data.get("trace_pattern", direction if direction in ("uplink", "downlink") else "uplink"),
+                              ("uplink", "downlink"), src, f"{where}.trace_pattern")  # fmt: skip
+    unit = data.get("trace_loss_unit")
+    if unit is not None:
+        validate.choice(unit, LOSS_UNITS, src, f"{where}.trace_loss_unit")
+    share = validate.number(data.get("trace_rtt_share", 0.5), src, f"{where}.trace_rtt_share", 0, 1)
+    try:
+        return read_link_trace(path, pattern, unit, share, base)
+    except ConfigError as e:
+        raise ConfigError(src, f"{where}.trace", str(e)) from None
+
+
+def _schedule(
+    value: Any, data: Mapping[str, Any], src: str, where: str, base_dir: Path, base: Segment
+) -> ScheduleSpec:
+    """An inline schedule, or a schedule file (YAML/JSON mapping) or a trace file of segments."""
+    if isinstance(value, str):
+        p = Path(value) if Path(value).is_absolute() else base_dir / value
+        p = p.resolve()
+        if p.suffix.lower() in (".yaml", ".yml"):
+            raw = read_yaml(p)
+            spec = parse_schedule(raw, str(p), "schedule", base)
+            return ScheduleSpec(spec.segments, spec.at_end, str(p))
+        read = _read_trace(str(p), data, src, where, base)
+        if not isinstance(read, ScheduleSpec):
+            raise ConfigError(
+                src, where, f"{p}: a Mahimahi trace is not a schedule; give it as trace:"
+            )
+        return read
+    return parse_schedule(value, src, where, base)
 
 
 TOPOLOGY_KEYS = ("name", "hosts", "links", "backend", "seed")

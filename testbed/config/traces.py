@@ -1,6 +1,7 @@
-"""Mahimahi-format bandwidth traces.
+"""Bandwidth traces: Mahimahi's format (delivery opportunities), and the field's others as
+schedules (testbed.config.schedule): OpenNetLab's JSON patterns and cooked `time_s Mbps` logs.
 
-Each line is a millisecond timestamp from the start of the trace; each line is one opportunity
+Mahimahi: each line is a millisecond timestamp from the start of the trace; each line is one opportunity
 to deliver one 1500-byte packet (a repeated timestamp = several opportunities in that
 millisecond). The trace loops: the next period starts at the last timestamp, as in Mahimahi.
 """
@@ -8,9 +9,11 @@ millisecond). The trace loops: the next period starts at the last timestamp, as 
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
+from testbed.config.schedule import ScheduleSpec, Segment
 from testbed.errors import ConfigError
 from testbed.files import read_input_file
 
@@ -114,3 +117,152 @@ def piecewise_trace(segments: list[tuple[float, float]]) -> list[int]:
                 credit -= 1.0
         t0_ms += duration_s * 1000
     return out
+
+
+# --- the field's other trace formats: capacity (and loss, delay) per segment -------------------
+
+FORMATS = ("mahimahi", "opennetlab", "cooked")
+LOSS_UNITS = ("percent", "fraction")
+
+
+def detect_format(path: str | Path, text: str) -> str:
+    """mahimahi (one ms timestamp per line), opennetlab (JSON trace_pattern), cooked (`time_s
+    Mbps` per line, Pensieve's FCC / Norway HSDPA logs): by extension, else by content."""
+    if str(path).lower().endswith(".json") or text.lstrip().startswith("{"):
+        return "opennetlab"
+    for line in text.splitlines():
+        parts = line.split()
+        if parts and not parts[0].startswith("#"):
+            return "mahimahi" if len(parts) == 1 else "cooked"
+    return "mahimahi"
+
+
+def _num(value: object, src: str, where: str, lo: float, hi: float) -> float:
+    from testbed import validate
+
+    return validate.number(value, src, where, lo, hi)
+
+
+def opennetlab_segments(
+    text: str, src: str, pattern: str, loss_unit: str | None, rtt_share: float, base: Segment
+) -> tuple[Segment, ...]:
+    """An OpenNetLab JSON file's `pattern` (uplink | downlink) as resolved segments.
+
+    Per entry: duration (ms, > 0), capacity (kbps; 0 = an outage), loss, rtt (ms; applied as
+    rtt * rtt_share one-way delay, half by default), jitter (ms); a missing key keeps the previous
+    entry's value. Loss: a value above 1 can only be a percent, so such a file is read in
+    percent; a file whose nonzero losses are all <= 1 is ambiguous (0.1: 0.1% or 10%?) and is
+    refused unless loss_unit says which.
+    """
+    import json
+
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(src, "", f"not valid JSON ({e}); an OpenNetLab trace is "
+                          '{"uplink": {"trace_pattern": [...]}}') from None  # fmt: skip
+    if not isinstance(data, dict) or not isinstance(data.get(pattern), dict):
+        have = [k for k in ("uplink", "downlink") if isinstance(data, dict) and data.get(k)]
+        raise ConfigError(src, pattern, f"no {pattern} pattern; the file has: {', '.join(have) or 'none'}"
+                          " (choose one with trace_pattern)")  # fmt: skip
+    entries = data[pattern].get("trace_pattern")
+    key = f"{pattern}.trace_pattern"
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(src, key, "expected a non-empty list of {duration, capacity, ...}")
+    losses = [e.get("loss") for e in entries if isinstance(e, dict) and e.get("loss")]
+    if loss_unit is None and losses:
+        if any(isinstance(v, int | float) and v > 1 for v in losses):
+            loss_unit = "percent"
+        else:
+            raise ConfigError(src, f"{key}: loss", f"losses like {losses[0]} could be percents or "
+                              "fractions; say which with trace_loss_unit: percent | fraction")  # fmt: skip
+    scale = 100.0 if loss_unit == "fraction" else 1.0
+    out: list[Segment] = []
+    prev = base
+    for i, entry in enumerate(entries):
+        where = f"{key}[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(
+                src, where, "expected a mapping {duration, capacity, loss, rtt, jitter}"
+            )
+        unknown = [k for k in entry if k not in ("duration", "capacity", "loss", "rtt", "jitter")]
+        if unknown:
+            raise ConfigError(src, f"{where}.{unknown[0]}", "unknown key; valid: duration, "
+                              "capacity, loss, rtt, jitter")  # fmt: skip
+        if "duration" not in entry:
+            raise ConfigError(src, f"{where}.duration", "missing; a duration in ms > 0")
+        duration = _num(entry["duration"], src, f"{where}.duration", 0, 86_400_000)
+        if duration <= 0:
+            raise ConfigError(
+                src, f"{where}.duration", f"{entry['duration']} is out of range; valid: > 0 ms"
+            )
+        rate = prev.rate_mbps
+        if "capacity" in entry:
+            rate = _num(entry["capacity"], src, f"{where}.capacity", 0, 100_000_000) / 1000
+        loss = prev.loss_pct
+        if "loss" in entry:
+            loss = _num(entry["loss"], src, f"{where}.loss", 0, 100 if scale == 1 else 1) * scale
+        delay = prev.delay_ms
+        if "rtt" in entry:
+            delay = _num(entry["rtt"], src, f"{where}.rtt", 0, 120_000) * rtt_share
+        jitter = prev.jitter_ms
+        if "jitter" in entry:
+            jitter = _num(entry["jitter"], src, f"{where}.jitter", 0, 60_000)
+        seg = Segment(
+            duration, rate, delay, jitter, loss, None if "loss" in entry else prev.gilbert_elliott
+        )
+        out.append(seg)
+        prev = seg
+    return tuple(out)
+
+
+def cooked_segments(text: str, src: str, base: Segment) -> tuple[Segment, ...]:
+    """`time_s Mbps` lines (Pensieve's cooked traces): the rate from each time to the next; the
+    last line lasts as long as the step before it."""
+    points: list[tuple[float, float]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        where = f"line {number}"
+        if len(parts) != 2:
+            raise ConfigError(src, where, f"{line.strip()!r}: expected `time_s Mbps`")
+        try:
+            t, mbps = float(parts[0]), float(parts[1])
+        except ValueError:
+            raise ConfigError(
+                src, where, f"{line.strip()!r}: expected two numbers, `time_s Mbps`"
+            ) from None
+        if t < 0 or mbps < 0 or t != t or mbps != mbps:
+            raise ConfigError(src, where, f"{line.strip()!r}: time and Mbps must be >= 0")
+        if points and t <= points[-1][0]:
+            raise ConfigError(
+                src, where, f"time {t:g} s comes after {points[-1][0]:g} s: times must increase"
+            )
+        points.append((t, mbps))
+    if len(points) < 2:
+        raise ConfigError(src, "", "a cooked trace needs at least two `time_s Mbps` lines")
+    steps = [b[0] - a[0] for a, b in itertools.pairwise(points)]
+    out = []
+    for i, (_, mbps) in enumerate(points):
+        duration_s = steps[i] if i < len(steps) else steps[-1]
+        out.append(Segment(duration_s * 1000, mbps, base.delay_ms, base.jitter_ms, base.loss_pct,
+                           base.gilbert_elliott))  # fmt: skip
+    return tuple(out)
+
+
+def read_link_trace(path: str | Path, pattern: str = "uplink", loss_unit: str | None = None,
+                    rtt_share: float = 0.5, base: Segment | None = None) -> Trace | ScheduleSpec:  # fmt: skip
+    """A trace file of any supported format: a Mahimahi Trace, or a schedule of segments."""
+    p = Path(path)
+    text = read_input_file(p, "trace file")
+    fmt = detect_format(p, text)
+    base = base or Segment(0.0, None, 0.0, 0.0, 0.0, None)
+    if fmt == "mahimahi":
+        return parse_trace(text, str(p))
+    src = f"{p} ({fmt})"
+    if fmt == "opennetlab":
+        segments = opennetlab_segments(text, src, pattern, loss_unit, rtt_share, base)
+    else:
+        segments = cooked_segments(text, src, base)
+    return ScheduleSpec(segments, "loop", str(p.resolve()))

@@ -6,7 +6,8 @@ builtin:document  a sheet of real English words over a textured background, in l
 builtin:markers   ArUco markers (OpenCV's DICT_4X4_50) of several sizes on the same background.
 
 Each knows its truth: the lines' text and boxes, the markers' ids and boxes (in frame pixels,
-with the shake's margin), and its relevant region (what the oracle ROI scorer favours).
+with the shake's margin), and its relevant boxes (what the oracle ROI scorer favours: the
+paper; each marker).
 """
 
 from __future__ import annotations
@@ -169,21 +170,21 @@ class GroundTruthScene:
     kind = ""
 
     def __init__(self, width: int, height: int, canvas: np.ndarray, items: list[Item],
-                 region: tuple[int, int, int, int]) -> None:  # fmt: skip
+                 relevant: list[tuple[int, int, int, int]]) -> None:  # fmt: skip
         self.width, self.height = width, height
         self.canvas = np.clip(canvas, 0, 255).astype(np.uint8)
         self.items = items
-        self.region = region
+        self.relevant = relevant  # boxes in frame pixels: the paper; each marker
 
     def rgb(self, index: int) -> np.ndarray:
         dx, dy = shake(index)
         return np.ascontiguousarray(self.canvas[dy : dy + self.height, dx : dx + self.width])
 
     def regions(self) -> dict[str, Any]:
-        """A regions file (testbed.roi.regions) whose relevant region is the scene's."""
-        x, y, w, h = self.region
+        """A regions file (testbed.roi.regions): the scene's relevant boxes."""
         return {"width": self.width, "height": self.height, "background": -1.0,
-                "regions": [{"x": x, "y": y, "w": w, "h": h, "relevance": 1.0}]}  # fmt: skip
+                "regions": [{"x": x, "y": y, "w": w, "h": h, "relevance": 1.0}
+                            for x, y, w, h in self.relevant]}  # fmt: skip
 
 
 def _in_frame(x: int, y: int, w: int, h: int, width: int, height: int) -> tuple[int, int, int, int]:
@@ -201,11 +202,12 @@ class DocumentScene(GroundTruthScene):
 
         canvas = _background(width, height, seed)
         rng = np.random.default_rng(seed)
+        # the paper: a third of the width, so most of the frame (and of the bits) is background
         px, py, pw, ph = (
-            round(width * 0.18),
-            round(height * 0.08),
-            round(width * 0.64),
-            round(height * 0.84),
+            round(width * 0.33),
+            round(height * 0.06),
+            round(width * 0.34),
+            round(height * 0.9),
         )
         px, py = px + SHAKE_PX, py + SHAKE_PX
         background = canvas.copy()
@@ -240,8 +242,9 @@ class DocumentScene(GroundTruthScene):
         bottom = y + round(height * 0.02)  # the paper ends below the last line
         out = np.asarray(img, dtype="float32").copy()
         out[bottom : py + ph, px : px + pw] = background[bottom : py + ph, px : px + pw]
-        region = _in_frame(px, py, pw, bottom - py, width, height)
-        super().__init__(width, height, out, items, region)
+        super().__init__(
+            width, height, out, items, [_in_frame(px, py, pw, bottom - py, width, height)]
+        )
 
 
 class MarkersScene(GroundTruthScene):
@@ -254,7 +257,7 @@ class MarkersScene(GroundTruthScene):
         dictionary = cv2.aruco.getPredefinedDictionary(cv2.aruco.DICT_4X4_50)
         rng = np.random.default_rng(seed)
         ids = [int(i) for i in rng.choice(50, size=6, replace=False)]
-        sizes = [0.30, 0.22, 0.16, 0.12, 0.09, 0.07]  # of the height
+        sizes = [0.16, 0.11, 0.08, 0.06, 0.045, 0.035]  # of the height
         items: list[Item] = []
         cols = 3
         for k, (marker, share) in enumerate(zip(ids, sizes, strict=True)):
@@ -268,10 +271,7 @@ class MarkersScene(GroundTruthScene):
             canvas[y : y + side, x : x + side] = img[:, :, None].astype("float32")
             items.append(Item(str(marker), side, _in_frame(x - quiet, y - quiet, side + 2 * quiet,
                                                           side + 2 * quiet, width, height)))  # fmt: skip
-        xs = [i.box for i in items]
-        x0, y0 = min(b[0] for b in xs), min(b[1] for b in xs)
-        x1, y1 = max(b[0] + b[2] for b in xs), max(b[1] + b[3] for b in xs)
-        super().__init__(width, height, canvas, items, (x0, y0, x1 - x0, y1 - y0))
+        super().__init__(width, height, canvas, items, [i.box for i in items])
 
 
 SCENES = {"builtin:document": DocumentScene, "builtin:markers": MarkersScene}

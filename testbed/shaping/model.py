@@ -2,6 +2,9 @@
 
 A packet offered at now_ns goes through, in this order (as Mahimahi and the issue have it):
   loss model -> droptail queue -> rate or trace delivery opportunities -> delay (+ jitter).
+With a schedule (testbed.config.schedule), the segment in force when the packet arrives sets
+its loss and delay, and the link serializes at each segment's rate as time passes (rate 0: an
+outage; the backlog waits and the queue drops what does not fit).
 Because the link is FIFO and the trace is known in advance, each accepted packet's release
 time is fixed the moment it arrives; the emulator process only has to hold it until then.
 """
@@ -13,12 +16,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from testbed.config import GilbertElliottSpec, LinkSpec
+from testbed.config import GilbertElliottSpec, LinkSpec, Segment
 from testbed.config.traces import OPPORTUNITY_BYTES, Trace
 
 DELIVER = "deliver"
 DROP_LOSS = "drop_loss"
 DROP_QUEUE = "drop_queue"
+NEVER_NS = 1 << 62  # a packet behind an outage that never ends
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,10 @@ class LinkModel:
         self._queue: deque[tuple[int, int]] = deque()  # (link exit ns, bytes) not yet sent
         self._queue_bytes = 0
         self._last_release = start_ns
+        self.schedule = spec.schedule
+        if self.schedule is not None:
+            self._rng = random.Random(seed)  # the scheduled loss models draw from one stream
+            self._ge_bad = False
 
     # --- queue occupancy -----------------------------------------------------------------
     def _drain(self, now_ns: int) -> None:
@@ -146,8 +154,56 @@ class LinkModel:
             self._opp_left = OPPORTUNITY_BYTES
         return self.start_ns + trace.opportunity_ns(self._opp_index)
 
+    # --- a schedule --------------------------------------------------------------------------
+    def segment_at(self, now_ns: int) -> Segment:
+        assert self.schedule is not None
+        return self.schedule.at(max(0, now_ns - self.start_ns))
+
+    def _lost_scheduled(self, seg: Segment) -> bool:
+        """The segment's loss: Gilbert-Elliott (its state carries across segments) or Bernoulli."""
+        rng = self._rng
+        ge = seg.gilbert_elliott
+        if ge is not None:
+            lost = rng.random() < (ge.loss_bad_pct if self._ge_bad else ge.loss_good_pct) / 100
+            if self._ge_bad:
+                if rng.random() < ge.r_pct / 100:
+                    self._ge_bad = False
+            elif rng.random() < ge.p_pct / 100:
+                self._ge_bad = True
+            return lost
+        return seg.loss_pct > 0 and rng.random() < seg.loss_pct / 100
+
+    def _link_exit_schedule(self, now_ns: int, size: int) -> int:
+        """Serialize `size` bytes from when the link is free, at each segment's rate in turn."""
+        schedule = self.schedule
+        assert schedule is not None
+        t = max(float(now_ns), self._busy_until)
+        bits = size * 8.0
+        while True:
+            rel = t - self.start_ns
+            seg = schedule.at(max(0.0, rel))
+            end = self.start_ns + schedule.boundary_after(max(0.0, rel))
+            if seg.rate_mbps is None:  # unlimited in this segment
+                break
+            if seg.rate_mbps == 0:  # an outage: nothing leaves until it ends
+                if end == float("inf"):
+                    t = NEVER_NS
+                    break
+                t = end
+                continue
+            per_ns = seg.rate_mbps * 1e-3  # bits per ns
+            if t + bits / per_ns <= end:
+                t += bits / per_ns
+                break
+            bits -= (end - t) * per_ns
+            t = end
+        self._busy_until = t
+        return round(t)
+
     def offer(self, now_ns: int, size: int) -> Verdict:
         """A packet of `size` IP bytes arrives at now_ns. Calls must come in time order."""
+        if self.schedule is not None:
+            return self._offer_scheduled(now_ns, size)
         if self.loss.lost():
             return Verdict(DROP_LOSS, -1, -1)
         spec = self.spec
@@ -168,6 +224,31 @@ class LinkModel:
         if self._jitter_ns:
             delay = max(0, round(delay + self._jitter_rng.gauss(0.0, self._jitter_ns)))
         # FIFO: jitter never reorders packets (a packet waits for the one before it).
+        release = max(exit_ns + delay, self._last_release)
+        self._last_release = release
+        return Verdict(DELIVER, exit_ns, release)
+
+    def _admit(self, now_ns: int, size: int) -> bool:
+        """Droptail: is there room in the queue for this packet?"""
+        spec = self.spec
+        self._drain(now_ns)
+        return not (
+            (spec.queue_packets is not None and len(self._queue) >= spec.queue_packets)
+            or (spec.queue_bytes is not None and self._queue_bytes + size > spec.queue_bytes)
+        )
+
+    def _offer_scheduled(self, now_ns: int, size: int) -> Verdict:
+        seg = self.segment_at(now_ns)
+        if self._lost_scheduled(seg):
+            return Verdict(DROP_LOSS, -1, -1)
+        if not self._admit(now_ns, size):
+            return Verdict(DROP_QUEUE, -1, -1)
+        exit_ns = self._link_exit_schedule(now_ns, size)
+        self._queue.append((exit_ns, size))
+        self._queue_bytes += size
+        delay = round(seg.delay_ms * 1e6)
+        if seg.jitter_ms:
+            delay = max(0, round(delay + self._jitter_rng.gauss(0.0, seg.jitter_ms * 1e6)))
         release = max(exit_ns + delay, self._last_release)
         self._last_release = release
         return Verdict(DELIVER, exit_ns, release)

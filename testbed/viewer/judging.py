@@ -119,7 +119,9 @@ def judge_cell(cell: Path, judge: str | None = None, params: dict[str, Any] | No
     if not viewer.get("enabled"):
         raise ConfigError(str(cell), "stream.viewer", "this cell ran without the AI viewer "
                           "(stream.viewer.enabled: true takes frames); nothing to judge")  # fmt: skip
-    name = judge or viewer.get("judge", "ocr")
+    name = judge or viewer.get("judge", "auto")
+    if name == "auto":
+        name = "markers" if stream.get("video") == "builtin:markers" else "ocr"
     tag = judge_name_tag(name)
     out = cell / f"answers.{tag}.parquet"
     if out.exists() and not force:

@@ -17,8 +17,9 @@ QWEN_MAX_PIXELS = 602_112  # Qwen2.5-VL's default max_pixels (768 * 28 * 28)
 @dataclass(frozen=True)
 class ViewerSpec:
     """enabled: take frames at all. fps: frames a model takes per second of video (deployed video
-    MLLMs: 2). max_pixels: the resize budget (Qwen2.5-VL's rule). judge: ocr | markers | mllm |
-    an entry point name | package.module:Class, with judge_params. questions: a question file
+    MLLMs: 2). max_pixels: the resize budget (Qwen2.5-VL's rule). judge: auto (markers for
+    builtin:markers, ocr otherwise) | ocr | markers | mllm | an entry point name |
+    package.module:Class, with judge_params. questions: a question file
     (default: the built-in scene's). model_ms: the model's own time in the response-latency
     view (the paper: ~232 ms of a 300 ms budget). judge_after: score at the end of each cell
     (true) or only with `testbed judge` (false)."""
@@ -26,7 +27,7 @@ class ViewerSpec:
     enabled: bool = False
     fps: float = 2.0
     max_pixels: int = QWEN_MAX_PIXELS
-    judge: str = "ocr"
+    judge: str = "auto"
     judge_params: dict[str, Any] | None = None
     questions: str | None = None
     model_ms: float = 232.0
@@ -51,7 +52,7 @@ def parse_viewer(value: Any, src: str, key: str = "stream.viewer") -> ViewerSpec
         validate.integer(data["max_pixels"], src, f"{key}.max_pixels", 28 * 28)
     if "model_ms" in data:
         data["model_ms"] = validate.number(data["model_ms"], src, f"{key}.model_ms", 0, 60_000)
-    if not isinstance(data.get("judge", "ocr"), str):
+    if not isinstance(data.get("judge", "auto"), str):
         raise ConfigError(src, f"{key}.judge", "expected a judge name")
     params = data.get("judge_params")
     if params is not None:
@@ -59,7 +60,8 @@ def parse_viewer(value: Any, src: str, key: str = "stream.viewer") -> ViewerSpec
     spec = ViewerSpec(**data)  # type: ignore[arg-type]
     from testbed.viewer.judges import resolve
 
-    resolve(spec.judge, src, f"{key}.judge")
+    if spec.judge != "auto":
+        resolve(spec.judge, src, f"{key}.judge")
     if spec.questions is not None:
         from testbed.viewer.questions import load_questions
 

@@ -172,3 +172,18 @@ def test_devibench_on_a_clip_made_here(tmp_path: Path) -> None:
                       str(tmp_path), "-o", str(out))  # fmt: skip
     assert missing.returncode == 2 and "1 video(s) missing" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_a_sweep_reports_and_plots_accuracy(run: str, tmp_path: Path) -> None:
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"topology: {P2P}\nstream: {{source: roi, video: builtin:markers, width: 640, "
+                   "height: 360, duration_s: 3, drain_s: 0.5, viewer: {enabled: true}}\n"
+                   "grid: {stream.roi.enabled: [false, true]}\n")  # fmt: skip
+    out = tmp_path / "res"
+    res = run_cli("run", str(exp), "-o", str(out), "--name", run)
+    assert res.returncode == 0, res.stderr
+    rep = run_cli("report", str(out), "--accuracy")
+    assert rep.returncode == 0, rep.stderr
+    assert "builtin:markers" in rep.stdout and "90% of top accuracy" in rep.stdout, rep.stdout
+    fig = run_cli("plot", str(out), "--accuracy", "-o", str(tmp_path / "acc.pdf"))
+    assert fig.returncode == 0 and (tmp_path / "acc.png").exists(), fig.stderr

@@ -112,3 +112,17 @@ def test_viewer_keys_are_checked() -> None:
         with pytest.raises(ConfigError) as e:
             parse_stream(bad)
         assert e.value.key == key, e.value
+
+
+def test_bitrate_at_90_percent_of_top_accuracy() -> None:
+    import pandas as pd
+
+    from testbed.viewer.offline import bitrate_at_share, sample_indices
+
+    t = pd.DataFrame({"roi": ["uniform"] * 3 + ["ROI"] * 3,
+                      "achieved_mbps": [0.1, 0.2, 0.4, 0.1, 0.2, 0.4],
+                      "accuracy": [0.25, 0.5, 1.0, 0.5, 0.95, 1.0]})  # fmt: skip
+    at = bitrate_at_share(t)
+    assert at["ROI"] == pytest.approx(0.1 + 0.1 * 0.4 / 0.45)  # linear between measured points
+    assert at["uniform"] == pytest.approx(0.2 + 0.2 * 0.8)
+    assert sample_indices(90, 30, 2, 30) == {30, 45, 60, 75}
