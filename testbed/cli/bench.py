@@ -26,14 +26,36 @@ def bench() -> None:
     help="rates tried for the highest sustained rate",
 )
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--schedule",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="a schedule (or OpenNetLab / cooked trace): per segment, delivered rate, "
+    "one-way delay and loss against it (e.g. topologies/schedules/bench.yaml)",
+)
 @name_option("tbb")
 def bench_link(
-    backend: str, quick: bool, max_rate_mbps: str, json_out: Path | None, name: str
+    backend: str,
+    quick: bool,
+    max_rate_mbps: str,
+    json_out: Path | None,
+    schedule: Path | None,
+    name: str,
 ) -> None:
     """Measure the emulated link with iperf3, ping and a timestamped UDP probe."""
     from testbed.bench.link import run_link_bench
 
     require_root()
+    if schedule is not None:
+        from testbed.bench.schedule import run_schedule_bench
+
+        try:
+            rows = run_schedule_bench(schedule, backend.split(","), name, click.echo)
+        except TestbedError as e:
+            fail(e)
+        if json_out:
+            json_out.write_text(json.dumps(rows, indent=1))
+        return
     rates = numbers("--max-rate-mbps", max_rate_mbps)
     try:
         results = run_link_bench(

@@ -9,6 +9,7 @@ express, goes through the tc CLI.
 from __future__ import annotations
 
 import subprocess
+import time
 from typing import Any
 
 from testbed.config import TopologySpec
@@ -64,4 +65,27 @@ class NetemBackend:
                                preexec_fn=lambda: enter_netns(plan.router_ns))  # fmt: skip
         except (NetlinkError, subprocess.CalledProcessError) as e:
             raise KernelError(f"netem on {plan.out_ifname} in {plan.router_ns}: {e}") from e
-        return {"backend": "netem", "where": "router namespace", "tc": params.tc_args()}
+        info: dict[str, Any] = {"backend": "netem", "where": "router namespace", "tc": params.tc_args(),
+                                "start_mono_ns": time.monotonic_ns()}  # fmt: skip
+        if plan.spec.schedule is not None:
+            info["scheduler_pid"] = self._start_scheduler(plan, ledger)
+        return info
+
+    def _start_scheduler(self, plan: DirectionPlan, ledger: Ledger) -> int:
+        """The process that changes the qdisc at segment boundaries (recorded, ended by pid)."""
+        import json
+        import sys
+
+        from testbed.net.ledger import process_start_ticks
+
+        pidfile = plan.log_dir / f"netem-schedule-{plan.tag}.pid"
+        entry = ledger.record("process", pid=None, start_ticks=None, pidfile=str(pidfile),
+                              what=f"netem scheduler {plan.tag}")  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "testbed.shaping.netem_schedule", "--netns", plan.router_ns,
+             "--dev", plan.out_ifname, "--spec", json.dumps(plan.spec.to_dict()), "--pidfile",
+             str(pidfile)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        ledger.update(entry, pid=proc.pid, start_ticks=process_start_ticks(proc.pid))
+        return proc.pid

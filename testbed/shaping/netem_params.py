@@ -10,7 +10,7 @@ the tc CLI takes strings with units. pyroute2 cannot express `loss gemodel`: tha
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from testbed.config import LinkSpec
@@ -58,8 +58,28 @@ class NetemParams:
         return [*args, "limit", str(self.limit_packets)]
 
 
+def segment_specs(spec: LinkSpec) -> list[tuple[float, LinkSpec]]:
+    """A scheduled direction as (duration_ms, the constant spec of that segment). An outage
+    (rate 0) becomes loss 100%: netem computes a packet's departure when it enqueues it, so a
+    near-zero rate would stall every packet queued in the outage long after it ends."""
+    if spec.schedule is None:
+        return [(float("inf"), spec)]
+    out = []
+    for seg in spec.schedule.segments:
+        outage = seg.rate_mbps == 0
+        out.append((seg.duration_ms, replace(
+            spec, schedule=None, rate_mbps=None if outage else seg.rate_mbps, delay_ms=seg.delay_ms,
+            jitter_ms=seg.jitter_ms, loss_pct=100.0 if outage else seg.loss_pct,
+            gilbert_elliott=None if outage else seg.gilbert_elliott,
+        )))  # fmt: skip
+    return out
+
+
 def netem_params(spec: LinkSpec) -> NetemParams:
-    """Translate one direction; what netem cannot do is an UnavailableError saying what can."""
+    """Translate one direction; what netem cannot do is an UnavailableError saying what can.
+    A scheduled direction: its first segment (segment_specs gives every one)."""
+    if spec.schedule is not None:
+        return netem_params(segment_specs(spec)[0][1])
     if spec.trace is not None:
         raise UnavailableError(
             "the netem backend cannot follow a Mahimahi trace (netem has no time-varying rate); "
