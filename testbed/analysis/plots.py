@@ -108,7 +108,7 @@ def _plain_log_x(ax: Any) -> None:
 
     ax.set_xscale("log")
     lo, hi = ax.get_xlim()
-    ax.set_xticks([t for t in (0.05, 0.1, 0.2, 0.4, 1, 2, 4, 8, 16, 32) if lo <= t <= hi])
+    ax.set_xticks([t for t in (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32) if lo <= t <= hi])
     ax.set_xlim(lo, hi)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())

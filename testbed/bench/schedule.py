@@ -27,40 +27,52 @@ Say = Callable[[str], None]
 TRIM = 0.1  # of each segment, at each end
 
 
-def _segment_of(t_rel: np.ndarray, s: ScheduleSpec, delays_ns: np.ndarray) -> np.ndarray:
-    """Per packet (receive time since the schedule started, ns): its segment by link exit."""
+def _segment_of(
+    tx_rel: np.ndarray, rx_rel: np.ndarray, s: ScheduleSpec, period0: float
+) -> np.ndarray:
+    """Per packet (send and receive times since the schedule started, ns): the segment its link
+    exit fell in, inside the one whole period from period0 (-1 elsewhere). The delay is the one
+    in force when it entered the link (as the model and netem apply it), so exit = rx - delay."""
     period = s.period_ns
     ends = np.asarray(s.ends_ns)
     starts = np.concatenate([[0.0], ends[:-1]])
-    out = np.full(len(t_rel), -1)
+    delay_at_entry = np.array([s.at(max(0.0, t)).delay_ms * 1e6 for t in tx_rel])
+    exit_rel = rx_rel - delay_at_entry - period0
+    out = np.full(len(rx_rel), -1)
     for i in range(len(ends)):
-        exit_rel = np.mod(t_rel - delays_ns[i], period)
         width = ends[i] - starts[i]
         inside = (exit_rel >= starts[i] + TRIM * width) & (exit_rel < ends[i] - TRIM * width)
-        out[inside & (out < 0)] = i
+        out[inside & (exit_rel < period)] = i
     return out
+
+
+def _first_whole_period(first_ns: float, period: float) -> float:
+    """The first period boundary a little after the probe's first packet (its ramp is over)."""
+    return float(np.ceil((first_ns + 2e8) / period) * period)
 
 
 def measure(backend: str, run: str, spec: LinkSpec, say: Say) -> list[dict[str, Any]]:
     s = spec.schedule
     assert s is not None
     top = max((seg.rate_mbps or 0) for seg in s.segments) or 10.0
-    delays = np.array([seg.delay_ms * 1e6 for seg in s.segments])
-    periods = max(1.0, s.period_ns / 1e9)
+    seconds = 2 * s.period_ns / 1e9 + 0.5  # holds one whole period after a ramp-up
     with Case(backend, run, spec, replace(spec, schedule=None, rate_mbps=None, delay_ms=0,
                                            loss_pct=0, jitter_ms=0)) as net:  # fmt: skip
         assert net.info is not None
         start_mono = int(net.info.links["path"]["uplink"]["start_mono_ns"])
         offset = time.time_ns() - time.monotonic_ns()
-        heavy = probe(net, 1.2 * top, 1200, periods)
-        light = probe(net, 0.3, 200, periods)
+        heavy = probe(net, 1.2 * top, 1200, seconds)
+        light = probe(net, 0.3, 200, seconds)
     rows = []
-    hs = _segment_of(heavy[:, 2] - offset - start_mono, s, delays)
-    ls = _segment_of(light[:, 2] - offset - start_mono, s, delays)
+    h_tx, h_rx = heavy[:, 1] - offset - start_mono, heavy[:, 2] - offset - start_mono
+    l_tx, l_rx = light[:, 1] - offset - start_mono, light[:, 2] - offset - start_mono
+    hs = _segment_of(h_tx, h_rx, s, _first_whole_period(float(h_rx.min()), s.period_ns))
+    p0 = _first_whole_period(float(l_rx.min()), s.period_ns)
+    ls = _segment_of(l_tx, l_rx, s, p0)
     # every light packet's send time, lost ones too (the probe paces evenly: fit tx = a + b seq)
     slope, icpt = np.polyfit(light[:, 0], light[:, 1], 1)
     seqs = np.arange(int(light[:, 0].max()) + 1)
-    sent_rel = np.mod(icpt + slope * seqs - offset - start_mono, s.period_ns)
+    sent_rel = icpt + slope * seqs - offset - start_mono - p0
     received = set(light[:, 0].tolist())
     for i, seg in enumerate(s.segments):
         width_s = seg.duration_ms / 1000 * (1 - 2 * TRIM)
@@ -106,9 +118,7 @@ def run_schedule_bench(path: Path, backends: list[str], run: str, say: Say) -> l
         )
         for r in rows:
             got_loss = (
-                100 * (1 - r["light_received"] / r["light_sent"])
-                if r["light_sent"]
-                else float("nan")
+                r["measured_loss_pct"] if r["measured_loss_pct"] is not None else float("nan")
             )
             err = "-" if r["rate_error_pct"] is None else f"{r['rate_error_pct']:+.2f}"
             owd = ("-" if r["owd_error_p50_ms"] is None

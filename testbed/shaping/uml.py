@@ -11,10 +11,12 @@ inside the guest: `loss gemodel` has no pyroute2 form). It prints TB-READY on it
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +28,7 @@ from testbed.net import names, netns
 from testbed.net.ledger import process_start_ticks
 from testbed.net.nsenter import enter_netns
 from testbed.net.shaper import DirectionPlan
-from testbed.shaping.netem_params import netem_params, segment_specs
+from testbed.shaping.netem_params import netem_params
 
 UML = "/usr/bin/linux.uml"
 BOOT_TIMEOUT_S = 40.0
@@ -38,20 +40,12 @@ def uml_available() -> bool:
 
 
 def schedule_loop(dev: str, spec: LinkSpec) -> str:
-    """A guest shell function that changes dev's netem at each segment boundary, against the
-    guest clock's absolute deadlines (so sleeps do not drift); loops or holds as the schedule
-    says. Coarser than the emulator: a change lands when the guest wakes (HZ 100, plus tc)."""
-    assert spec.schedule is not None
-    lines = [f"schedule_{dev}() {{", "  t=$(date +%s%N)", "  while :; do"]
-    for duration_ms, seg in segment_specs(spec):
-        args = " ".join(shlex.quote(a) for a in netem_params(seg).tc_args())
-        lines += [f"    tc qdisc change dev {dev} root netem {args}",
-                  f"    t=$((t + {round(duration_ms * 1e6)})); w=$((t - $(date +%s%N)))",
-                  "    [ $w -gt 0 ] && sleep $(printf '%d.%09d' $((w / 1000000000)) $((w % 1000000000)))"]  # fmt: skip
-    if spec.schedule.at_end == "hold":
-        lines.append("    break")
-    lines += ["  done", "}", f"schedule_{dev} &"]
-    return "\n".join(lines) + "\n"
+    """The guest's scheduler for one scheduled egress (testbed.shaping.netem_schedule, from the
+    host's own venv through hostfs), started in the background; its console lines say when it
+    started and when each change landed."""
+    spec_json = shlex.quote(json.dumps(spec.to_dict()))
+    return (f"{shlex.quote(sys.executable)} -m testbed.shaping.netem_schedule --dev {dev} "
+            f"--spec {spec_json} &\n")  # fmt: skip
 
 
 def init_script(link: LinkDef, link_index: int) -> str:
@@ -137,7 +131,8 @@ class UmlNetemBackend:
                 raise KernelError(f"the user-mode-linux router of {link.name} did not come up: "
                                   + " | ".join(tail))  # fmt: skip
             time.sleep(0.05)
-        ready_ns = time.monotonic_ns()  # a scheduled direction's first segment began about now
+        ready_ns = time.monotonic_ns()
+        starts = _schedule_starts(console, link, proc, deadline)
         net_a, net_b = names.link_subnets(i)
         try:
             for host, tap, net_here, far in (
@@ -155,11 +150,29 @@ class UmlNetemBackend:
         except (NetlinkError, IndexError) as e:
             raise KernelError(f"attaching the user-mode-linux router of {link.name}: {e}") from e
         info: dict[str, Any] = {"index": i, "router_netns": router, "between": list(link.between)}
+        dev_of = {"uplink": "eth1", "downlink": "eth0"}
         for direction, spec in (("uplink", link.uplink), ("downlink", link.downlink)):
             info[direction] = {
                 "spec": spec.to_dict(), "backend": "netem", "where": self.where, "pid": proc.pid,
                 "tc": netem_params(spec).tc_args(), "console": str(console),
-                "start_mono_ns": ready_ns,
+                "start_mono_ns": starts.get(dev_of[direction], ready_ns),
             }  # fmt: skip
             say(f"link {link.name} {direction}: netem {' '.join(info[direction]['tc'])} (in UML)")
         return info
+
+
+def _schedule_starts(console: Path, link: LinkDef, proc: Any, deadline: float) -> dict[str, int]:
+    """CLOCK_MONOTONIC ns when each scheduled egress's scheduler started (its first segment):
+    the guest prints CLOCK_REALTIME (UML keeps the host's), converted here."""
+    want = {dev for dev, spec in (("eth1", link.uplink), ("eth0", link.downlink)) if spec.schedule}
+    found: dict[str, int] = {}
+    while want - set(found):
+        for line in console.read_text(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "TB-SCHED-START":
+                found[parts[1]] = int(parts[2]) - (time.time_ns() - time.monotonic_ns())
+        if want - set(found):
+            if proc.poll() is not None or time.monotonic() > deadline + 30:
+                raise KernelError(f"the schedule of {link.name} did not start in its UML router")
+            time.sleep(0.05)
+    return found
