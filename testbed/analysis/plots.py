@@ -132,6 +132,13 @@ def timeseries(series: dict[str, pd.DataFrame], budget_ms: float = 68.0) -> Any:
         if "capacity_mbps" in ts and ts.capacity_mbps.notna().any():
             ax_rate.step(ts.t_s, ts.capacity_mbps, where="post", color="0.6", linewidth=2.5,
                          alpha=0.5, label="link capacity")  # fmt: skip
+        if "sched_delay_ms" in ts and ts.sched_delay_ms.notna().any():
+            ax_lat.step(ts.t_s, ts.sched_delay_ms.clip(lower=0.1), where="post", color="0.6",
+                        linewidth=2, alpha=0.5)  # fmt: skip
+    for i, ts in enumerate(series.values()):
+        for col in (c for c in ts.columns if c.startswith("cross_") and c.endswith("_mbps")):
+            ax_rate.plot(ts.t_s, ts[col], color=PALETTE[i % len(PALETTE)], linestyle=":",
+                         linewidth=1.0, label=f"{col[6:-5]} (cross)" if i == 0 else None)  # fmt: skip
     for i, (label, ts) in enumerate(series.items()):
         c = PALETTE[i % len(PALETTE)]
         ax_rate.step(ts.t_s, ts.target_mbps, where="post", color=c, linestyle="--", linewidth=0.9)
@@ -144,7 +151,7 @@ def timeseries(series: dict[str, pd.DataFrame], budget_ms: float = 68.0) -> Any:
     ax_rate.legend(loc="lower left", bbox_to_anchor=(0, 1), frameon=False, ncol=len(series) + 1)
     ax_lat.axhline(budget_ms, color="0.3", linewidth=0.7, linestyle=":")
     ax_lat.set_yscale("log")
-    ax_lat.set_ylabel("p95 frame latency (ms)")
+    ax_lat.set_ylabel("p95 frame latency (ms);\nscheduled delay (grey)")
     ax_loss.set_ylabel("frames/s\nlost (dark), hit (light)")
     ax_loss.set_xlabel("time since the first frame (s)")
     for ax in (ax_rate, ax_lat, ax_loss):
@@ -233,4 +240,25 @@ def accuracy_figure(table: pd.DataFrame) -> Any:
         ax.set_xlabel("achieved bitrate (Mbps)")
         ax.set_ylabel("task accuracy")
         ax.legend(frameon=False)
+    return fig
+
+
+def trace_figure(series: list[Any], title: str) -> Any:
+    """A trace or schedule: capacity, delay and loss over time (segments as steps)."""
+    _style()
+    t = np.cumsum([0.0] + [s.duration_ms / 1000 for s in series])
+    fig, axes = plt.subplots(3, 1, figsize=(6.8, 4.2), sharex=True, constrained_layout=True)
+    for ax, values, label, colour in (
+        (axes[0], [np.nan if s.rate_mbps is None else s.rate_mbps for s in series], "capacity (Mbps)", PALETTE[0]),
+        (axes[1], [s.delay_ms for s in series], "one-way delay (ms)", PALETTE[1]),
+        (axes[2], [s.loss_pct for s in series], "loss (%)", PALETTE[3]),
+    ):  # fmt: skip
+        ax.stairs(values, t, color=colour, lw=1)
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+    outages = [(a, b) for a, b, s in zip(t[:-1], t[1:], series, strict=True) if s.rate_mbps == 0]
+    for a, b in outages:
+        axes[0].axvspan(a, b, color="#D55E00", alpha=0.15, lw=0)
+    axes[0].set_title(title)
+    axes[-1].set_xlabel("time (s)")
     return fig

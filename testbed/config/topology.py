@@ -17,6 +17,7 @@ from typing import Any
 from testbed import validate
 from testbed.config.schedule import GilbertElliottSpec, ScheduleSpec, Segment, parse_schedule
 from testbed.config.traces import LOSS_UNITS, read_link_trace
+from testbed.config.traffic import FlowSpec, parse_flows
 from testbed.errors import ConfigError
 from testbed.yamlio import loads, read_yaml
 
@@ -77,6 +78,7 @@ class TopologySpec:
     backend: str = "auto"
     seed: int | None = None
     source: str = "<memory>"
+    cross_traffic: tuple[FlowSpec, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The topology as parse_topology reads it (trace paths absolute): what a cell's job
@@ -88,6 +90,7 @@ class TopologySpec:
                        "downlink": lk.downlink.to_dict()} for lk in self.links],
             "backend": self.backend,
             "seed": self.seed,
+            "cross_traffic": [f.to_dict() for f in self.cross_traffic],
         }  # fmt: skip
 
     def link(self, name: str) -> LinkDef:
@@ -249,7 +252,7 @@ def _schedule(
     return parse_schedule(value, src, where, base)
 
 
-TOPOLOGY_KEYS = ("name", "hosts", "links", "backend", "seed")
+TOPOLOGY_KEYS = ("name", "hosts", "links", "backend", "seed", "cross_traffic")
 LINK_KEYS = ("name", "between", "uplink", "downlink")
 
 
@@ -310,6 +313,7 @@ def parse_topology(raw: Any, src: str, base_dir: Path) -> TopologySpec:
         backend=backend,
         seed=seed,
         source=src,
+        cross_traffic=parse_flows(data.get("cross_traffic"), hosts, src),
     )
 
 

@@ -266,3 +266,55 @@ def read_link_trace(path: str | Path, pattern: str = "uplink", loss_unit: str | 
     else:
         segments = cooked_segments(text, src, base)
     return ScheduleSpec(segments, "loop", str(p.resolve()))
+
+
+# --- one view of any trace: a series of (duration, capacity, delay, loss) -------------------------
+
+
+def as_series(trace: Trace | ScheduleSpec, window_ms: float = 100.0) -> list[Segment]:
+    """Any trace as segments: a schedule's own; a Mahimahi trace in windows of window_ms (its
+    capacity = the opportunities in the window; delay and loss are the link's, not the trace's)."""
+    if isinstance(trace, ScheduleSpec):
+        return list(trace.segments)
+    out = []
+    t = 0.0
+    while t < trace.period_ms:
+        end = min(trace.period_ms, t + window_ms)
+        cap = trace.capacity_bytes(round(t * 1e6), round(end * 1e6)) * 8 / ((end - t) * 1e3)
+        out.append(Segment(end - t, cap, 0.0, 0.0, 0.0, None))
+        t = end
+    return out
+
+
+def summary(series: list[Segment]) -> dict[str, float]:
+    total = sum(s.duration_ms for s in series)
+    rates = [s.rate_mbps for s in series if s.rate_mbps is not None]
+    weighted = sum((s.rate_mbps or 0) * s.duration_ms for s in series if s.rate_mbps is not None)
+    return {
+        "duration_s": total / 1000,
+        "mean_mbps": weighted / total if rates else float("nan"),
+        "min_mbps": min(rates) if rates else float("nan"),
+        "max_mbps": max(rates) if rates else float("nan"),
+        "outage_s": sum(s.duration_ms for s in series if s.rate_mbps == 0) / 1000,
+        "segments": len(series),
+        "mean_delay_ms": sum(s.delay_ms * s.duration_ms for s in series) / total,
+        "mean_loss_pct": sum(s.loss_pct * s.duration_ms for s in series) / total,
+    }
+
+
+def to_mahimahi(series: list[Segment]) -> list[int]:
+    """Delivery opportunities of a series (capacity only; an unlimited segment is refused)."""
+    if any(s.rate_mbps is None for s in series):
+        raise ConfigError(
+            "convert", "rate_mbps", "a segment without a rate cannot be a Mahimahi trace"
+        )
+    stamps = piecewise_trace([(s.duration_ms / 1000, float(s.rate_mbps or 0)) for s in series])
+    period = round(sum(s.duration_ms for s in series))
+    if not stamps or stamps[-1] < period:
+        stamps.append(period)  # Mahimahi's period is its last timestamp
+    return stamps
+
+
+def to_schedule(series: list[Segment], at_end: str = "loop") -> dict[str, object]:
+    """A schedule file's mapping (testbed.config.schedule) of a series."""
+    return {"at_end": at_end, "segments": [s.to_dict() for s in series]}

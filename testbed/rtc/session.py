@@ -30,12 +30,13 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from testbed.config import TopologySpec
+from testbed.config import LinkSpec, TopologySpec
 from testbed.errors import TestbedError
 from testbed.files import parquet_bytes, write_atomic, write_json_atomic
 from testbed.net import names
 from testbed.net.network import Network
 from testbed.net.shaper import Backend
+from testbed.net.traffic import CrossTraffic
 from testbed.roi.quality import add_roi_columns
 from testbed.rtc.capture import Capture, read_pcap, to_frame
 from testbed.rtc.framelog import after_warmup, frame_table
@@ -173,6 +174,8 @@ def run_stream(
             for role, host in (("sender", spec.sender), ("receiver", spec.receiver))
         }
         endpoints: list[Endpoint] = []
+        cross: CrossTraffic | None = None
+        cross_info: dict[str, Any] = {}
         finished = False
         try:
             for cap in caps.values():
@@ -189,18 +192,25 @@ def run_stream(
             sender.send({"type": "answer", "sdp": answer["sdp"]})
             connected = sender.expect("connected", spec.connect_timeout_s)
             receiver.expect("connected", spec.connect_timeout_s)
+            if topology.cross_traffic:
+                cross = CrossTraffic(net, topology.cross_traffic, out)
+                cross.start(spec.duration_s)
             say(
                 f"connected in {(connected['t_ns'] - offer['t_ns']) / 1e9:.2f} s; streaming {spec.duration_s:g} s"
             )
             sender.expect("done", spec.duration_s + spec.drain_s + 30)
+            if cross is not None:
+                cross_info = cross.stop()
             for ep in endpoints:
                 ep.send({"type": "stop"})
             finished = True
         finally:
+            if cross is not None and not cross_info:  # an error: end the flows at once
+                cross.stop(timeout_s=0)
             for ep in endpoints:  # after an error or Ctrl-C, do not wait for them
                 ep.close(timeout_s=15 if finished else 0)
             # what the endpoints sent while closing is still on the link: let it arrive
-            flight_ms = max(d.delay_ms + 4 * d.jitter_ms for d in (link.uplink, link.downlink))
+            flight_ms = max(_longest_flight_ms(d) for d in (link.uplink, link.downlink))
             time.sleep(flight_ms / 1000 + 0.2)
             capture_stats = {role: cap.stop() for role, cap in caps.items()}
     for ep in endpoints:
@@ -236,6 +246,7 @@ def run_stream(
         "cpu": {"sender": snd.info.get("cpu"), "receiver": rcv.info.get("cpu")},
         "abr": snd.info.get("abr"), "fec_nacks_saved": rcv.info.get("fec_nacks_saved", 0),
         "keyframe_requests": snd.info.get("keyframe_requests", 0),
+        "cross_traffic": cross_info,
         "capture": capture_stats, "clock_offset_real_minus_mono_ns": offset,
         "started_real_ns": started, "ended_real_ns": time.time_ns(), "summary": summary,
         "pcap_bytes": {r: (out / f"{r}.pcap").stat().st_size for r in ("sender", "receiver")},
@@ -251,3 +262,9 @@ def run_stream(
     shutil.rmtree(out / "links", ignore_errors=True)
     write_atomic(out / "timeseries.csv", cell_series(out).to_csv(index=False))
     return StreamResult(out, frames, summary)
+
+
+def _longest_flight_ms(spec: LinkSpec) -> float:
+    """The longest a packet can still be on the link: its (scheduled) delay plus jitter."""
+    segments = spec.schedule.segments if spec.schedule is not None else [spec]
+    return max(s.delay_ms + 4 * s.jitter_ms for s in segments)

@@ -25,14 +25,18 @@ COLUMNS = {
     "frames_lost": "frames never completed",
     "frames_hit": "frames with at least one packet lost on the first try",
     "packets_lost_first_try": "originals lost on the first try",
-    "capacity_mbps": "the link's rate in the bin (from its trace; cell_series only)",
+    "loss_pct": "originals lost on the first try / originals sent, in the bin (measured)",
+    "capacity_mbps": "the link's rate in the bin (from its trace or schedule; cell_series only)",
+    "sched_delay_ms": "the schedule's one-way delay at the bin's start (cell_series only)",
+    "sched_loss_pct": "the schedule's loss at the bin's start (cell_series only)",
 }
+FROM_LINK = ("capacity_mbps", "sched_delay_ms", "sched_loss_pct")
 
 
 def per_second(frames: pd.DataFrame, bin_s: float = 1.0) -> pd.DataFrame:
     sent = frames[frames.status != "not_sent"].copy()
     if sent.empty:
-        return pd.DataFrame(columns=[c for c in COLUMNS if c != "capacity_mbps"])
+        return pd.DataFrame(columns=[c for c in COLUMNS if c not in FROM_LINK])
     t0 = sent.sent_first_ns.min()
     sent["bin"] = ((sent.sent_first_ns - t0) / 1e9 // bin_s).astype("int64")
     lat = sent.latency_ns.astype("float64") / 1e6
@@ -53,8 +57,9 @@ def per_second(frames: pd.DataFrame, bin_s: float = 1.0) -> pd.DataFrame:
         "frames_lost": g.status.apply(lambda s: int((s == "lost").sum())).to_numpy(),
         "frames_hit": g.packets_lost_first_try.apply(lambda s: int((s > 0).sum())).to_numpy(),
         "packets_lost_first_try": g.packets_lost_first_try.sum().to_numpy(),
+        "loss_pct": (100 * g.packets_lost_first_try.sum() / g.packets.sum().clip(lower=1)).to_numpy(),
     })  # fmt: skip
-    return out[[c for c in COLUMNS if c != "capacity_mbps"]]
+    return out[[c for c in COLUMNS if c not in FROM_LINK]]
 
 
 def capacity_per_second(trace: Trace, offset_s: float, bins: int, bin_s: float = 1.0) -> np.ndarray:
@@ -76,20 +81,56 @@ def cell_series(cell: Path, bin_s: float = 1.0) -> pd.DataFrame:
     (aligned with the link emulator's start time from the link log's header)."""
     frames = pd.read_parquet(cell / "frames.parquet")
     ts = per_second(frames, bin_s)
-    ts["capacity_mbps"] = np.nan
+    for col in FROM_LINK:
+        ts[col] = np.nan
     log = cell / "link-path-uplink.log"
     logs = [log] if log.exists() else sorted(cell.glob("link-*-uplink.log"))
     sent = frames.sent_first_ns.dropna()
     if logs and len(ts) and len(sent):
         header = read_header(logs[0])
-        trace_path = (header.get("spec") or {}).get("trace")
+        spec = header.get("spec") or {}
+        trace_path = spec.get("trace")
         start = header.get("start_mono_ns")
-        if trace_path and start and Path(trace_path).exists():
-            offset_s = (float(sent.min()) - start) / 1e9
+        offset_s = (float(sent.min()) - start) / 1e9 if start else 0.0
+        if spec.get("schedule") and start:
+            from testbed.config import parse_link_spec
+
+            schedule = parse_link_spec(spec, str(logs[0]), "spec", Path("/")).schedule
+            assert schedule is not None
+            segs = [schedule.at((offset_s + t) * 1e9) for t in ts.t_s]
+            ts["capacity_mbps"] = [np.nan if g.rate_mbps is None else g.rate_mbps for g in segs]
+            ts["sched_delay_ms"] = [g.delay_ms for g in segs]
+            ts["sched_loss_pct"] = [g.loss_pct for g in segs]
+        elif trace_path and start and Path(trace_path).exists():
             cap = capacity_per_second(
                 load_trace(trace_path), offset_s, int(ts.t_s.max() / bin_s) + 1, bin_s
             )
             ts["capacity_mbps"] = cap[(ts.t_s / bin_s).astype(int).to_numpy()]
-        elif (header.get("spec") or {}).get("rate_mbps"):
-            ts["capacity_mbps"] = float(header["spec"]["rate_mbps"])
+        elif spec.get("rate_mbps"):
+            ts["capacity_mbps"] = float(spec["rate_mbps"])
+        if not spec.get("schedule"):
+            ts["sched_delay_ms"] = float(spec.get("delay_ms") or 0.0)
+            ts["sched_loss_pct"] = float(spec.get("loss_pct") or 0.0)
+    if len(ts) and len(sent):
+        _add_cross_traffic(ts, cell, float(sent.min()), bin_s)
     return ts
+
+
+def _add_cross_traffic(ts: pd.DataFrame, cell: Path, first_sent_ns: float, bin_s: float) -> None:
+    """cross_<name>_mbps per bin: each flow's receiver-side throughput (its iperf3 intervals),
+    placed from when the flow was started relative to the first video frame."""
+    import json
+
+    from testbed.net.traffic import server_intervals
+
+    meta = cell / "cell.json"
+    flows = json.loads(meta.read_text()).get("cross_traffic") or {} if meta.exists() else {}
+    for name, f in flows.items():
+        shift_s = (f["started_mono_ns"] + f["start_s"] * 1e9 - first_sent_ns) / 1e9
+        col = np.zeros(len(ts))
+        for a, b, mbps in server_intervals(cell / f["file"]):
+            for i, t in enumerate(ts.t_s):
+                overlap = min(b + shift_s, t + bin_s) - max(a + shift_s, t)
+                if overlap > 0:
+                    col[i] += mbps * overlap
+        ts[f"cross_{name}_mbps"] = col / bin_s

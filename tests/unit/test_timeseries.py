@@ -19,7 +19,7 @@ def test_per_second_bins_by_send_time() -> None:
         "size_bytes": [16667] * 30 + [8333] * 30,
         "wire_bytes": [17000] * 30 + [8500] * 30,
         "fec_bytes": [1000] * n, "rtx_bytes": [0] * n,
-        "packets_lost_first_try": [0] * 50 + [1] * 10,
+        "packets_lost_first_try": [0] * 50 + [1] * 10, "packets": [10] * n,
     })  # fmt: skip
     ts = per_second(frames)
     assert ts.t_s.tolist() == [0.0, 1.0]
@@ -27,6 +27,7 @@ def test_per_second_bins_by_send_time() -> None:
     assert np.allclose(ts.achieved_mbps, [4.0, 2.0], rtol=1e-3)
     assert np.allclose(ts.wire_mbps, [(17000 + 1000) * 30 * 8 / 1e6, (8500 + 1000) * 30 * 8 / 1e6])
     assert ts.frames_lost.tolist() == [0, 1] and ts.frames_hit.tolist() == [0, 10]
+    assert ts.loss_pct.tolist() == [0.0, 100 * 10 / 300]
 
 
 def test_capacity_follows_the_trace_and_loops() -> None:
