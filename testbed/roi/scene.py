@@ -28,6 +28,19 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.nda
     return np.asarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC))
 
 
+def textured_background(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+    """The scenes' background: smooth noise at two scales plus fine texture, tinted, with the
+    camera shake's margin on every side (float32 RGB)."""
+    m = SHAKE_PX * 2
+    h, w = height + m, width + m
+    base = 0.55 * _smooth_noise(rng, h, w, 96) + 0.3 * _smooth_noise(rng, h, w, 24)
+    texture = 0.15 * _smooth_noise(rng, h, w, 3)
+    canvas = np.empty((h, w, 3), dtype="float32")
+    for ch, tint in enumerate((0.9, 0.75, 0.6)):
+        canvas[:, :, ch] = (base * tint + texture) * 230
+    return canvas
+
+
 def _doc_box(width: int, height: int) -> tuple[int, int, int, int]:
     return round(width * 0.36), round(height * 0.24), round(width * 0.30), round(height * 0.46)
 
@@ -37,13 +50,7 @@ class Scene:
 
     def __init__(self, width: int, height: int, seed: int = 7) -> None:
         rng = np.random.default_rng(seed)
-        m = SHAKE_PX * 2
-        h, w = height + m, width + m
-        base = 0.55 * _smooth_noise(rng, h, w, 96) + 0.3 * _smooth_noise(rng, h, w, 24)
-        texture = 0.15 * _smooth_noise(rng, h, w, 3)
-        canvas = np.empty((h, w, 3), dtype="float32")
-        for ch, tint in enumerate((0.9, 0.75, 0.6)):
-            canvas[:, :, ch] = (base * tint + texture) * 230
+        canvas = textured_background(width, height, rng)
         x, y, bw, bh = _doc_box(width, height)
         x, y = x + SHAKE_PX, y + SHAKE_PX
         canvas[y : y + bh, x : x + bw] = 235  # paper

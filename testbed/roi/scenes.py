@@ -136,17 +136,9 @@ def _font(px: int) -> Any:
 
 
 def _background(width: int, height: int, seed: int) -> np.ndarray:
-    from testbed.roi.scene import _smooth_noise
+    from testbed.roi.scene import textured_background
 
-    rng = np.random.default_rng(seed)
-    m = SHAKE_PX * 2
-    h, w = height + m, width + m
-    base = 0.55 * _smooth_noise(rng, h, w, 96) + 0.3 * _smooth_noise(rng, h, w, 24)
-    texture = 0.15 * _smooth_noise(rng, h, w, 3)
-    canvas = np.empty((h, w, 3), dtype="float32")
-    for ch, tint in enumerate((0.9, 0.75, 0.6)):
-        canvas[:, :, ch] = (base * tint + texture) * 230
-    return canvas
+    return textured_background(width, height, np.random.default_rng(seed))
 
 
 def shake(index: int) -> tuple[int, int]:
