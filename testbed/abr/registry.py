@@ -12,7 +12,7 @@ from typing import Any
 from testbed.abr.base import Controller
 from testbed.abr.builtin import BudgetController, FixedController, RembController
 from testbed.errors import ConfigError
-from testbed.plugins import load_dotted
+from testbed.plugins import resolve_named
 
 BUILTIN: dict[str, type[Any]] = {
     "fixed": FixedController,
@@ -27,16 +27,8 @@ def known() -> list[str]:
 
 
 def resolve(name: str, src: str, key: str = "stream.abr") -> type[Any]:
-    if name in BUILTIN:
-        return BUILTIN[name]
-    for ep in entry_points(group=GROUP):
-        if ep.name == name:
-            loaded: type[Any] = ep.load()
-            return loaded
-    obj = load_dotted(name, src, key, known())
-    if not callable(getattr(obj, "update", None)):
-        raise ConfigError(src, key, f"{name!r} has no update(feedback) method")
-    return obj  # type: ignore[no-any-return]
+    cls: type[Any] = resolve_named(name, BUILTIN, GROUP, "update", "update(feedback)", src, key)
+    return cls
 
 
 def make(

@@ -10,7 +10,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from testbed.errors import ConfigError
-from testbed.plugins import load_dotted
+from testbed.plugins import resolve_named
 from testbed.viewer.judges.base import Answer, Judge, ViewerFrame
 
 BUILTIN = {
@@ -28,17 +28,9 @@ def known() -> list[str]:
 
 
 def resolve(name: str, src: str, key: str = "viewer.judge") -> type[Any]:
-    if name in BUILTIN:
-        cls: type[Any] = load_dotted(BUILTIN[name], src, key, known())
-        return cls
-    for ep in entry_points(group=GROUP):
-        if ep.name == name:
-            loaded: type[Any] = ep.load()
-            return loaded
-    obj = load_dotted(name, src, key, known())
-    if not callable(getattr(obj, "answer", None)):
-        raise ConfigError(src, key, f"{name!r} has no answer(question, frames) method")
-    return obj  # type: ignore[no-any-return]
+    cls: type[Any] = resolve_named(name, BUILTIN, GROUP, "answer", "answer(question, frames)",
+                                   src, key)  # fmt: skip
+    return cls
 
 
 def make_judge(name: str, params: Mapping[str, Any] | None, src: str = "viewer") -> Judge:
