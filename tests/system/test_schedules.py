@@ -20,7 +20,7 @@ from testbed.shaping.uml import uml_available
 from tests.conftest import ROOT
 from tests.system.conftest import namespaces_of, run_cli
 
-ONL = ROOT.parent / "shared" / "traces" / "opennetlab"
+SHIPPED = ROOT / "topologies" / "traces" / "opennetlab"  # copies of three of OpenNetLab's series
 
 TOPO = """name: sched
 hosts: [sender, receiver]
@@ -88,21 +88,27 @@ def test_netem_follows_a_schedule_in_user_mode_linux(run: str) -> None:
 
 
 def test_trace_commands(tmp_path: Path) -> None:
-    res = run_cli("trace", "show", str(ONL / "4G_700kbps.json"), "-o", str(tmp_path / "t.pdf"))
+    res = run_cli("trace", "show", str(SHIPPED / "4G_700kbps.json"), "-o", str(tmp_path / "t.pdf"))
     assert res.returncode == 0, res.stderr
     assert "capacity mean 0.679 Mbps" in res.stdout and (tmp_path / "t.png").exists()
-    conv = run_cli("trace", "convert", str(ONL / "4G_700kbps.json"), "--to", "mahimahi", "-o",
+    conv = run_cli("trace", "convert", str(SHIPPED / "4G_700kbps.json"), "--to", "mahimahi", "-o",
                    str(tmp_path / "t.trace"))  # fmt: skip
     assert conv.returncode == 0, conv.stderr
     again = run_cli("trace", "show", str(tmp_path / "t.trace"), "-o", str(tmp_path / "u.pdf"))
     assert "capacity mean 0.679 Mbps" in again.stdout, again.stdout
-    sched = run_cli("trace", "convert", str(ONL / "rtt-trace_rtt_pattern_3.json"), "--to",
-                    "schedule", "-o", str(tmp_path / "s.yaml"))  # fmt: skip
-    assert sched.returncode == 0
-    assert (
-        run_cli("trace", "show", str(tmp_path / "s.yaml"), "-o", str(tmp_path / "s.pdf")).returncode
-        == 0
+    rtt = tmp_path / "rtt.json"  # as OpenNetLab's rtt-trace_rtt_pattern_3.json
+    rtt.write_text('{"uplink": {"trace_pattern": [{"duration": 2000, "capacity": 1000, "loss": 0, '
+                   '"rtt": 200, "jitter": 0}]}}')  # fmt: skip
+    sched = run_cli(
+        "trace", "convert", str(rtt), "--to", "schedule", "-o", str(tmp_path / "s.yaml")
     )
-    bad = run_cli("trace", "show", str(ONL / "loss-trace_loss_0dot1.json"))
+    assert sched.returncode == 0
+    shown = run_cli("trace", "show", str(tmp_path / "s.yaml"), "-o", str(tmp_path / "s.pdf"))
+    assert shown.returncode == 0 and "mean delay 100.0 ms" in shown.stdout, shown.stdout
+    ambiguous = tmp_path / "loss.json"  # as OpenNetLab's loss-trace_loss_0dot1.json
+    ambiguous.write_text(
+        '{"uplink": {"trace_pattern": [{"duration": 200, "capacity": 1000, "loss": 0.1}]}}'
+    )
+    bad = run_cli("trace", "show", str(ambiguous))
     assert bad.returncode == 2 and "trace_loss_unit" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1

@@ -16,6 +16,7 @@ from tests.conftest import ROOT
 
 MS = 1_000_000
 ONL = ROOT.parent / "shared" / "traces" / "opennetlab"
+SHIPPED = ROOT / "topologies" / "traces" / "opennetlab"  # copies of three of them, in the repo
 
 
 def spec(schedule: dict, **kw: object):  # type: ignore[no-untyped-def, type-arg]
@@ -112,7 +113,7 @@ def test_cooked_traces(tmp_path: Path) -> None:
 def test_a_topology_link_can_follow_an_opennetlab_file(tmp_path: Path) -> None:
     topo = tmp_path / "t.yaml"
     topo.write_text(f"hosts: [a, b]\nlinks:\n  - name: l\n    between: [a, b]\n    uplink: {{trace: "
-                    f"{ONL / '4G_500kbps.json'}, loss_pct: 1, delay_ms: 20}}\n")  # fmt: skip
+                    f"{SHIPPED / '4G_700kbps.json'}, loss_pct: 1, delay_ms: 20}}\n")  # fmt: skip
     t = load_topology(topo)
     up = t.links[0].uplink
     assert up.trace is None and up.schedule is not None
