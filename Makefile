@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := iproute2 nftables iperf3 iputils-ping tcpdump ethtool kmod procps user-mode-linux \
-	tesseract-ocr tesseract-ocr-eng
+	tesseract-ocr tesseract-ocr-eng chromium
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 

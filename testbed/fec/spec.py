@@ -22,7 +22,8 @@ from testbed import validate
 from testbed.errors import ConfigError
 from testbed.validate import strict_mapping
 
-SCHEMES = ("none", "xor", "rs")
+SCHEMES = ("none", "xor", "rs", "ulpfec", "flexfec")  # the last two: libwebrtc's own
+NATIVE = ("ulpfec", "flexfec")
 POLICIES = ("fixed", "table")
 MAX_BLOCK = 255  # zfec: n <= 256; one byte in our repair header
 LOSS_BUCKETS_PCT = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0)
@@ -50,6 +51,8 @@ class FecSpec:
     def label(self) -> str:
         if self.scheme == "none":
             return "none"
+        if self.scheme in NATIVE:
+            return self.scheme
         if self.scheme == "xor":
             return f"xor/{self.group_packets}"
         if self.policy == "table":
@@ -69,6 +72,12 @@ def parse_fec(value: Any, src: str, key: str = "stream.fec") -> FecSpec:
         raise ConfigError(
             src, f"{key}.scheme", f"{scheme!r} is unknown; valid: {', '.join(SCHEMES)}"
         )
+    defaults = FecSpec().to_dict()
+    tuned = sorted(k for k, v in value.items() if k != "scheme" and v != defaults[k])
+    if scheme in NATIVE and tuned:  # (a resolved spec carries the defaults: those are fine)
+        raise ConfigError(src, f"{key}.{tuned[0]}", f"{scheme} is "
+                          "libwebrtc's: it sets its own protection from the loss it hears; give "
+                          "only the scheme")  # fmt: skip
     policy = value.get("policy", "fixed")
     if policy not in POLICIES:
         raise ConfigError(

@@ -218,8 +218,71 @@ def session_members(sid: int, not_before_ticks: int) -> list[tuple[int, int]]:
     ]
 
 
+OWNED_FILE_ENV = "TESTBED_OWNED_FILE"
+
+
+def note_owned(path: str | Path, *, pid: int | None = None, marker: str | None = None) -> None:
+    """Called by a process the testbed started (its ledger entry names PATH) for what IT starts:
+    `marker` (before the start: a path unique to this run that the new processes' command
+    lines carry, e.g. a browser profile) and `pid` (after: its start time is read here). One
+    small O_APPEND write per line, so two writers cannot tear each other's lines."""
+    if marker is not None:
+        line = f"marker {marker}\n"
+    else:
+        assert pid is not None
+        line = f"pid {pid} {process_start_ticks(pid)}\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def owned_processes(path: str | Path) -> list[tuple[int, int]]:
+    """(pid, start ticks) of the live processes an owned file names: by pid + start time, and
+    by a marker in their command line (helpers that re-parent to init, such as a browser's
+    crash handler, or a child whose pid was never written because its parent died first)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return []
+    found: dict[int, int] = {}
+    markers = [ln[7:] for ln in lines if ln.startswith("marker ") and len(ln) > 12]
+    for ln in lines:
+        parts = ln.split()
+        if len(parts) == 3 and parts[0] == "pid" and parts[2].isdigit():
+            pid, ticks = int(parts[1]), int(parts[2])
+            if process_start_ticks(pid) == ticks:
+                found[pid] = ticks
+    if markers:
+        for st in all_stats():
+            if st.finished or st.pid in found or st.pid == os.getpid():
+                continue
+            try:
+                cmdline = Path(f"/proc/{st.pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if any(m in cmdline for m in markers):
+                found[st.pid] = st.start_ticks
+    for pid, ticks in list(found.items()):  # a browser leads its own session: its helpers too
+        for p, t in session_members(pid, ticks):
+            found.setdefault(p, t)
+    return sorted(found.items())
+
+
 def _undo_process(entry: Entry) -> bool:
     ended = False
+    if entry.get("owned_file"):  # what the process started, before the process itself
+        family = owned_processes(entry["owned_file"])
+        for p, t in family:
+            with contextlib.suppress(ProcessLookupError):
+                if process_start_ticks(p) == t:
+                    os.kill(p, signal.SIGKILL)
+        for p, t in family:
+            ended = end_process(p, t, grace_s=0.5) or ended
+        with contextlib.suppress(OSError):
+            os.unlink(entry["owned_file"])
     pid, ticks = entry.get("pid"), entry.get("start_ticks")
     if entry.get("session") and pid is not None and ticks is not None:
         # a process that runs helpers of its own (user-mode-linux), in a session it leads

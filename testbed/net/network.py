@@ -27,7 +27,7 @@ from typing import Any
 from testbed.config import LinkDef, TopologySpec, validate_run_name
 from testbed.errors import BusyError, KernelError, TestbedError
 from testbed.net import names, netns
-from testbed.net.ledger import Ledger, process_start_ticks
+from testbed.net.ledger import OWNED_FILE_ENV, Ledger, process_start_ticks
 from testbed.net.shaper import Backend, DirectionPlan
 
 
@@ -285,12 +285,23 @@ class Network:
         return HostInfo(name, host_ns, address)
 
     # --- running things inside hosts ---------------------------------------------------------
-    def popen(self, host: str, cmd: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
-        """Start CMD in HOST; recorded in the ledger, so `down` and `clean` end it too."""
+    def popen(
+        self, host: str, cmd: Sequence[str], owns: str | None = None, **kw: Any
+    ) -> subprocess.Popen[Any]:
+        """Start CMD in HOST; recorded in the ledger, so `down` and `clean` end it too.
+
+        owns: a name for the processes CMD itself starts (a browser and its helpers): CMD gets
+        the path of a file in the run's state folder (env TESTBED_OWNED_FILE) to note them in
+        (ledger.note_owned), recorded before CMD starts, and ended with it."""
         assert self.info is not None, "start() the network first"
-        proc = netns.popen(self.info.hosts[host].netns, cmd, env=self.info.env(), **kw)
-        self.ledger.record("process", pid=proc.pid, start_ticks=process_start_ticks(proc.pid),
-                           what=f"{cmd[0]} in {host}")  # fmt: skip
+        env = self.info.env()
+        owned: str | None = None
+        if owns is not None:
+            owned = str(self.ledger.dir / f"owned-{owns}.txt")
+            env[OWNED_FILE_ENV] = owned
+        index = self.ledger.record("process", what=f"{cmd[0]} in {host}", owned_file=owned)
+        proc = netns.popen(self.info.hosts[host].netns, cmd, env=env, **kw)
+        self.ledger.update(index, pid=proc.pid, start_ticks=process_start_ticks(proc.pid))
         return proc
 
     def run_in(

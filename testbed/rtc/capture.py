@@ -9,13 +9,14 @@ import signal
 import struct
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from testbed.errors import TestbedError, UnavailableError
 from testbed.net import netns
 
-SNAPLEN = 200  # IP + UDP + RTP header and extensions; payloads are encrypted anyway
+SNAPLEN = 256  # IP + UDP + RTP header, extensions and the first payload bytes (RTX, FEC headers)
 PCAP_NANO_MAGIC = 0xA1B23C4D
 PCAP_MICRO_MAGIC = 0xA1B2C3D4
 
@@ -78,11 +79,12 @@ def classify(payload: bytes) -> tuple[str, int, int, int, int, int]:
     return "other", 0, 0, 0, 0, 0
 
 
-def read_pcap(path: Path) -> list[Row]:
-    """Parse an Ethernet pcap of IPv4 packets; times in CLOCK_REALTIME ns."""
+def udp_datagrams(path: Path) -> Iterator[tuple[int, str, str, int, int, bytes]]:
+    """(t_real_ns, src, dst, ip_bytes, ip proto, UDP payload as captured) per IPv4 packet of an
+    Ethernet pcap (the payload is empty for other protocols, cut at the snap length)."""
     data = path.read_bytes()
     if len(data) < 24:
-        return []
+        return
     magic = struct.unpack_from("<I", data)[0]
     if magic not in (PCAP_NANO_MAGIC, PCAP_MICRO_MAGIC):
         raise TestbedError(f"{path}: not a little-endian pcap file")
@@ -90,7 +92,6 @@ def read_pcap(path: Path) -> list[Row]:
     linktype = struct.unpack_from("<I", data, 20)[0]
     if linktype != 1:
         raise TestbedError(f"{path}: link type {linktype}, expected Ethernet")
-    rows: list[Row] = []
     off = 24
     n = len(data)
     while off + 16 <= n:
@@ -103,12 +104,20 @@ def read_pcap(path: Path) -> list[Row]:
         ip = frame[14:]
         ihl = (ip[0] & 0x0F) * 4
         total = struct.unpack_from("!H", ip, 2)[0]
-        if ip[9] == 17:
-            kind, pt, marker, seq, ts, ssrc = classify(ip[ihl + 8 :])
+        payload = ip[ihl + 8 :] if ip[9] == 17 else b""
+        yield (sec * 1_000_000_000 + frac * scale, _ip(ip[12:16]), _ip(ip[16:20]), total, ip[9],
+               payload)  # fmt: skip
+
+
+def read_pcap(path: Path) -> list[Row]:
+    """Parse an Ethernet pcap of IPv4 packets; times in CLOCK_REALTIME ns."""
+    rows: list[Row] = []
+    for t, src, dst, total, proto, payload in udp_datagrams(path):
+        if proto == 17:
+            kind, pt, marker, seq, ts, ssrc = classify(payload)
         else:
-            kind, pt, marker, seq, ts, ssrc = ("icmp" if ip[9] == 1 else "other"), 0, 0, 0, 0, 0
-        rows.append((sec * 1_000_000_000 + frac * scale, _ip(ip[12:16]), _ip(ip[16:20]), total,
-                     kind, pt, marker, seq, ts, ssrc))  # fmt: skip
+            kind, pt, marker, seq, ts, ssrc = ("icmp" if proto == 1 else "other"), 0, 0, 0, 0, 0
+        rows.append((t, src, dst, total, kind, pt, marker, seq, ts, ssrc))
     return rows
 
 

@@ -63,7 +63,7 @@ def _first_times(df: pd.DataFrame, keys: list[str], name: str) -> pd.DataFrame:
 def label_wire(wire: pd.DataFrame, sent_packets: pd.DataFrame) -> pd.DataFrame:
     """Wire RTP rows with what the sender's record says each packet was (kind, original_seq,
     protected), joined on (SSRC, sequence, RTP timestamp); packets it never sent are left out."""
-    ident = sent_packets[["ssrc", "seq", "rtp_ts", "kind", "original_seq", "protected"]]
+    ident = sent_packets[["ssrc", "seq", "rtp_ts", "kind", "original_seq", "protected", "mask"]]
     ident = ident.drop_duplicates(["ssrc", "seq", "rtp_ts"]).rename(columns={"rtp_ts": "ts"})
     ident = ident.astype({"ssrc": "int64", "seq": "int64", "ts": "int64"})
     rtp = wire[wire.kind == "rtp"].drop(columns=["kind"])
@@ -132,7 +132,10 @@ def build_frame_table(
     rtx_count = rtx_count.rename(columns={"size": "retransmissions"})
     packets = packets.merge(rtx_count, on=["seq", "ts"], how="left")
     packets["retransmissions"] = packets["retransmissions"].fillna(0).astype("int64")
-    packets["t_fec"] = _fec_decodable(packets, recv_all, _fec_blocks(sent_packets))
+    masked = _masked_fec(sent_all, packets)
+    by_block = _fec_decodable(packets, recv_all, _fec_blocks(sent_packets))
+    packets["t_fec"] = np.fmin(by_block, _mask_decodable(packets, recv_all, masked))
+    sent_all = _fec_to_frames(sent_all, masked)
     packets["t_first"] = packets[["t_orig", "t_rtx", "t_fec"]].min(axis=1)
     packets["lost_first"] = packets["t_orig"].isna()
     packets["by_rtx"] = packets.lost_first & (packets.t_rtx <= packets.t_fec.fillna(np.inf))
@@ -221,11 +224,92 @@ def _per_ts_bytes(labelled: pd.DataFrame, kind: str) -> pd.DataFrame:
 
 def _fec_blocks(sent_packets: pd.DataFrame) -> list[tuple[int, int, int, list[int]]]:
     """(rtp ts, first protected seq, k, repair seqs) per FEC block, from the sender's record."""
-    fec = sent_packets[(sent_packets.kind == "fec") & sent_packets.original_seq.notna()]
+    fec = sent_packets[(sent_packets.kind == "fec") & sent_packets.original_seq.notna()
+                       & sent_packets["mask"].isna()]  # fmt: skip
     return [
         (int(ts), int(first), int(group.protected.iloc[0]), [int(x) for x in group.seq])
         for (ts, first), group in fec.groupby(["rtp_ts", "original_seq"])
     ]
+
+
+def _masked_fec(sent_labelled: pd.DataFrame, packets: pd.DataFrame) -> pd.DataFrame:
+    """FEC packets with a protection mask (ULPFEC, FlexFEC), one row each: (ssrc, seq, ts) on
+    the wire, the media rows of `packets` they protect (`members`), and `frame_ts`: the RTP
+    timestamp of the newest frame they protect (FlexFEC packets run a clock of their own).
+    A protected sequence number is the media packet with it sent last before the FEC packet."""
+    fec = sent_labelled[(sent_labelled.kind == "fec") & sent_labelled["mask"].notna()]
+    fec = fec.sort_values("t_ns").drop_duplicates(["ssrc", "seq", "ts"])
+    cols = ["ssrc", "seq", "ts", "members", "frame_ts"]
+    if fec.empty:
+        return pd.DataFrame(columns=cols)
+    by_seq: dict[int, list[tuple[float, int]]] = {}
+    for i, (seq, t) in enumerate(zip(packets.seq, packets.t_sent, strict=True)):
+        by_seq.setdefault(int(seq), []).append((float(t), i))
+    for rows in by_seq.values():
+        rows.sort()
+    ts_of = packets.ts.to_numpy()
+    out = []
+    for ssrc, seq, ts, t, base, mask in zip(fec.ssrc, fec.seq, fec.ts, fec.t_ns,
+                                            fec.original_seq, fec["mask"], strict=True):  # fmt: skip
+        members = []
+        for bit in range(int(mask).bit_length()):
+            if int(mask) >> bit & 1:
+                sent = [i for tt, i in by_seq.get((int(base) + bit) % U16, []) if tt <= t]
+                if sent:
+                    members.append(sent[-1])
+        frame_ts = int(ts_of[max(members)]) if members else int(ts)
+        out.append((int(ssrc), int(seq), int(ts), members, frame_ts))
+    return pd.DataFrame(out, columns=cols)
+
+
+def _mask_decodable(packets: pd.DataFrame, recv_labelled: pd.DataFrame,
+                    masked: pd.DataFrame) -> pd.Series:  # fmt: skip
+    """Per media packet: when XOR repair packets with masks could first rebuild it on the
+    receiver's wire (NaN: never). A repair packet rebuilds its one missing member once it and
+    all its other members are there (originals, or packets rebuilt before): iterated to a
+    fixed point, as a receiver's recovery loop does."""
+    none = pd.Series(np.nan, index=packets.index, dtype="float64")
+    if masked.empty:
+        return none
+    arrived = recv_labelled[recv_labelled.kind == "fec"].groupby(["ssrc", "seq", "ts"]).t_ns.min()
+    have = packets.t_orig.to_numpy(dtype="float64").copy()
+    have[np.isnan(have)] = np.inf
+    repairs = []
+    for ssrc, seq, ts, members in zip(masked.ssrc, masked.seq, masked.ts, masked.members,
+                                      strict=True):  # fmt: skip
+        at = arrived.get((ssrc, seq, ts))
+        if at is not None and members:
+            repairs.append((float(at), np.asarray(members, dtype="int64")))
+    for _ in range(20):
+        changed = False
+        for at, members in repairs:
+            times = have[members]
+            missing = np.isinf(times)
+            if missing.sum() != 1:
+                continue
+            j = members[missing.argmax()]
+            others = times[~missing]
+            when = max(at, float(others.max()) if len(others) else at)
+            if when < have[j]:
+                have[j] = when
+                changed = True
+        if not changed:
+            break
+    rebuilt = np.where(packets.t_orig.isna().to_numpy() & np.isfinite(have), have, np.nan)
+    return pd.Series(rebuilt, index=packets.index)
+
+
+def _fec_to_frames(sent_labelled: pd.DataFrame, masked: pd.DataFrame) -> pd.DataFrame:
+    """Masked FEC rows carry the RTP timestamp of the frame they protect (for per-frame counts)."""
+    if masked.empty:
+        return sent_labelled
+    key = masked.set_index(["ssrc", "seq", "ts"]).frame_ts
+    idx = pd.MultiIndex.from_frame(sent_labelled[["ssrc", "seq", "ts"]])
+    frame_ts = key.reindex(idx).to_numpy()
+    fec = (sent_labelled.kind == "fec").to_numpy() & ~pd.isna(frame_ts)
+    out = sent_labelled.copy()
+    out.loc[fec, "ts"] = frame_ts[fec].astype("int64")
+    return out
 
 
 def _fec_decodable(

@@ -44,6 +44,7 @@ from testbed.rtc.record import EndpointRecord
 from testbed.rtc.spec import StreamSpec
 from testbed.rtc.stack import get_stack
 from testbed.rtc.timeseries import cell_series
+from testbed.rtc.wireid import PayloadTypes, receiver_feedback, sender_packets
 from testbed.versions import package_versions
 from testbed.viewer.judging import intake_table, judge_cell
 
@@ -56,8 +57,8 @@ class Endpoint:
     def __init__(self, net: Network, role: str, host: str, argv: list[str], out: Path) -> None:
         self.role = role
         self.errfile = open(out / f"{role}.stderr", "w")  # noqa: SIM115 (closed in close())
-        self.proc = net.popen(host, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=self.errfile, text=True)  # fmt: skip
+        self.proc = net.popen(host, argv, owns=role, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=self.errfile, text=True)  # fmt: skip
 
     def send(self, message: dict[str, Any]) -> None:
         stdin: IO[str] | None = self.proc.stdin
@@ -155,7 +156,7 @@ def run_stream(
     link_index = matches[0]
     link = topology.links[link_index]
     side = {link.between[0]: "a", link.between[1]: "b"}
-    stack = get_stack(spec.stack, "stream")
+    stacks = {role: get_stack(spec.stack_of(role), "stream") for role in ("sender", "receiver")}
     spec_path = out / "stream.json"
     write_json_atomic(spec_path, spec.to_dict())
     net = Network(topology, backend, run=run, backend_reason=backend_reason,
@@ -181,10 +182,10 @@ def run_stream(
             for cap in caps.values():
                 cap.wait_ready()
             receiver = Endpoint(net, "receiver", spec.receiver,
-                                stack.endpoint_argv("receiver", spec_path, out), out)  # fmt: skip
+                                stacks["receiver"].endpoint_argv("receiver", spec_path, out), out)  # fmt: skip
             endpoints.append(receiver)
             sender = Endpoint(net, "sender", spec.sender,
-                              stack.endpoint_argv("sender", spec_path, out), out)  # fmt: skip
+                              stacks["sender"].endpoint_argv("sender", spec_path, out), out)  # fmt: skip
             endpoints.append(sender)
             offer = sender.expect("offer", spec.connect_timeout_s)
             receiver.send({"type": "offer", "sdp": offer["sdp"]})
@@ -216,9 +217,10 @@ def run_stream(
     for ep in endpoints:
         if ep.proc.returncode != 0:
             raise TestbedError(f"{ep.role} exited with {ep.proc.returncode}{ep._tail()}")
+    sender_ip, receiver_ip = info.hosts[spec.sender].address, info.hosts[spec.receiver].address
+    complete_from_wire(out, sender_ip, receiver_ip, offset)
     snd = EndpointRecord.read(out, "sender")
     rcv = EndpointRecord.read(out, "receiver")
-    sender_ip, receiver_ip = info.hosts[spec.sender].address, info.hosts[spec.receiver].address
     sent_wire = to_frame(read_pcap(out / "sender.pcap"), offset)
     recv_wire = to_frame(read_pcap(out / "receiver.pcap"), offset)
     sent_wire = sent_wire[(sent_wire.src == sender_ip) & (sent_wire.dst == receiver_ip)]
@@ -239,8 +241,10 @@ def run_stream(
                                          "downlink": lk.downlink.to_dict()} for lk in topology.links}},
         "stream": spec.to_dict(), "seed": info.seed, "backend": info.backend,
         "backend_reason": info.backend_reason, "environment": _environment(info.backend),
-        "stack": {"sender": snd.stack, "receiver": rcv.stack},
+        "stack": {"sender": snd.stack, "receiver": rcv.stack, "label": spec.stack_label()},
         "encrypted": snd.info.get("encrypted"),
+        "from_wire": {"sender_packets": snd.info.get("packets_from") == "wire",
+                      "receiver_feedback": rcv.info.get("feedback_from") == "wire"},
         "rtcp_received_by_sender": snd.info.get("rtcp_received"),
         "plis_sent": rcv.info.get("plis", 0),
         "cpu": {"sender": snd.info.get("cpu"), "receiver": rcv.info.get("cpu")},
@@ -262,6 +266,21 @@ def run_stream(
     shutil.rmtree(out / "links", ignore_errors=True)
     write_atomic(out / "timeseries.csv", cell_series(out).to_csv(index=False))
     return StreamResult(out, frames, summary)
+
+
+def complete_from_wire(out: Path, sender_ip: str, receiver_ip: str, offset: int) -> None:
+    """Fill the record tables a stack could not log itself (its info says `packets_from:
+    wire` / `feedback_from: wire`) from the cell's captures, once, before the cell is whole."""
+    snd_info = json.loads((out / "sender" / "info.json").read_text())["info"]
+    if snd_info.get("packets_from") == "wire":
+        pts = PayloadTypes.from_dict(snd_info["payload_types"])
+        packets = sender_packets(out / "sender.pcap", sender_ip, receiver_ip, pts, offset,
+                                 bool(snd_info.get("encrypted")))  # fmt: skip
+        write_atomic(out / "sender" / "packets.parquet", parquet_bytes(packets))
+    rcv_info = json.loads((out / "receiver" / "info.json").read_text())["info"]
+    if rcv_info.get("feedback_from") == "wire":
+        feedback = receiver_feedback(out / "receiver.pcap", receiver_ip, sender_ip, offset)
+        write_atomic(out / "receiver" / "feedback.parquet", parquet_bytes(feedback))
 
 
 def _longest_flight_ms(spec: LinkSpec) -> float:

@@ -34,9 +34,11 @@ class StreamSpec:
     (fixed, remb, budget, an entry point name or package.module:Class) with abr_params;
     bitrate_mbps is its starting point. fec: {scheme: none|xor|rs, ...}, see testbed.fec.spec.
     roi: the `roi` source's parameters (testbed.roi.spec.RoiSpec); video may be builtin:scene.
-    stack: which WebRTC implementation runs both endpoints (testbed.rtc.stack); `options` holds
-    the keys only that stack has (aiortc: nack, history_packets, late_packets, ...), validated
-    by it, with its defaults filled in. In files and cell.json they sit beside the others.
+    stack: which WebRTC implementation runs the endpoints (testbed.rtc.stack); sender_stack /
+    receiver_stack give one role another (a mixed pair). `options` holds the keys only those
+    stacks have (aiortc: nack, history_packets, ...; chromium: encryption, field_trials, ...),
+    validated by them, with their defaults filled in. In files and cell.json they sit beside
+    the others.
     """
 
     source: str = "synthetic"
@@ -61,6 +63,8 @@ class StreamSpec:
     sender: str = "sender"
     receiver: str = "receiver"
     stack: str = DEFAULT_STACK
+    sender_stack: str | None = None
+    receiver_stack: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -76,6 +80,16 @@ class StreamSpec:
         out = asdict(self)
         options = out.pop("options")
         return {**out, **options}
+
+    def stack_of(self, role: str) -> str:
+        """The stack that runs this role's endpoint (sender_stack / receiver_stack, else stack)."""
+        own = self.sender_stack if role == "sender" else self.receiver_stack
+        return own or self.stack
+
+    def stack_label(self) -> str:
+        """One name for the pair: 'chromium', or 'chromium->aiortc' for a mixed one."""
+        a, b = self.stack_of("sender"), self.stack_of("receiver")
+        return a if a == b else f"{a}->{b}"
 
     def fec_spec(self) -> FecSpec:
         return FecSpec(**self.fec)
@@ -105,17 +119,27 @@ def parse_stream(data: Mapping[str, Any], src: str = "--stream") -> StreamSpec:
     from testbed.rtc.stack import get_stack, owners
 
     stack = get_stack(data.get("stack", DEFAULT_STACK), src)
+    role_stacks = {
+        role: get_stack(data.get(f"{role}_stack") or stack.name, src, f"stream.{role}_stack")
+        for role in ("sender", "receiver")
+    }
+    used = list({st.name: st for st in role_stacks.values()}.values())
+    own_keys = tuple(k for st in used for k in st.option_keys)
+    names = " and ".join(st.name for st in used)
     generic = {k: v for k, v in data.items() if k in GENERIC_KEYS}
     rest = {k: v for k, v in data.items() if k not in GENERIC_KEYS}
     for key in rest:
-        if key not in stack.option_keys:
+        if key not in own_keys:
             others = owners(key)
             if others:
                 raise ConfigError(src, f"stream.{key}", f"an option of stack {', '.join(others)}, "
-                                  f"not of {stack.name}; {stack.name}'s options: "
-                                  f"{', '.join(stack.option_keys) or 'none'}")  # fmt: skip
+                                  f"not of {names}; {names}'s options: "
+                                  f"{', '.join(own_keys) or 'none'}")  # fmt: skip
             raise ConfigError(src, f"stream.{key}", "unknown key; valid: "
-                              f"{', '.join(GENERIC_KEYS + stack.option_keys)}")  # fmt: skip
+                              f"{', '.join(GENERIC_KEYS + own_keys)}")  # fmt: skip
+    for role, st in role_stacks.items():
+        generic[f"{role}_stack"] = st.name
+    generic["stack"] = stack.name
     for key, lo, hi, open_lo in _NUMBERS:
         if generic.get(key) is not None:
             validate.number(generic[key], src, f"stream.{key}", lo, hi, lo_open=open_lo)
@@ -135,10 +159,11 @@ def parse_stream(data: Mapping[str, Any], src: str = "--stream") -> StreamSpec:
             src, "stream.abr_params", "expected a mapping of parameter names to values"
         )
     generic["abr_params"] = dict(params)
-    from testbed.abr.registry import make
+    if abr not in role_stacks["sender"].native_abr:
+        from testbed.abr.registry import make
 
-    make(abr, params, initial_bps=float(generic.get("bitrate_mbps", 4.0)) * 1e6,
-         fps=float(generic.get("fps", 30.0)), src=src)  # fmt: skip
+        make(abr, params, initial_bps=float(generic.get("bitrate_mbps", 4.0)) * 1e6,
+             fps=float(generic.get("fps", 30.0)), src=src)  # fmt: skip
     if generic.get("source") == "roi":
         if generic.get("codec", "h264") != "h264":
             raise ConfigError(src, "stream.codec",
@@ -160,7 +185,10 @@ def parse_stream(data: Mapping[str, Any], src: str = "--stream") -> StreamSpec:
     if generic["viewer"]["enabled"] and generic.get("source", "synthetic") == "synthetic":
         raise ConfigError(src, "stream.viewer", "the AI viewer needs decodable video; use "
                           "source: video or roi (e.g. video: builtin:document)")  # fmt: skip
-    generic["options"] = stack.parse_options(rest, src)
+    generic["options"] = {
+        k: v for st in used for k, v in
+        st.parse_options({k: v for k, v in rest.items() if k in st.option_keys}, src).items()
+    }  # fmt: skip
     spec = StreamSpec(**generic)
     if spec.video is not None and spec.video not in BUILTINS:
         _check_video(spec.video, src)
@@ -170,7 +198,8 @@ def parse_stream(data: Mapping[str, Any], src: str = "--stream") -> StreamSpec:
             "stream.bitrate_mbps",
             f"frames would be under {MIN_FRAME_BYTES} bytes; raise the bitrate or lower fps",
         )
-    stack.check(spec, src)
+    for st in used:
+        st.check(spec, src, tuple(r for r, x in role_stacks.items() if x.name == st.name))
     return spec
 
 

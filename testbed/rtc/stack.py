@@ -21,7 +21,11 @@ from testbed.plugins import load_dotted
 if TYPE_CHECKING:
     from testbed.rtc.spec import StreamSpec
 
-STACKS = {"aiortc": "testbed.rtc.aiortc.stack:AiortcStack"}
+STACKS = {
+    "aiortc": "testbed.rtc.aiortc.stack:AiortcStack",
+    "chromium": "testbed.rtc.chromium.stack:ChromiumStack",
+}
+ROLES = ("sender", "receiver")
 
 
 class Stack(Protocol):
@@ -30,13 +34,15 @@ class Stack(Protocol):
     sources: tuple[str, ...]
     codecs: tuple[str, ...]
     fec_schemes: tuple[str, ...]
+    native_abr: tuple[str, ...]  # abr names the stack implements itself (not in the registry)
 
     def parse_options(self, data: Mapping[str, Any], src: str) -> dict[str, Any]:
         """Its own keys, validated, with every default filled in (recorded in results)."""
         ...
 
-    def check(self, spec: StreamSpec, src: str) -> None:
-        """Refuse (ConfigError naming the key) what this stack cannot do with the spec."""
+    def check(self, spec: StreamSpec, src: str, roles: tuple[str, ...]) -> None:
+        """Refuse (ConfigError naming the key) what this stack cannot do with the spec, in the
+        roles it plays (sender, receiver or both)."""
         ...
 
     def endpoint_argv(self, role: str, spec_path: Path, out: Path) -> list[str]:
@@ -57,13 +63,16 @@ def owners(option: str) -> list[str]:
     return [n for n in STACKS if option in get_stack(n, "").option_keys]
 
 
-def check_features(stack: Stack, spec: StreamSpec, src: str) -> None:
-    """The common part of Stack.check: source, codec and FEC scheme among what it offers."""
-    for key, value, offered in (
-        ("source", spec.source, stack.sources),
-        ("codec", spec.codec, stack.codecs),
-        ("fec.scheme", spec.fec["scheme"], stack.fec_schemes),
+def check_features(stack: Stack, spec: StreamSpec, src: str, roles: tuple[str, ...]) -> None:
+    """The common part of Stack.check: source (a sender's), codec and FEC scheme (both ends')
+    among what it offers."""
+    mixed = spec.stack_of("sender") != spec.stack_of("receiver")
+    for key, value, offered, needs in (
+        ("source", spec.source, stack.sources, ("sender",)),
+        ("codec", spec.codec, stack.codecs, ROLES),
+        ("fec.scheme", spec.fec["scheme"], stack.fec_schemes, ROLES),
     ):
-        if value not in offered:
+        if value not in offered and set(needs) & set(roles):
+            pair = " (both ends of a mixed pair must offer it)" if mixed and len(needs) == 2 else ""
             raise ConfigError(src, f"stream.{key}", f"{value!r} is not offered by stack "
-                              f"{stack.name}; valid: {', '.join(offered)}")  # fmt: skip
+                              f"{stack.name}; valid: {', '.join(offered)}{pair}")  # fmt: skip

@@ -42,15 +42,15 @@ def records(origin: int = ORIGIN, fec: bool = False,
     frames = [(0, 0, origin, 2000, True, 1e6), (1, 33 * MS, (origin + 3000) % u32, 2000, False, 1e6),
               (2, 66 * MS, (origin + 6000) % u32, 2000, False, 2e6)]  # fmt: skip
     packets: list[tuple[Any, ...]] = [
-        (0, "media", 1, 10, ORIGIN, MEDIA, False, None, None),
-        (0, "media", 1, 11, ORIGIN, MEDIA, True, None, None),
-        (0, "media", 1, 12, ORIGIN + 3000, MEDIA, False, None, None),
-        (0, "media", 1, 13, ORIGIN + 3000, MEDIA, True, None, None),
-        (0, "rtx", 2, 500, ORIGIN + 3000, RTX, False, 12, None),
-        (0, "rtx", 2, 501, ORIGIN + 3000, RTX, False, 12, None),
+        (0, "media", 1, 10, ORIGIN, MEDIA, False, None, None, None),
+        (0, "media", 1, 11, ORIGIN, MEDIA, True, None, None, None),
+        (0, "media", 1, 12, ORIGIN + 3000, MEDIA, False, None, None, None),
+        (0, "media", 1, 13, ORIGIN + 3000, MEDIA, True, None, None, None),
+        (0, "rtx", 2, 500, ORIGIN + 3000, RTX, False, 12, None, None),
+        (0, "rtx", 2, 501, ORIGIN + 3000, RTX, False, 12, None, None),
     ]
     if fec:  # one repair packet protecting seqs 12 and 13
-        packets.append((0, "fec", 3, 900, ORIGIN + 3000, FEC, False, 12, 2))
+        packets.append((0, "fec", 3, 900, ORIGIN + 3000, FEC, False, 12, 2, None))
     sender = EndpointRecord("sender", "test", tables={
         "frames": record_table("sender", "frames").frame(frames),
         "packets": record_table("sender", "packets").frame(packets),

@@ -23,12 +23,13 @@ class OtherStack:
     sources: tuple[str, ...] = ("synthetic",)
     codecs: tuple[str, ...] = ("vp8", "av1")
     fec_schemes: tuple[str, ...] = ("none",)
+    native_abr: tuple[str, ...] = ()
 
     def parse_options(self, data: Mapping[str, Any], src: str) -> dict[str, Any]:
         return {"pacing": bool(data.get("pacing", True))}
 
-    def check(self, spec: StreamSpec, src: str) -> None:
-        check_features(self, spec, src)
+    def check(self, spec: StreamSpec, src: str, roles: tuple[str, ...]) -> None:
+        check_features(self, spec, src, roles)
 
     def endpoint_argv(self, role: str, spec_path: Path, out: Path) -> list[str]:
         return ["true"]

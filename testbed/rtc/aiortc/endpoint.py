@@ -112,7 +112,7 @@ def sender_record(spec: StreamSpec, opts: AiortcOptions, track: SourceTrack,
         original, protected = (osn if kind == "rtx" else None), None
         if kind == "fec" and (seq, ts) in covers:
             original, protected = covers[(seq, ts)]
-        packets.append((t, kind, ssrc, seq, ts, pt, bool(marker), original, protected))
+        packets.append((t, kind, ssrc, seq, ts, pt, bool(marker), original, protected, None))
     origin = tap.origin
     frames = [(i, cap, None if origin is None else (pts + origin) % U32, size, key, target)
               for i, pts, cap, size, key, target in track.frames]  # fmt: skip

@@ -47,6 +47,7 @@ class AiortcStack:
         "xor",
         "rs",
     )  # the testbed's own FEC, sent as RTP beside the media
+    native_abr: tuple[str, ...] = ()  # every controller comes from testbed.abr
 
     def parse_options(self, data: Mapping[str, Any], src: str) -> dict[str, Any]:
         if data.get("history_packets") is not None:
@@ -64,8 +65,8 @@ class AiortcStack:
         opts = AiortcOptions(**given)
         return {k: (float(v) if k == "nack_retry_ms" else v) for k, v in asdict(opts).items()}
 
-    def check(self, spec: StreamSpec, src: str) -> None:
-        check_features(self, spec, src)
+    def check(self, spec: StreamSpec, src: str, roles: tuple[str, ...]) -> None:
+        check_features(self, spec, src, roles)
 
     def endpoint_argv(self, role: str, spec_path: Path, out: Path) -> list[str]:
         return [sys.executable, "-m", "testbed.rtc.aiortc.endpoint", role,
