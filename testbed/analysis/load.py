@@ -35,8 +35,8 @@ def load_cells(results: str | Path) -> pd.DataFrame:
                   if isinstance(v, dict | list) else v for k, v in cell.get("params", {}).items()}  # fmt: skip
         row = {"cell_id": path.name, **params}
         row.update(
-            abr=stream.get("abr", "fixed"), fec=fec, nack=stream.get("nack", "aiortc"),
-            stack=stream.get("stack", "aiortc"),
+            abr=stream.get("abr", "fixed"), fec=fec, nack=stream.get("nack", _nack_default(stream)),
+            stack=cell.get("stack", {}).get("label") or stream.get("stack", "aiortc"),
             roi=("ROI" if stream.get("roi", {}).get("enabled", True) else "uniform") if stream.get("source") == "roi" else "none",
             rate_mbps=link["uplink"]["rate_mbps"] or np.nan, delay_ms=link["uplink"]["delay_ms"],
             loss_pct=link["uplink"]["loss_pct"], bitrate_mbps=cell["stream"]["bitrate_mbps"],
@@ -60,3 +60,9 @@ def load_frames(results: str | Path, include_warmup: bool = False) -> pd.DataFra
     if not parts:
         raise TestbedError(f"{results}: no finished cells yet")
     return pd.concat(parts, ignore_index=True)
+
+
+def _nack_default(stream: dict[str, Any]) -> str:
+    """What repaired losses when the stream names no nack mode: the sender stack's own."""
+    sender = stream.get("sender_stack") or stream.get("stack", "aiortc")
+    return "aiortc" if sender == "aiortc" else "libwebrtc"

@@ -17,11 +17,12 @@ STATS: dict[str, Callable[[np.ndarray], float]] = {
 }
 
 
-VARIANTS = ("abr", "fec", "nack", "roi")  # what a sweep may compare besides bitrate and loss
-DEFAULTS = {"abr": "fixed", "fec": "none", "nack": "aiortc", "roi": "none"}
+VARIANTS = ("stack", "abr", "fec", "nack", "roi")  # what a sweep compares besides bitrate, loss
+DEFAULTS = {"stack": "aiortc", "abr": "fixed", "fec": "none", "nack": "aiortc", "roi": "none"}
 # grid keys that load_cells turns into the named columns above (or that are no configuration)
 MAPPED_PARAMS = {"stream.bitrate_mbps", "uplink.loss_pct", "stream.fec", "stream.abr",
-                 "stream.nack", "stream.roi.enabled", "repetition"}  # fmt: skip
+                 "stream.nack", "stream.roi.enabled", "repetition", "stream.stack",
+                 "stream.sender_stack", "stream.receiver_stack"}  # fmt: skip
 
 
 def other_params(cells: pd.DataFrame) -> list[str]:

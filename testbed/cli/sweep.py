@@ -89,7 +89,7 @@ def _report_accuracy(results: Path, csv_out: Path | None, by_task: bool, judge: 
 @click.argument("results", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option(
-    "--by", default=None, help="fec | abr | nack | roi: side-by-side tables per loss rate"
+    "--by", default=None, help="stack | fec | abr | nack | roi: side-by-side tables per loss rate"
 )
 @click.option(
     "--metric", default="p95", show_default=True, help="with --by: p50 | p95 | p99 | mean"
@@ -183,7 +183,7 @@ def report(results: Path, csv_out: Path | None, by: str | None, metric: str, acc
     help="the yellow region holds up to this loss [the highest loss any bitrate meets]",
 )
 @click.option(
-    "--by", default=None, help="fec | abr | nack | roi: a panel per loss, a line per variant"
+    "--by", default=None, help="stack | fec | abr | nack | roi: a panel per loss, a line per variant"
 )
 @click.option(
     "--accuracy",

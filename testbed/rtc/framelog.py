@@ -124,6 +124,7 @@ def build_frame_table(
     )
     arrived = _first_times(recv_all[recv_all.kind == "media"], ["seq", "ts"], "t_orig")
     packets = sent.merge(arrived, on=["seq", "ts"], how="left")
+    sent_all, recv_all = _infer_rtx_originals(sent_all, recv_all, packets)
     rtx_recv = _as_original(recv_all[recv_all.kind == "rtx"])
     rtx_first = _first_times(rtx_recv, ["seq", "ts"], "t_rtx")
     packets = packets.merge(rtx_first, on=["seq", "ts"], how="left")
@@ -200,6 +201,36 @@ def build_frame_table(
         ["none", "media", "fec"], default="rtx",
     )  # fmt: skip
     return table[list(COLUMNS)]
+
+
+def _infer_rtx_originals(sent_labelled: pd.DataFrame, recv_labelled: pd.DataFrame,
+                         packets: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """RTX packets whose original is unreadable (SRTP encrypts the payload that names it) get
+    one inferred: an RTX packet keeps its frame's RTP timestamp, so the n-th retransmission of a
+    frame (in send order) repairs the frame's n-th original lost on the wire (by sequence
+    number, cycling for repeats; all its originals where none was lost)."""
+    rtx = sent_labelled[(sent_labelled.kind == "rtx") & sent_labelled.original_seq.isna()]
+    if rtx.empty:
+        return sent_labelled, recv_labelled
+    lost = packets[packets.t_orig.isna()].sort_values("seq").groupby("ts").seq.apply(list)
+    every = packets.sort_values("t_sent").groupby("ts").seq.apply(list)
+    guess: dict[tuple[int, int, int], int] = {}
+    for ts, group in rtx.sort_values("t_ns").drop_duplicates(["ssrc", "seq", "ts"]).groupby("ts"):
+        pool = lost.get(ts) or every.get(ts)
+        if not pool:
+            continue
+        for n, (ssrc, seq) in enumerate(zip(group.ssrc, group.seq, strict=True)):
+            guess[(int(ssrc), int(seq), int(ts))] = int(pool[n % len(pool)])
+
+    def fill(df: pd.DataFrame) -> pd.DataFrame:
+        keys = list(zip(df.ssrc, df.seq, df.ts, strict=True))
+        inferred = pd.array([guess.get((int(a), int(b), int(c))) for a, b, c in keys], dtype="Int64")
+        out = df.copy()
+        todo = (out.kind == "rtx") & out.original_seq.isna()
+        out.loc[todo, "original_seq"] = inferred[todo.to_numpy()]
+        return out[~((out.kind == "rtx") & out.original_seq.isna())]
+
+    return fill(sent_labelled), fill(recv_labelled)
 
 
 def _as_original(rtx: pd.DataFrame) -> pd.DataFrame:

@@ -34,7 +34,7 @@ class AiortcOptions:
 
 
 def options_of(spec: StreamSpec) -> AiortcOptions:
-    return AiortcOptions(**spec.options)
+    return AiortcOptions(**{k: spec.options[k] for k in AiortcStack.option_keys})
 
 
 class AiortcStack:
