@@ -65,14 +65,17 @@ def _q(values: np.ndarray, p: float) -> float:
 
 
 def run_floor_bench(
-    run: str, bitrates: list[float], seconds: float, say: Say, video: bool = True
-) -> list[dict[str, Any]]:
+    run: str, bitrates: list[float], seconds: float, say: Say, video: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """extra: stream keys for every session (stack: chromium, pacing_factor: 100, ...)."""
+    extra = dict(extra or {})
     topo = load_topology(P2P)
     rate, delay = topo.links[0].uplink.rate_mbps or 10.0, topo.links[0].uplink.delay_ms
     rows: list[dict[str, Any]] = []
-    say(
-        f"lossless, {rate:g} Mbps / {delay:g} ms, synthetic 30 fps, {seconds:g} s each; latency - floor in ms"
-    )
+    stack = extra.get("stack", "aiortc")
+    say(f"lossless, {rate:g} Mbps / {delay:g} ms, synthetic 30 fps, {seconds:g} s each, stack "
+        f"{stack}; latency - floor in ms")  # fmt: skip
     say(f"{'Mbps':>5} {'floor p50':>9} {'lat p50':>8} {'diff p50':>8} {'diff p99':>8} {'ratio':>6}"
         f" | {'hook p50':>8} {'hook p95':>8} {'hook p99':>8} | {'wire p95':>8} {'wire p99':>8}"
         f" | cpu snd/rcv | stalls")  # fmt: skip
@@ -80,7 +83,7 @@ def run_floor_bench(
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             spec = parse_stream({"bitrate_mbps": bitrate, "duration_s": seconds, "drain_s": 0.5,
-                                 "warmup_s": WARMUP_SHARE * seconds}, "bench floor")  # fmt: skip
+                                 "warmup_s": WARMUP_SHARE * seconds, **extra}, "bench floor")  # fmt: skip
             res = run_stream(topo, spec, out, make_backend("emu"), "bench", run=run, seed=1)
             f = after_warmup(res.frames, spec.warmup_s)
             f = f[f.status == "complete"].sort_values("sent_first_ns")
@@ -110,12 +113,13 @@ def run_floor_bench(
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             spec = parse_stream({"source": "video", "bitrate_mbps": 4, "duration_s": seconds,
-                                 "width": 1280, "height": 720, "drain_s": 0.5}, "bench floor")  # fmt: skip
+                                 "width": 1280, "height": 720, "drain_s": 0.5, **extra},
+                                "bench floor")  # fmt: skip
             res = run_stream(topo, spec, out, make_backend("emu"), "bench", run=run, seed=1)
             cpu_s, cpu_r = cpu_share(out, "sender"), cpu_share(out, "receiver")
         sent = res.frames[res.frames.status != "not_sent"]
         row = {
-            "video": "1280x720 VP8 4 Mbps", "cpu_sender": cpu_s,
+            "video": f"1280x720 VP8 4 Mbps ({stack})", "cpu_sender": cpu_s,
             "cpu_receiver": cpu_r, "frames_sent": len(sent),
             "frames_asked": len(res.frames), "achieved_mbps": res.summary["achieved_mbps"],
         }  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -71,18 +72,31 @@ def bench_link(
 @click.option("--bitrates", default="0.5,1,2,4,8", show_default=True, help="Mbps, comma-separated")
 @click.option("--seconds", type=float, default=20.0, show_default=True)
 @click.option("--no-video", is_flag=True, help="skip the 720p VP8 CPU run")
+@click.option("--stack", default="aiortc", show_default=True, help="aiortc | chromium")
+@click.option("--stream-set", "stream_sets", multiple=True, metavar="KEY=VALUE",
+              help="another stream key for every session (e.g. pacing_factor=100)")  # fmt: skip
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @name_option("tbf")
 def bench_floor(
-    bitrates: str, seconds: float, no_video: bool, json_out: Path | None, name: str
-) -> None:
+    bitrates: str, seconds: float, no_video: bool, stack: str, stream_sets: tuple[str, ...],
+    json_out: Path | None, name: str,
+) -> None:  # fmt: skip
     """Frame latency vs the physical floor on a lossless link, wire vs hook timing, CPU."""
     from testbed.bench.floor import run_floor_bench
+    from testbed.config import parse_set
+    from testbed.rtc.spec import parse_stream, set_key
 
-    require_root()
     rates = numbers("--bitrates", bitrates)
+    extra: dict[str, Any] = {"stack": stack}
     try:
-        rows = run_floor_bench(name, rates, seconds, click.echo, video=not no_video)
+        for item in stream_sets:
+            set_key(extra, *parse_set(item))
+        parse_stream(extra, "--stream-set")  # bad input: one line, before anything starts
+    except TestbedError as e:
+        fail(e)
+    require_root()
+    try:
+        rows = run_floor_bench(name, rates, seconds, click.echo, video=not no_video, extra=extra)
     except TestbedError as e:
         fail(e)
     if json_out:

@@ -18,9 +18,17 @@ from testbed.errors import TestbedError
 @click.option("--duration-s", type=float, default=20.0, show_default=True)
 @click.option("--source", default="synthetic", show_default=True, help="synthetic | video")
 @click.option("--fps", type=float, default=30.0, show_default=True)
-@click.option("--codec", default=None, help="vp8 | h264 (aiortc); vp8 | vp9 | h264 | av1 (chromium) [vp8; roi: h264]")
+@click.option(
+    "--codec",
+    default=None,
+    help="vp8 | h264 (aiortc); vp8 | vp9 | h264 | av1 (chromium) [vp8; roi: h264]",
+)
 @click.option("--video", default=None, help="video file for --source video [a moving pattern]")
-@click.option("--stack", default=None, help="WebRTC stack of both ends: aiortc | chromium (receiver_stack=... for a mixed pair) [aiortc]")
+@click.option(
+    "--stack",
+    default=None,
+    help="WebRTC stack of both ends: aiortc | chromium (receiver_stack=... for a mixed pair) [aiortc]",
+)
 @click.option("--nack", default=None, help="aiortc stack: aiortc | retry | off [aiortc]")
 @click.option("--history-packets", type=int, default=None, help="aiortc stack [128]")
 @click.option(

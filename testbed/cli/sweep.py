@@ -183,7 +183,9 @@ def report(results: Path, csv_out: Path | None, by: str | None, metric: str, acc
     help="the yellow region holds up to this loss [the highest loss any bitrate meets]",
 )
 @click.option(
-    "--by", default=None, help="stack | fec | abr | nack | roi: a panel per loss, a line per variant"
+    "--by",
+    default=None,
+    help="stack | fec | abr | nack | roi: a panel per loss, a line per variant",
 )
 @click.option(
     "--accuracy",

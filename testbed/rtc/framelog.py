@@ -224,7 +224,9 @@ def _infer_rtx_originals(sent_labelled: pd.DataFrame, recv_labelled: pd.DataFram
 
     def fill(df: pd.DataFrame) -> pd.DataFrame:
         keys = list(zip(df.ssrc, df.seq, df.ts, strict=True))
-        inferred = pd.array([guess.get((int(a), int(b), int(c))) for a, b, c in keys], dtype="Int64")
+        inferred = pd.array(
+            [guess.get((int(a), int(b), int(c))) for a, b, c in keys], dtype="Int64"
+        )
         out = df.copy()
         todo = (out.kind == "rtx") & out.original_seq.isna()
         out.loc[todo, "original_seq"] = inferred[todo.to_numpy()]

@@ -44,7 +44,12 @@ from testbed.rtc.record import EndpointRecord
 from testbed.rtc.spec import StreamSpec
 from testbed.rtc.stack import get_stack
 from testbed.rtc.timeseries import cell_series
-from testbed.rtc.wireid import PayloadTypes, receiver_feedback, sender_packets
+from testbed.rtc.wireid import (
+    PayloadTypes,
+    payload_padding,
+    receiver_feedback,
+    sender_packets,
+)
 from testbed.versions import package_versions
 from testbed.viewer.judging import intake_table, judge_cell
 
@@ -276,6 +281,9 @@ def complete_from_wire(out: Path, sender_ip: str, receiver_ip: str, offset: int)
         pts = PayloadTypes.from_dict(snd_info["payload_types"])
         packets = sender_packets(out / "sender.pcap", sender_ip, receiver_ip, pts, offset,
                                  bool(snd_info.get("encrypted")))  # fmt: skip
+        if not snd_info.get("encrypted"):  # NACKs readable: tell probes from retransmissions
+            asked = receiver_feedback(out / "sender.pcap", receiver_ip, sender_ip, offset)
+            packets = payload_padding(packets, asked)
         write_atomic(out / "sender" / "packets.parquet", parquet_bytes(packets))
     rcv_info = json.loads((out / "receiver" / "info.json").read_text())["info"]
     if rcv_info.get("feedback_from") == "wire":

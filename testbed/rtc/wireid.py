@@ -196,3 +196,18 @@ def receiver_feedback(pcap: Path, src: str, dst: str, offset_ns: int) -> pd.Data
                 rows.append((t - offset_ns, "pli" if fmt == 1 else "fir", None))
             off += length
     return record.table("receiver", "feedback").frame(rows)
+
+
+def payload_padding(packets: pd.DataFrame, nacks: pd.DataFrame) -> pd.DataFrame:
+    """libwebrtc probes and pads with old packets resent on RTX ("payload padding"): an RTX
+    packet whose original no NACK (as it reached the sender: `nacks` from the sender's own
+    wire) had asked for before it went out is padding, not a retransmission."""
+    rtx = packets.kind == "rtx"
+    if not rtx.any():
+        return packets
+    asked = nacks[nacks.kind == "nack"].groupby("seq").t_ns.min()
+    first_ask = packets.original_seq.map(asked)
+    probe = rtx & packets.original_seq.notna() & ~(first_ask <= packets.t_ns).fillna(False)
+    out = packets.copy()
+    out.loc[probe, "kind"] = "padding"
+    return out

@@ -54,7 +54,7 @@ def test_lossless_session(run: str, tmp_path: Path) -> None:
     cell = json.loads((tmp_path / "cell.json").read_text())
     assert cell["stream"]["history_packets"] == 128 and cell["backend"] == "emu"
     assert cell["summary"]["achieved_mbps"] == pytest.approx(2.0, rel=0.02)
-    assert cell["stack"] == {"sender": "aiortc", "receiver": "aiortc"}
+    assert cell["stack"] == {"sender": "aiortc", "receiver": "aiortc", "label": "aiortc"}
     # the sender's record names every RTP packet on its wire: all media, one SSRC
     sent = EndpointRecord.read(tmp_path, "sender")
     assert (sent["packets"].kind == "media").all() and sent["packets"].ssrc.nunique() == 1

@@ -14,7 +14,10 @@ from testbed.rtc.record import TABLES, EndpointRecord, table
 
 def test_round_trip_keeps_tables_and_types(tmp_path: Path) -> None:
     packets = table("sender", "packets").frame(
-        [(5, "media", 7, 1, 90, 97, True, None, None, None), (6, "rtx", 8, 1, 90, 98, False, 1, None, None)]
+        [
+            (5, "media", 7, 1, 90, 97, True, None, None, None),
+            (6, "rtx", 8, 1, 90, 98, False, 1, None, None),
+        ]
     )
     rec = EndpointRecord("sender", "aiortc", {"cpu": {"cpu_s": 1.0}}, {"packets": packets})
     rec.write(tmp_path)

@@ -71,9 +71,10 @@ class Browser:
         argv = [str(CHROMIUM), *FLAGS, f"--user-data-dir={self.profile / 'data'}", *self.flags,
                 PAGE.as_uri()]  # fmt: skip
         self.started_ns = time.monotonic_ns()
-        self.proc = subprocess.Popen(argv, env=env, preexec_fn=fds, start_new_session=True,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, pass_fds=(3, 4),
-                                     stderr=open(self.profile / "stderr.txt", "wb"))  # fmt: skip
+        with open(self.profile / "stderr.txt", "wb") as stderr:
+            self.proc = subprocess.Popen(argv, env=env, preexec_fn=fds, start_new_session=True,
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=stderr, pass_fds=(3, 4))  # fmt: skip
         note_owned(self.owned, pid=self.proc.pid)
         os.close(to_browser_r)
         os.close(from_browser_w)

@@ -33,7 +33,7 @@ from testbed.rtc.wireid import payload_types
 
 U32 = 1 << 32
 CLIP_MAX_S = 10.0  # a video source is written as a y4m clip that the fake camera loops
-SYNTHETIC_ENCODER_SHARE = 0.4  # synthetic: the encoder aims at this share of the pinned rate,
+SYNTHETIC_ENCODER_SHARE = 1.0  # synthetic: the encoder aims at this share of the pinned rate
 # so that frames fit the exact size they are padded to
 
 
@@ -165,7 +165,7 @@ class Endpoint:
         stop = asyncio.Event()
         sampler = asyncio.ensure_future(self.sample_cpu(stop))
         cfg = json.dumps(page_config(self.spec))
-        timeout_ms = self.spec.connect_timeout_s * 1000
+        timeout_ms = max(1.0, self.spec.connect_timeout_s - 1.0) * 1000  # its error comes first
         if self.role == "sender":
             offer = await self.js(f"tb.sender({cfg})")
             emit({"type": "offer", "sdp": offer})
@@ -193,7 +193,7 @@ class Endpoint:
 
     def write(self, got: dict[str, Any]) -> None:
         stats = got["stats"]
-        rtp = next((s for s in stats.values() if s["type"] in ("outbound-rtp", "inbound-rtp")
+        rtp: dict[str, Any] = next((s for s in stats.values() if s["type"] in ("outbound-rtp", "inbound-rtp")
                     and s.get("kind") == "video"), {})  # fmt: skip
         info: dict[str, Any] = {
             "cpu": {"cpu_s": self.browser.cpu_s(), "wall_s": (time.monotonic_ns()
@@ -222,7 +222,8 @@ class Endpoint:
                 "rates": record.table("sender", "rates").frame(rates),
             }  # fmt: skip
         else:
-            frames = [(_to_mono(t, self.offset), int(ts), "assembled", int(size))
+            frames: list[tuple[int, int, str, int | None]] = [
+                (_to_mono(t, self.offset), int(ts), "assembled", int(size))
                       for ts, t, size, _key in got["frames"]]  # fmt: skip
             frames += [(_to_mono(t, self.offset), int(ts), "decoded", None)
                        for ts, t in got["decoded"]]  # fmt: skip

@@ -173,17 +173,17 @@ const tb = {
   },
 
   async connected(timeoutMs) {
+    // polled, not only on events: unencrypted, connectionState stays "connecting"
     const pc = this.pc;
     const ok = () => ["connected", "completed"].includes(pc.iceConnectionState);
-    if (!ok()) {
-      await new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(
-          `not connected after ${timeoutMs / 1000} s (ICE ${pc.iceConnectionState})`)), timeoutMs);
-        pc.addEventListener("iceconnectionstatechange", () => {
-          if (ok()) { clearTimeout(timer); resolve(); }
-          if (pc.iceConnectionState === "failed") { clearTimeout(timer); reject(new Error("ICE failed")); }
-        });
-      });
+    const start = now();
+    while (!ok()) {
+      if (pc.iceConnectionState === "failed") throw new Error("ICE failed");
+      if (now() - start > timeoutMs) {
+        throw new Error(`not connected after ${timeoutMs / 1000} s (ICE ${pc.iceConnectionState}, ` +
+          `gathering ${pc.iceGatheringState}, signaling ${pc.signalingState})`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 10));
     }
     this.frames.length = 0; // what came before is set-up
     this.decoded.length = 0;
