@@ -153,3 +153,38 @@ def test_warmup_is_measured_from_the_first_capture() -> None:
     t = table()
     assert after_warmup(t, 0.0) is t
     assert after_warmup(t, 0.033).frame_id.tolist() == [1, 2]
+
+
+def _with_masked_fec(ts: int) -> tuple[EndpointRecord, EndpointRecord, pd.DataFrame, pd.DataFrame]:
+    """Frame 1 (seqs 12, 13; 12 lost) plus one XOR repair packet whose mask covers 12 and 13,
+    sent at 36 ms and arriving at 70 ms (before the RTX at 131 ms); `ts` is its own RTP
+    timestamp (FlexFEC runs a clock of its own)."""
+    snd, rcv = records()
+    row = record_table("sender", "packets").frame([(0, "fec", 3, 900, ts, FEC, False, 12, 2, 0b11)])
+    snd.tables["packets"] = pd.concat([snd["packets"], row], ignore_index=True)
+    sent = pd.concat([_sent(), wire([(36 * MS, FEC, 900, ts)])], ignore_index=True)
+    recv = pd.concat([_recv(), wire([(70 * MS, FEC, 900, ts)])], ignore_index=True)
+    return snd, rcv, sent, recv
+
+
+def test_a_masked_repair_packet_rebuilds_the_one_missing_packet() -> None:
+    for own_clock in (ORIGIN + 3000, 777):
+        snd, rcv, sent, recv = _with_masked_fec(own_clock)
+        f = frame_table(snd, rcv, sent, recv, 1000 * MS).iloc[1]
+        assert f.completed_by == "fec" and f.complete_ns == 70 * MS
+        assert f.fec_packets == 1  # counted for the frame it protects, whatever its clock
+
+
+def test_a_masked_repair_packet_with_two_missing_rebuilds_nothing() -> None:
+    snd, rcv, sent, recv = _with_masked_fec(ORIGIN + 3000)
+    recv = recv[~((recv.pt == MEDIA) & (recv.seq == 13))]  # 13 lost too
+    f = frame_table(snd, rcv, sent, recv, 1000 * MS).iloc[1]
+    assert f.completed_by != "fec" and f.packets_lost_first_try == 2
+
+
+def test_rtx_originals_inferred_when_encrypted() -> None:
+    """SRTP hides an RTX packet's original; the frame's lost original is inferred."""
+    snd, rcv = records()
+    snd.tables["packets"] = snd["packets"].assign(original_seq=pd.array([None] * 6, dtype="Int64"))
+    f = frame_table(snd, rcv, _sent(), _recv(), 1000 * MS).iloc[1]
+    assert f.completed_by == "rtx" and f.complete_ns == 131 * MS and f.retransmissions == 2

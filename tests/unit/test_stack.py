@@ -79,3 +79,55 @@ def test_stack_errors(two_stacks: None, data: dict[str, Any], key: str, words: s
 def test_another_stack_takes_its_own_options(two_stacks: None) -> None:
     spec = parse_stream({"stack": "other", "pacing": False, "codec": "av1"})
     assert spec.options == {"pacing": False} and spec.to_dict()["pacing"] is False
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "words"),
+    [
+        ({"stack": "chromium", "receiver_stack": "gst"}, "stream.receiver_stack", "'gst' is unknown"),
+        ({"stack": "aiortc", "codec": "av1"}, "stream.codec", "not offered by stack aiortc"),
+        ({"stack": "chromium", "nack": "retry"}, "stream.nack", "an option of stack aiortc, not of chromium"),
+        ({"stack": "aiortc", "pacing_factor": 2}, "stream.pacing_factor", "an option of stack chromium"),
+        ({"stack": "chromium", "receiver_stack": "aiortc", "fec": "flexfec"}, "stream.fec.scheme",
+         "both ends of a mixed pair"),
+        ({"stack": "chromium", "fec": "rs"}, "stream.fec.scheme", "not offered by stack chromium"),
+        ({"stack": "chromium", "receiver_stack": "aiortc", "encryption": "off"}, "stream.encryption",
+         "needs Chromium at both ends"),
+        ({"stack": "chromium", "abr": "gcc"}, "stream.abr", "synthetic source"),
+        ({"stack": "chromium", "abr": "budget"}, "stream.abr", "valid: fixed, gcc"),
+        ({"stack": "chromium", "fec": {"scheme": "ulpfec", "overhead": 0.5}}, "stream.fec.overhead",
+         "libwebrtc's"),
+        ({"stack": "chromium", "keyframe_period_s": 1}, "stream.keyframe_period_s", "makes key frames"),
+    ],
+)  # fmt: skip
+def test_chromium_and_mixed_pair_errors(data: dict[str, Any], key: str, words: str) -> None:
+    from testbed.rtc.chromium.browser import missing
+
+    if missing() is not None and "receiver_stack" not in data and data["stack"] == "chromium":
+        pytest.skip("the Chromium stack checks that the browser is installed first")
+    with pytest.raises(ConfigError) as e:
+        parse_stream(data, "exp.yaml")
+    assert e.value.key == key and words in str(e.value), str(e.value)
+
+
+def test_mixed_pair_round_trips_with_each_stacks_options() -> None:
+    from testbed.rtc.chromium.browser import missing
+
+    if missing() is not None:
+        pytest.skip(str(missing()))
+    spec = parse_stream({"stack": "chromium", "receiver_stack": "aiortc", "nack": "retry",
+                         "pacing_factor": 4})  # fmt: skip
+    assert (spec.stack_of("sender"), spec.stack_of("receiver")) == ("chromium", "aiortc")
+    assert spec.stack_label() == "chromium->aiortc"
+    assert spec.options["nack"] == "retry" and spec.options["pacing_factor"] == 4.0
+    assert parse_stream(spec.to_dict()) == spec
+
+
+def test_chromium_missing_is_one_line_that_says_make_setup(monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:  # fmt: skip
+    from testbed.rtc.chromium import browser
+
+    monkeypatch.setattr(browser, "CHROMIUM", tmp_path / "no-chromium")
+    with pytest.raises(ConfigError) as e:
+        parse_stream({"stack": "chromium"}, "exp.yaml")
+    assert e.value.key == "stream.stack" and "run `make setup`" in str(e.value)

@@ -83,13 +83,13 @@ class ChromiumStack:
         if why is not None:
             raise ConfigError(src, "stream.stack", why)
         check_features(self, spec, src, roles)
+        if spec.abr not in ABR:
+            raise ConfigError(src, "stream.abr", f"{spec.abr!r}: stack chromium runs libwebrtc's "
+                              f"own rate control; valid: {', '.join(ABR)} (gcc: its estimator)")  # fmt: skip
         if spec.source == "synthetic" and spec.abr != "fixed" and "sender" in roles:
             raise ConfigError(src, "stream.abr", f"{spec.abr!r}: a synthetic source on "
                               "chromium pads frames to a fixed size, which would fight the "
                               "estimator; use abr: fixed, or source: video")  # fmt: skip
-        if spec.abr not in ABR:
-            raise ConfigError(src, "stream.abr", f"{spec.abr!r}: stack chromium runs libwebrtc's "
-                              f"own rate control; valid: {', '.join(ABR)} (gcc: its estimator)")  # fmt: skip
         if spec.abr == "fixed" and spec.abr_params:
             raise ConfigError(src, "stream.abr_params", "abr fixed takes no parameters")
         extra = set(spec.abr_params) - {"max_mbps"}
