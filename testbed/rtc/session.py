@@ -198,12 +198,11 @@ def run_stream(
             sender.send({"type": "answer", "sdp": answer["sdp"]})
             connected = sender.expect("connected", spec.connect_timeout_s)
             receiver.expect("connected", spec.connect_timeout_s)
+            connect_s = (connected["t_ns"] - offer["t_ns"]) / 1e9
             if topology.cross_traffic:
                 cross = CrossTraffic(net, topology.cross_traffic, out)
                 cross.start(spec.duration_s)
-            say(
-                f"connected in {(connected['t_ns'] - offer['t_ns']) / 1e9:.2f} s; streaming {spec.duration_s:g} s"
-            )
+            say(f"connected in {connect_s:.2f} s; streaming {spec.duration_s:g} s")
             sender.expect("done", spec.duration_s + spec.drain_s + 30)
             if cross is not None:
                 cross_info = cross.stop()
@@ -255,7 +254,8 @@ def run_stream(
         "cpu": {"sender": snd.info.get("cpu"), "receiver": rcv.info.get("cpu")},
         "abr": snd.info.get("abr"), "fec_nacks_saved": rcv.info.get("fec_nacks_saved", 0),
         "keyframe_requests": snd.info.get("keyframe_requests", 0),
-        "cross_traffic": cross_info,
+        "cross_traffic": cross_info, "connect_s": connect_s,
+        "browser": {"sender": snd.info.get("browser"), "receiver": rcv.info.get("browser")},
         "capture": capture_stats, "clock_offset_real_minus_mono_ns": offset,
         "started_real_ns": started, "ended_real_ns": time.time_ns(), "summary": summary,
         "pcap_bytes": {r: (out / f"{r}.pcap").stat().st_size for r in ("sender", "receiver")},

@@ -29,8 +29,14 @@ COLUMNS = {
     "capacity_mbps": "the link's rate in the bin (from its trace or schedule; cell_series only)",
     "sched_delay_ms": "the schedule's one-way delay at the bin's start (cell_series only)",
     "sched_loss_pct": "the schedule's loss at the bin's start (cell_series only)",
+    "estimate_mbps": "the sender stack's own estimate of the available bitrate (its record's rates: Chromium's availableOutgoingBitrate; cell_series only)",
 }
-FROM_LINK = ("capacity_mbps", "sched_delay_ms", "sched_loss_pct")
+FROM_LINK = (
+    "capacity_mbps",
+    "sched_delay_ms",
+    "sched_loss_pct",
+    "estimate_mbps",
+)  # cell_series only
 
 
 def per_second(frames: pd.DataFrame, bin_s: float = 1.0) -> pd.DataFrame:
@@ -113,7 +119,22 @@ def cell_series(cell: Path, bin_s: float = 1.0) -> pd.DataFrame:
             ts["sched_loss_pct"] = float(spec.get("loss_pct") or 0.0)
     if len(ts) and len(sent):
         _add_cross_traffic(ts, cell, float(sent.min()), bin_s)
+        ts["estimate_mbps"] = _estimates(cell, float(sent.min()), ts.t_s, bin_s)
     return ts
+
+
+def _estimates(cell: Path, first_sent_ns: float, t_s: pd.Series, bin_s: float) -> np.ndarray:
+    """The last estimate the sender stack reported in each bin (NaN where it reports none)."""
+    path = cell / "sender" / "rates.parquet"
+    out = np.full(len(t_s), np.nan)
+    if not path.exists():
+        return out
+    rates = pd.read_parquet(path).dropna(subset=["available_bps"])
+    bins = ((rates.t_ns - first_sent_ns) / 1e9 // bin_s).astype("int64")
+    last = rates.available_bps.groupby(bins).last() / 1e6
+    index = (t_s / bin_s).round().astype("int64")
+    result: np.ndarray = index.map(last).to_numpy(dtype="float64")
+    return result
 
 
 def _add_cross_traffic(ts: pd.DataFrame, cell: Path, first_sent_ns: float, bin_s: float) -> None:
