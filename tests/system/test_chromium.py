@@ -142,3 +142,23 @@ def test_kill_9_of_a_browser_then_of_the_run_leaves_nothing_after_clean(
     assert res.returncode == 0, res.stderr
     assert namespaces_of(run) == [] and browsers_of(run) == []
     assert not (state_root() / run).exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--codec", "h265"], "stream.codec"),
+        (["--nack", "retry"], "an option of stack aiortc, not of chromium"),
+        (["--stream-set", "receiver_stack=aiortc", "--stream-set", "fec=ulpfec"],
+         "both ends of a mixed pair must offer it"),
+        (["--stream-set", "fec.scheme=flexfec", "--stream-set", "fec.overhead=0.5"], "libwebrtc"),
+    ],
+)  # fmt: skip
+def test_bad_chromium_input_is_one_line_exit_2_before_anything(
+    run: str, tmp_path: Path, args: list[str], words: str
+) -> None:
+    res = run_cli("stream", str(P2P), "--stack", "chromium", *args, "-o", str(tmp_path / "o"),
+                  "--name", run)  # fmt: skip
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and words in lines[0], res.stderr
+    assert namespaces_of(run) == [] and not (tmp_path / "o").exists()
