@@ -155,6 +155,16 @@ class Endpoint:
             raise RuntimeError("the endpoint page did not load")
         self.times["page_loaded_s"] = time.monotonic() - t0
 
+    async def connected(self) -> None:
+        """Wait for ICE in the page; on a timeout, say what state the connection is in."""
+        timeout_s = max(1.0, self.spec.connect_timeout_s - 1.0)  # its error comes first
+        try:
+            await asyncio.wait_for(self.js(f"tb.connected({timeout_s * 1000 + 500})",
+                                           timeout_s + 5), timeout_s)  # fmt: skip
+        except TimeoutError:
+            state = await self.js("tb.state()", 5)
+            raise RuntimeError(f"not connected after {timeout_s:g} s ({state})") from None
+
     async def sample_cpu(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self.browser.sample_cpu()
@@ -165,13 +175,12 @@ class Endpoint:
         stop = asyncio.Event()
         sampler = asyncio.ensure_future(self.sample_cpu(stop))
         cfg = json.dumps(page_config(self.spec))
-        timeout_ms = max(1.0, self.spec.connect_timeout_s - 1.0) * 1000  # its error comes first
         if self.role == "sender":
             offer = await self.js(f"tb.sender({cfg})")
             emit({"type": "offer", "sdp": offer})
             answer = (await inbox.expect("answer"))["sdp"]
             self.sdp = await self.js(f"tb.answer({json.dumps(answer)})")
-            await self.js(f"tb.connected({timeout_ms})", self.spec.connect_timeout_s + 5)
+            await self.connected()
             emit({"type": "connected"})
             self.streaming_ns = time.monotonic_ns()
             await asyncio.sleep(self.spec.duration_s)
@@ -182,7 +191,7 @@ class Endpoint:
             offer = (await inbox.expect("offer"))["sdp"]
             self.sdp = await self.js(f"tb.receiver({cfg}, {json.dumps(offer)})")
             emit({"type": "answer", "sdp": self.sdp})
-            await self.js(f"tb.connected({timeout_ms})", self.spec.connect_timeout_s + 5)
+            await self.connected()
             emit({"type": "connected"})
         await inbox.expect("stop")
         got = await self.js("tb.collect()")

@@ -213,6 +213,20 @@ const tb = {
     this.rates.push(row);
   },
 
+  async state() {
+    // what a connection that does not come up is doing (for the error message)
+    const pc = this.pc;
+    if (!pc) return "no peer connection";
+    let pairs = [];
+    try {
+      const report = await pc.getStats();
+      report.forEach((s) => { if (s.type === "candidate-pair") pairs.push(`${s.state}${s.nominated ? "*" : ""}`); });
+    } catch (e) { pairs = ["stats: " + e]; }
+    return `ICE ${pc.iceConnectionState}, connection ${pc.connectionState}, gathering ` +
+      `${pc.iceGatheringState}, signaling ${pc.signalingState}, pairs [${pairs.join(" ")}], ` +
+      `errors [${this.errors.join("; ")}]`;
+  },
+
   stopSending() {
     if (this.rtpSender) return this.rtpSender.replaceTrack(null);
     return null;
