@@ -102,8 +102,9 @@ class Browser:
     def processes(self) -> int:
         return len(self.cpu_ticks)
 
-    async def close(self) -> None:
-        """Browser.close over DevTools, then end what is left of the tree by pid."""
+    async def close(self, keep_log: Path | None = None) -> None:
+        """Browser.close over DevTools, then end what is left of the tree by pid; its stderr is
+        copied to keep_log (the cell's `ROLE.browser.log`) before the profile goes."""
         if self.proc is None:
             return
         self.sample_cpu()
@@ -119,4 +120,7 @@ class Browser:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        if keep_log is not None:
+            with contextlib.suppress(OSError):
+                shutil.copyfile(self.profile / "stderr.txt", keep_log)
         shutil.rmtree(self.profile, ignore_errors=True)

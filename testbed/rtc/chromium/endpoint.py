@@ -255,7 +255,7 @@ async def run(role: str, spec: StreamSpec, out: Path) -> None:
         tail = endpoint.browser.stderr_tail()
         raise RuntimeError(f"{e}{' (browser: ' + tail + ')' if tail else ''}") from e
     finally:
-        await endpoint.browser.close()
+        await endpoint.browser.close(keep_log=out / f"{role}.browser.log")
 
 
 def main(argv: list[str] | None = None) -> int:
