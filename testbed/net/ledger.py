@@ -271,6 +271,27 @@ def owned_processes(path: str | Path) -> list[tuple[int, int]]:
     return sorted(found.items())
 
 
+def _remove_marked(owned_file: str) -> None:
+    """The folders an owned file marks (a browser profile), once their processes are gone:
+    only inside the owned file's own folder (the run's state folder), and what sits beside
+    them under the same name (a video clip made for the browser)."""
+    base = Path(owned_file).parent.resolve()
+    try:
+        lines = Path(owned_file).read_text().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        if not line.startswith("marker "):
+            continue
+        marked = Path(line[7:]).resolve()
+        if marked.parent != base:
+            continue  # never outside the run's state folder
+        shutil.rmtree(marked, ignore_errors=True)
+        for extra in base.glob(f"{marked.name}-*"):
+            with contextlib.suppress(OSError):
+                extra.unlink()
+
+
 def _undo_process(entry: Entry) -> bool:
     ended = False
     if entry.get("owned_file"):  # what the process started, before the process itself
@@ -281,6 +302,7 @@ def _undo_process(entry: Entry) -> bool:
                     os.kill(p, signal.SIGKILL)
         for p, t in family:
             ended = end_process(p, t, grace_s=0.5) or ended
+        _remove_marked(entry["owned_file"])
         with contextlib.suppress(OSError):
             os.unlink(entry["owned_file"])
     pid, ticks = entry.get("pid"), entry.get("start_ticks")

@@ -64,6 +64,7 @@ class Endpoint:
         self.errfile = open(out / f"{role}.stderr", "w")  # noqa: SIM115 (closed in close())
         self.proc = net.popen(host, argv, owns=role, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=self.errfile, text=True)  # fmt: skip
+        self._buffer = b""  # what was read past the last whole line (read raw: see expect)
 
     def send(self, message: dict[str, Any]) -> None:
         stdin: IO[str] | None = self.proc.stdin
@@ -71,12 +72,29 @@ class Endpoint:
         stdin.write(json.dumps(message) + "\n")
         stdin.flush()
 
-    def expect(self, kind: str, timeout_s: float) -> dict[str, Any]:
+    def _line(self, timeout_s: float) -> bytes | None:
+        """The next line the endpoint wrote (b"" once it exits; None on a timeout). Read from
+        the raw fd with our own buffer: a buffered readline may take two messages at once and
+        leave select() waiting for one already read."""
         stdout = self.proc.stdout
         assert stdout is not None
-        if not select.select([stdout], [], [], timeout_s)[0]:
+        fd = stdout.fileno()
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b""
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line + b"\n"
+
+    def expect(self, kind: str, timeout_s: float) -> dict[str, Any]:
+        line = self._line(timeout_s)
+        if line is None:
             raise TestbedError(f"{self.role}: no {kind!r} within {timeout_s:.0f} s{self._tail()}")
-        line = stdout.readline()
         if not line:
             raise TestbedError(f"{self.role} exited before {kind!r}{self._tail()}")
         message: dict[str, Any] = json.loads(line)

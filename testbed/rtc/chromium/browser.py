@@ -123,4 +123,11 @@ class Browser:
         if keep_log is not None:
             with contextlib.suppress(OSError):
                 shutil.copyfile(self.profile / "stderr.txt", keep_log)
-        shutil.rmtree(self.profile, ignore_errors=True)
+        remove_profile(self.profile)
+
+
+def remove_profile(profile: Path) -> None:
+    """The profile folder and the video clip made for it (testbed.rtc.chromium.endpoint)."""
+    shutil.rmtree(profile, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (profile.parent / f"{profile.name}-clip.y4m").unlink()

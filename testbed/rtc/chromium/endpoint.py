@@ -62,7 +62,7 @@ def write_y4m(spec: StreamSpec, path: Path) -> None:
 def browser_flags(spec: StreamSpec, role: str, profile: Path) -> list[str]:
     flags = [f"--use-fake-device-for-media-stream=fps={spec.fps:g}"]
     if role == "sender" and spec.source == "video" and spec.video is not None:
-        clip = profile.parent / f"{profile.name}.y4m"
+        clip = profile.parent / f"{profile.name}-clip.y4m"  # removed with the profile
         write_y4m(spec, clip)
         flags.append(f"--use-file-for-fake-video-capture={clip}")
     if not encrypted(spec):
@@ -135,7 +135,7 @@ class Endpoint:
         self.browser = Browser(self.profile, browser_flags(spec, role, self.profile))
         self.cdp: Cdp | None = None
         self.session = ""
-        self.times: dict[str, float] = {}
+        self.times: dict[str, Any] = {}
         self.offset = _real_minus_mono()
 
     async def js(self, expression: str, timeout_s: float = 30.0) -> Any:
@@ -156,14 +156,17 @@ class Endpoint:
         self.times["page_loaded_s"] = time.monotonic() - t0
 
     async def connected(self) -> None:
-        """Wait for ICE in the page; on a timeout, say what state the connection is in."""
-        timeout_s = max(1.0, self.spec.connect_timeout_s - 1.0)  # its error comes first
-        try:
-            await asyncio.wait_for(self.js(f"tb.connected({timeout_s * 1000 + 500})",
-                                           timeout_s + 5), timeout_s)  # fmt: skip
-        except TimeoutError:
-            state = await self.js("tb.state()", 5)
-            raise RuntimeError(f"not connected after {timeout_s:g} s ({state})") from None
+        """Wait for ICE, polled from here (short calls: a page that stops answering is said
+        as such), then start the page's per-second sampling."""
+        timeout_s = max(1.0, self.spec.connect_timeout_s - 3.0)  # its error comes first
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not await self.js("tb.up()", 3):
+            if loop.time() > deadline:
+                state = await self.js("tb.state()", 3)
+                raise RuntimeError(f"not connected after {timeout_s:g} s ({state})")
+            await asyncio.sleep(0.02)
+        await self.js("tb.started()", 5)
 
     async def sample_cpu(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -251,11 +254,17 @@ async def run(role: str, spec: StreamSpec, out: Path) -> None:
     endpoint = Endpoint(role, spec, out)
     try:
         await endpoint.run(inbox)
-    except Exception as e:
+    except Exception as e:  # said at once: the orchestrator must not wait for the browser's end
         tail = endpoint.browser.stderr_tail()
-        raise RuntimeError(f"{e}{' (browser: ' + tail + ')' if tail else ''}") from e
+        emit({"type": "error", "error": f"{type(e).__name__}: {e}"
+              + (f" (browser: {tail})" if tail else "")})  # fmt: skip
+        raise Reported() from e
     finally:
         await endpoint.browser.close(keep_log=out / f"{role}.browser.log")
+
+
+class Reported(Exception):
+    """An error already sent to the orchestrator."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = parse_stream(json.loads(Path(args.spec).read_text()), args.spec)
         asyncio.run(run(args.role, spec, Path(args.out)))
+    except Reported:
+        return 1
     except Exception as e:
         emit({"type": "error", "error": f"{type(e).__name__}: {e}"})
         return 1

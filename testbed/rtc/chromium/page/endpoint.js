@@ -172,20 +172,16 @@ const tb = {
     return pc.localDescription.sdp;
   },
 
-  async connected(timeoutMs) {
-    // polled, not only on events: unencrypted, connectionState stays "connecting"
-    const pc = this.pc;
-    const ok = () => ["connected", "completed"].includes(pc.iceConnectionState);
-    const start = now();
-    while (!ok()) {
-      if (pc.iceConnectionState === "failed") throw new Error("ICE failed");
-      if (now() - start > timeoutMs) {
-        throw new Error(`not connected after ${timeoutMs / 1000} s (ICE ${pc.iceConnectionState}, ` +
-          `gathering ${pc.iceGatheringState}, signaling ${pc.signalingState})`);
-      }
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    this.frames.length = 0; // what came before is set-up
+  up() {
+    // the media path is up (ICE connected; without encryption there is no DTLS after it)
+    const state = this.pc ? this.pc.iceConnectionState : "none";
+    if (state === "failed") throw new Error("ICE failed");
+    return ["connected", "completed"].includes(state);
+  },
+
+  started() {
+    // the session begins (Python saw up()): what came before is set-up
+    this.frames.length = 0;
     this.decoded.length = 0;
     this._every = setInterval(() => this._sample(), 1000);
     return now();
