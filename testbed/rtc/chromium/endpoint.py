@@ -137,6 +137,7 @@ class Endpoint:
         self.session = ""
         self.times: dict[str, Any] = {}
         self.offset = _real_minus_mono()
+        self.streaming_from = (time.monotonic(), 0.0)  # (wall, browser CPU s) once connected
 
     async def js(self, expression: str, timeout_s: float = 30.0) -> Any:
         assert self.cdp is not None
@@ -167,6 +168,8 @@ class Endpoint:
                 raise RuntimeError(f"not connected after {timeout_s:g} s ({state})")
             await asyncio.sleep(0.02)
         await self.js("tb.started()", 5)
+        self.browser.sample_cpu()
+        self.streaming_from = (time.monotonic(), self.browser.cpu_s())
 
     async def sample_cpu(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -207,9 +210,12 @@ class Endpoint:
         stats = got["stats"]
         rtp: dict[str, Any] = next((s for s in stats.values() if s["type"] in ("outbound-rtp", "inbound-rtp")
                     and s.get("kind") == "video"), {})  # fmt: skip
+        t0, cpu0 = self.streaming_from
         info: dict[str, Any] = {
             "cpu": {"cpu_s": self.browser.cpu_s(), "wall_s": (time.monotonic_ns()
-                    - self.browser.started_ns) / 1e9, "processes": self.browser.processes()},
+                    - self.browser.started_ns) / 1e9, "processes": self.browser.processes(),
+                    "streaming_cpu_s": self.browser.cpu_s() - cpu0,
+                    "streaming_wall_s": time.monotonic() - t0},
             "encrypted": encrypted(self.spec), "browser": self.times, "page_errors": got["errors"],
             "payload_types": payload_types(self.sdp).to_dict(), "rtp_stats": rtp,
         }  # fmt: skip
