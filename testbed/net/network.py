@@ -131,7 +131,11 @@ class Network:
         self.info: NetworkInfo | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
-    def start(self, say: Callable[[str], None] = lambda _: None) -> NetworkInfo:
+    def start(
+        self, say: Callable[[str], None] = lambda _: None, detached: bool = False
+    ) -> NetworkInfo:
+        """Build the topology. detached: it outlives this process (`testbed up`), so `clean`
+        keeps it while it is up; otherwise it is live while this process runs."""
         self.backend.check(self.topology)
         self.ledger.lock()
         try:
@@ -140,6 +144,7 @@ class Network:
                     f"topology {self.run!r} is already up; `testbed down --name {self.run}` "
                     "first, or choose another --name"
                 )
+            self.ledger.claim(detached)
             self.log_dir.mkdir(parents=True, exist_ok=True)
             with terminate_unwinds():
                 try:
