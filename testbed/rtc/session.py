@@ -243,6 +243,7 @@ def run_stream(
         "topology": {"source": topology.source, "hosts": list(topology.hosts),
                      "links": {lk.name: {"between": list(lk.between), "uplink": lk.uplink.to_dict(),
                                          "downlink": lk.downlink.to_dict()} for lk in topology.links}},
+        "path": media_path(topology, spec),
         "stream": spec.to_dict(), "seed": info.seed, "backend": info.backend,
         "backend_reason": info.backend_reason, "environment": _environment(info.backend),
         "stack": {"sender": snd.stack, "receiver": rcv.stack, "label": spec.stack_label()},
@@ -271,6 +272,16 @@ def run_stream(
     shutil.rmtree(out / "links", ignore_errors=True)
     write_atomic(out / "timeseries.csv", cell_series(out).to_csv(index=False))
     return StreamResult(out, frames, summary)
+
+
+def media_path(topology: TopologySpec, spec: StreamSpec) -> dict[str, str]:
+    """Which link and direction carry the media: the first link joining the two hosts, its
+    uplink when the sender is its first end (analysis reads this, never assumes)."""
+    for link in topology.links:
+        if set(link.between) == {spec.sender, spec.receiver}:
+            return {"link": link.name,
+                    "direction": "uplink" if link.between[0] == spec.sender else "downlink"}  # fmt: skip
+    raise TestbedError(f"no link joins {spec.sender} and {spec.receiver} in {topology.source}")
 
 
 def complete_from_wire(out: Path, sender_ip: str, receiver_ip: str, offset: int) -> None:
