@@ -218,6 +218,26 @@ def _undo_netns(entry: Entry) -> bool:
     return True
 
 
+def dead_link_processes(ledger: Ledger) -> list[str]:
+    """The link processes (emulators, routers, schedulers) of a run that are no longer
+    running, each said in words: which, its pid, and how it ended (when it was our child)."""
+    out = []
+    for entry in ledger.entries():
+        found = _pid_of(entry) if entry.get("kind") == "process" and entry.get("link") else None
+        if found is None or process_start_ticks(found[0]) == found[1]:
+            continue
+        how = "is gone"
+        with contextlib.suppress(ChildProcessError):
+            pid, status = os.waitpid(found[0], os.WNOHANG)
+            if pid and os.WIFSIGNALED(status):
+                sig = os.WTERMSIG(status)
+                how = f"was killed by signal {sig} ({signal.Signals(sig).name})"
+            elif pid:
+                how = f"exited with code {os.WEXITSTATUS(status)}"
+        out.append(f"{entry.get('what', 'a link process')} (pid {found[0]}) {how}")
+    return out
+
+
 def _pid_of(entry: Entry) -> tuple[int, int] | None:
     """(pid, start ticks) of a process entry: recorded, or from its pidfile."""
     if entry.get("pid") is not None and entry.get("start_ticks") is not None:

@@ -27,7 +27,7 @@ from typing import Any
 from testbed.config import LinkDef, TopologySpec, validate_run_name
 from testbed.errors import BusyError, KernelError, TestbedError
 from testbed.net import names, netns
-from testbed.net.ledger import OWNED_FILE_ENV, Ledger, process_start_ticks
+from testbed.net.ledger import OWNED_FILE_ENV, Ledger, dead_link_processes, process_start_ticks
 from testbed.net.shaper import Backend, DirectionPlan
 
 
@@ -308,6 +308,10 @@ class Network:
         proc = netns.popen(self.info.hosts[host].netns, cmd, env=env, **kw)
         self.ledger.update(index, pid=proc.pid, start_ticks=process_start_ticks(proc.pid))
         return proc
+
+    def died(self) -> list[str]:
+        """Link processes that stopped while the topology was up, in words (empty: none)."""
+        return dead_link_processes(self.ledger)
 
     def run_in(
         self, host: str, cmd: Sequence[str], timeout: float | None = None, check: bool = True

@@ -204,11 +204,15 @@ def run_stream(
                 cross.start(spec.duration_s)
             say(f"connected in {connect_s:.2f} s; streaming {spec.duration_s:g} s")
             sender.expect("done", spec.duration_s + spec.drain_s + 30)
+            _check_link(net, started)
             if cross is not None:
                 cross_info = cross.stop()
             for ep in endpoints:
                 ep.send({"type": "stop"})
             finished = True
+        except Exception as e:
+            _check_link(net, started, cause=e)  # a dead link explains what the endpoints saw
+            raise
         finally:
             if cross is not None and not cross_info:  # an error: end the flows at once
                 cross.stop(timeout_s=0)
@@ -272,6 +276,16 @@ def run_stream(
     shutil.rmtree(out / "links", ignore_errors=True)
     write_atomic(out / "timeseries.csv", cell_series(out).to_csv(index=False))
     return StreamResult(out, frames, summary)
+
+
+def _check_link(net: Network, started_real_ns: int, cause: Exception | None = None) -> None:
+    """Fail the session in words if a link process died under it (a SIGKILLed emulator, a
+    crashed router): which, how, and when it was noticed."""
+    dead = net.died()
+    if dead:
+        after = (time.time_ns() - started_real_ns) / 1e9
+        raise TestbedError(f"the emulated link failed: {'; '.join(dead)} (noticed {after:.1f} s "
+                           "into the session); nothing of this session is kept") from cause  # fmt: skip
 
 
 def media_path(topology: TopologySpec, spec: StreamSpec) -> dict[str, str]:
