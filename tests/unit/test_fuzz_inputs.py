@@ -11,9 +11,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from testbed import errors
 from testbed.config import load_topology
 from testbed.config.traces import read_link_trace
-from testbed.errors import TestbedError
 from testbed.experiment.spec import load_experiment
 from testbed.roi.regions import load_regions
 from testbed.shaping.linklog import read_link_log
@@ -50,7 +50,7 @@ def _check(kind: str, text: str) -> None:
         path.write_text(text, errors="surrogateescape")
         try:
             load(path)
-        except TestbedError as e:
+        except errors.TestbedError as e:
             assert "\n" not in str(e).strip(), f"{kind}: a multi-line error: {e}"
 
 
