@@ -36,3 +36,7 @@ class BusyError(TestbedError):
     """A topology with this name is already up."""
 
     exit_code = 2
+
+
+class LedgerError(TestbedError):
+    """A run's ledger cannot be read: what the run made is unknown, so nothing is removed."""

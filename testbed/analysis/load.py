@@ -28,7 +28,7 @@ def load_cells(results: str | Path) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     for path in _cells(Path(results)):
         cell = json.loads((path / "cell.json").read_text())
-        link = next(iter(cell["topology"]["links"].values()))
+        link = media_link(cell)
         stream = cell["stream"]
         fec = FecSpec(**stream.get("fec", {"scheme": "none"})).label()
         params = {k: (fec if k == "stream.fec" else json.dumps(v, sort_keys=True))
@@ -38,10 +38,10 @@ def load_cells(results: str | Path) -> pd.DataFrame:
             abr=stream.get("abr", "fixed"), fec=fec, nack=stream.get("nack", _nack_default(stream)),
             stack=cell.get("stack", {}).get("label") or stream.get("stack", "aiortc"),
             roi=("ROI" if stream.get("roi", {}).get("enabled", True) else "uniform") if stream.get("source") == "roi" else "none",
-            rate_mbps=link["uplink"]["rate_mbps"] or np.nan, delay_ms=link["uplink"]["delay_ms"],
-            loss_pct=link["uplink"]["loss_pct"], bitrate_mbps=cell["stream"]["bitrate_mbps"],
+            rate_mbps=link["media"]["rate_mbps"] or np.nan, delay_ms=link["media"]["delay_ms"],
+            loss_pct=link["media"]["loss_pct"], bitrate_mbps=cell["stream"]["bitrate_mbps"],
             fps=cell["stream"]["fps"], warmup_s=cell["stream"]["warmup_s"],
-            reverse_delay_ms=link["downlink"]["delay_ms"],
+            reverse_delay_ms=link["feedback"]["delay_ms"],
         )  # fmt: skip
         rows.append(row)
     return pd.DataFrame(rows)
@@ -66,3 +66,14 @@ def _nack_default(stream: dict[str, Any]) -> str:
     """What repaired losses when the stream names no nack mode: the sender stack's own."""
     sender = stream.get("sender_stack") or stream.get("stack", "aiortc")
     return "aiortc" if sender == "aiortc" else "libwebrtc"
+
+
+def media_link(cell: dict[str, Any]) -> dict[str, Any]:
+    """The media and feedback directions of the link that carried the stream (cell.json's
+    `path`; cells written before it was recorded: the first link's uplink)."""
+    path = cell.get("path") or {}
+    links = cell["topology"]["links"]
+    link = links.get(path.get("link")) or next(iter(links.values()))
+    up = path.get("direction", "uplink") == "uplink"
+    return {"media": link["uplink" if up else "downlink"],
+            "feedback": link["downlink" if up else "uplink"]}  # fmt: skip

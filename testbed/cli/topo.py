@@ -55,7 +55,7 @@ def up(
         require_root()
         net = Network(topo, chosen.backend, run=name, backend_reason=chosen.reason,
                       log_dir=log_dir, seed=seed)  # fmt: skip
-        info = net.start()
+        info = net.start(detached=True)
     except TestbedError as e:
         fail(e)
     except KeyboardInterrupt:
@@ -154,18 +154,28 @@ def down(name: str) -> None:
 
 
 @click.command()
-@name_option(None, "clean only this run [every run the testbed recorded]")
-def clean(name: str | None) -> None:
-    """Remove everything the testbed created and recorded (after a crash too), nothing else."""
+@name_option(None, "clean only this run [every run the testbed recorded whose owner is gone]")
+@click.option("--force", is_flag=True, help="with --name: remove that run even if it is live")
+def clean(name: str | None, force: bool) -> None:
+    """Remove what crashed runs left (everything they recorded, nothing else); live runs are
+    listed and kept (`--name RUN --force` removes one anyway)."""
+    from testbed.errors import LedgerError
     from testbed.net.ledger import Ledger, all_runs, state_root
 
+    if force and name is None:
+        fail(ConfigError("--force", "", "needs --name RUN: live runs are removed one by one"))
     require_root()
     runs = [name] if name else all_runs()
     if name is None and state_root().is_dir():
         runs = sorted(set(runs) | {p.name for p in state_root().iterdir() if p.is_dir()})
-    total = 0
+    total, kept, broken = 0, 0, 0
     for run in runs:
         ledger = Ledger(run)
+        live = ledger.live()
+        if live and not force:
+            click.echo(f"kept {run}: live, {live}; `testbed clean --name {run} --force` removes it")
+            kept += 1
+            continue
         try:
             ledger.lock()
         except TestbedError as e:
@@ -173,10 +183,17 @@ def clean(name: str | None) -> None:
             continue
         try:
             total += ledger.undo(say=functools.partial(echo_prefixed, f"  {run}: "))
+        except LedgerError as e:
+            click.echo(f"testbed: error: {e}", err=True)
+            broken += 1
+            continue
         finally:
             ledger.unlock()
         ledger.remove_state()
-    click.echo(f"clean: {total} objects removed from {len(runs)} run(s)")
+    click.echo(f"clean: {total} objects removed from {len(runs) - kept - broken} run(s)"
+               + (f"; {kept} live run(s) kept" if kept else ""))  # fmt: skip
+    if broken:
+        raise SystemExit(1)
 
 
 @click.command()

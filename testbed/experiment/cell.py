@@ -57,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         shutil.rmtree(tmp, ignore_errors=True)
         return 130
+    except Exception as e:  # a bug, not a measurement: say so, keep no partial cell
+        import traceback
+
+        traceback.print_exc()
+        print(f"cell {job['cell_id']}: internal error {type(e).__name__}: {e}", file=sys.stderr)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return 1
     return 0
 
 

@@ -46,6 +46,7 @@ class FecReceiver:
     recovered: list[tuple[int, int, int]] = field(default_factory=list)  # now_ns, seq, ts
     deferred: dict[int, int] = field(default_factory=dict)  # seq -> deferred at ns
     nacks_saved: int = 0  # NACK entries not sent because FEC rebuilt the packet
+    malformed: int = 0  # repair blocks that contradict the media (a hostile or broken packet)
 
     def on_media(self, seq: int, ts: int, packet: bytes, now_ns: int) -> list[bytes]:
         """A media packet arrived (original or rebuilt): returns packets it lets us rebuild."""
@@ -89,11 +90,19 @@ class FecReceiver:
             return []
         if len(have) + len(b.repairs) < b.head.k:
             return []
-        media = codec.to_symbols_sized([self.media[s] for s in have.values()], b.head.symbol_len)
-        rebuilt = codec.decode(
-            b.head.scheme, b.head.k, b.head.m, dict(zip(have, media, strict=True)), b.repairs
-        )
         b.done = True
+        packets = [self.media[s] for s in have.values()]
+        if any(len(p) + 2 > b.head.symbol_len for p in packets):
+            self.malformed += 1  # its symbols cannot hold the media it says it protects
+            return []
+        media = codec.to_symbols_sized(packets, b.head.symbol_len)
+        try:
+            rebuilt = codec.decode(
+                b.head.scheme, b.head.k, b.head.m, dict(zip(have, media, strict=True)), b.repairs
+            )
+        except Exception:  # zfec refuses inconsistent blocks in its own ways: count, drop
+            self.malformed += 1
+            return []
         out = []
         for i, symbol in sorted(rebuilt.items()):
             packet = codec.from_symbol(symbol)

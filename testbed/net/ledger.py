@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from testbed.errors import BusyError
+from testbed.errors import BusyError, LedgerError
 from testbed.files import write_atomic
 from testbed.net.nsenter import NETNS_DIR
 from testbed.procstat import all_stats, read_stat
@@ -100,6 +100,8 @@ class Ledger:
         """Unlock; if nothing is recorded and nothing but the lock is left (no logs, no state),
         remove the lock file and the run's directory too, so finished runs leave no trace."""
         if self._lock_fd is not None and self.is_empty():
+            with contextlib.suppress(FileNotFoundError):
+                self.owner_path.unlink()  # nothing recorded: nothing to own
             try:
                 leftovers = {p.name for p in self.dir.iterdir()} - {"lock"}
             except FileNotFoundError:
@@ -111,15 +113,58 @@ class Ledger:
                     self.dir.rmdir()
         self.unlock()
 
+    # --- ownership -----------------------------------------------------------------------
+    @property
+    def owner_path(self) -> Path:
+        return self.dir / "owner.json"
+
+    def claim(self, detached: bool = False) -> None:
+        """Record this process as the run's owner, before anything is built. detached: the run
+        outlives it (`testbed up`): it stays live while it is up and its processes run."""
+        pid = os.getpid()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        owner = {"pid": pid, "start_ticks": process_start_ticks(pid), "detached": detached}
+        write_atomic(self.owner_path, json.dumps(owner))
+
+    def live(self) -> str | None:
+        """Why the run is in use (None: its owner is gone and nothing keeps it: `clean` may
+        remove it). A session is live while its owner process runs (pid + start time); a
+        topology `up` left is live while it is up and every process it recorded still runs."""
+        try:
+            owner = json.loads(self.owner_path.read_text())
+            pid, ticks, detached = int(owner["pid"]), owner["start_ticks"], bool(owner["detached"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if ticks is not None and process_start_ticks(pid) == int(ticks):
+            return f"its owner, pid {pid}, is running"
+        if not detached or not (self.dir / "state.json").exists():
+            return None
+        try:
+            processes = [_pid_of(e) for e in self.entries() if e.get("kind") == "process"]
+        except LedgerError:
+            return None  # unreadable: nothing says it is in use (undo() then says what broke)
+        if all(p is not None and process_start_ticks(p[0]) == p[1] for p in processes):
+            return f"it is up (`testbed down --name {self.run}` ends it)"
+        return None
+
     # --- recording -----------------------------------------------------------------------
     def entries(self) -> list[Entry]:
+        """The recorded objects. A ledger that cannot be read is an error, never an empty list:
+        an empty ledger would make `clean` forget what the run made."""
         try:
             data = json.loads(self.path.read_text())
+            entries = data["entries"]
+            if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+                raise ValueError("'entries' is not a list of objects")
         except FileNotFoundError:
             return []
-        except (OSError, ValueError):
-            return []  # a torn write cannot happen (atomic replace); an edited file is ignored
-        return list(data.get("entries", []))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise LedgerError(
+                f"{self.path}: unreadable ledger ({e}); it lists what run {self.run!r} made, so "
+                f"nothing was removed: restore the file, or remove the run's objects by hand "
+                f"(`ip netns list | grep {self.run}-`) and delete {self.dir}"
+            ) from None
+        return list(entries)
 
     def _save(self, entries: list[Entry]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -171,6 +216,33 @@ def _undo_netns(entry: Entry) -> bool:
 
     netns.remove(name)
     return True
+
+
+def dead_link_processes(ledger: Ledger) -> list[str]:
+    """The link processes (emulators, routers, schedulers) of a run that are no longer
+    running, each said in words: which, its pid, and how it ended (when it was our child)."""
+    out = []
+    for entry in ledger.entries():
+        found = _pid_of(entry) if entry.get("kind") == "process" and entry.get("link") else None
+        if found is None or process_start_ticks(found[0]) == found[1]:
+            continue
+        how = "is gone"
+        with contextlib.suppress(ChildProcessError):
+            pid, status = os.waitpid(found[0], os.WNOHANG)
+            if pid and os.WIFSIGNALED(status):
+                sig = os.WTERMSIG(status)
+                how = f"was killed by signal {sig} ({signal.Signals(sig).name})"
+            elif pid:
+                how = f"exited with code {os.WEXITSTATUS(status)}"
+        out.append(f"{entry.get('what', 'a link process')} (pid {found[0]}) {how}")
+    return out
+
+
+def _pid_of(entry: Entry) -> tuple[int, int] | None:
+    """(pid, start ticks) of a process entry: recorded, or from its pidfile."""
+    if entry.get("pid") is not None and entry.get("start_ticks") is not None:
+        return int(entry["pid"]), int(entry["start_ticks"])
+    return _read_pidfile(entry.get("pidfile"))
 
 
 def _read_pidfile(path: str | None) -> tuple[int, int] | None:

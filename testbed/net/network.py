@@ -27,7 +27,7 @@ from typing import Any
 from testbed.config import LinkDef, TopologySpec, validate_run_name
 from testbed.errors import BusyError, KernelError, TestbedError
 from testbed.net import names, netns
-from testbed.net.ledger import OWNED_FILE_ENV, Ledger, process_start_ticks
+from testbed.net.ledger import OWNED_FILE_ENV, Ledger, dead_link_processes, process_start_ticks
 from testbed.net.shaper import Backend, DirectionPlan
 
 
@@ -131,7 +131,11 @@ class Network:
         self.info: NetworkInfo | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
-    def start(self, say: Callable[[str], None] = lambda _: None) -> NetworkInfo:
+    def start(
+        self, say: Callable[[str], None] = lambda _: None, detached: bool = False
+    ) -> NetworkInfo:
+        """Build the topology. detached: it outlives this process (`testbed up`), so `clean`
+        keeps it while it is up; otherwise it is live while this process runs."""
         self.backend.check(self.topology)
         self.ledger.lock()
         try:
@@ -140,6 +144,7 @@ class Network:
                     f"topology {self.run!r} is already up; `testbed down --name {self.run}` "
                     "first, or choose another --name"
                 )
+            self.ledger.claim(detached)
             self.log_dir.mkdir(parents=True, exist_ok=True)
             with terminate_unwinds():
                 try:
@@ -303,6 +308,10 @@ class Network:
         proc = netns.popen(self.info.hosts[host].netns, cmd, env=env, **kw)
         self.ledger.update(index, pid=proc.pid, start_ticks=process_start_ticks(proc.pid))
         return proc
+
+    def died(self) -> list[str]:
+        """Link processes that stopped while the topology was up, in words (empty: none)."""
+        return dead_link_processes(self.ledger)
 
     def run_in(
         self, host: str, cmd: Sequence[str], timeout: float | None = None, check: bool = True

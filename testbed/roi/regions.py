@@ -12,11 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import yaml
 
 from testbed import yamlio
 from testbed.errors import ConfigError
-from testbed.files import read_input_file
 from testbed.roi.qpmap import CTU, grid_shape
 
 
@@ -71,14 +69,8 @@ def load_regions(path: str, width: int, height: int, src: str = "regions") -> Re
     A built-in scene's name (builtin:document, builtin:markers) is that scene's own region."""
     from testbed.roi.scenes import SCENES, scene
 
-    if path in SCENES:
-        data = scene(path, width, height).regions()
-    else:
-        text = read_input_file(path, "regions file")
-        try:
-            data = yamlio.loads(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(path, "", f"not valid YAML/JSON ({e})") from None
+    # a malformed file: one line naming the file and the line (yamlio.read_yaml)
+    data = scene(path, width, height).regions() if path in SCENES else yamlio.read_yaml(path)
     if not isinstance(data, dict) or "regions" not in data:
         raise ConfigError(path, "", "expected {width, height, regions: [{x, y, w, h, relevance}]}")
     w, h = data.get("width"), data.get("height")

@@ -222,11 +222,15 @@ def run_stream(
                 cross.start(spec.duration_s)
             say(f"connected in {connect_s:.2f} s; streaming {spec.duration_s:g} s")
             sender.expect("done", spec.duration_s + spec.drain_s + 30)
+            _check_link(net, started)
             if cross is not None:
                 cross_info = cross.stop()
             for ep in endpoints:
                 ep.send({"type": "stop"})
             finished = True
+        except Exception as e:
+            _check_link(net, started, cause=e)  # a dead link explains what the endpoints saw
+            raise
         finally:
             if cross is not None and not cross_info:  # an error: end the flows at once
                 cross.stop(timeout_s=0)
@@ -261,6 +265,7 @@ def run_stream(
         "topology": {"source": topology.source, "hosts": list(topology.hosts),
                      "links": {lk.name: {"between": list(lk.between), "uplink": lk.uplink.to_dict(),
                                          "downlink": lk.downlink.to_dict()} for lk in topology.links}},
+        "path": media_path(topology, spec),
         "stream": spec.to_dict(), "seed": info.seed, "backend": info.backend,
         "backend_reason": info.backend_reason, "environment": _environment(info.backend),
         "stack": {"sender": snd.stack, "receiver": rcv.stack, "label": spec.stack_label()},
@@ -289,6 +294,26 @@ def run_stream(
     shutil.rmtree(out / "links", ignore_errors=True)
     write_atomic(out / "timeseries.csv", cell_series(out).to_csv(index=False))
     return StreamResult(out, frames, summary)
+
+
+def _check_link(net: Network, started_real_ns: int, cause: Exception | None = None) -> None:
+    """Fail the session in words if a link process died under it (a SIGKILLed emulator, a
+    crashed router): which, how, and when it was noticed."""
+    dead = net.died()
+    if dead:
+        after = (time.time_ns() - started_real_ns) / 1e9
+        raise TestbedError(f"the emulated link failed: {'; '.join(dead)} (noticed {after:.1f} s "
+                           "into the session); nothing of this session is kept") from cause  # fmt: skip
+
+
+def media_path(topology: TopologySpec, spec: StreamSpec) -> dict[str, str]:
+    """Which link and direction carry the media: the first link joining the two hosts, its
+    uplink when the sender is its first end (analysis reads this, never assumes)."""
+    for link in topology.links:
+        if set(link.between) == {spec.sender, spec.receiver}:
+            return {"link": link.name,
+                    "direction": "uplink" if link.between[0] == spec.sender else "downlink"}  # fmt: skip
+    raise TestbedError(f"no link joins {spec.sender} and {spec.receiver} in {topology.source}")
 
 
 def complete_from_wire(out: Path, sender_ip: str, receiver_ip: str, offset: int) -> None:

@@ -6,6 +6,7 @@ sender), so it can be recomputed from any cell; the session also writes it as ti
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,18 @@ def capacity_per_second(trace: Trace, offset_s: float, bins: int, bin_s: float =
     return counts * OPPORTUNITY_BYTES * 8 / bin_s / 1e6
 
 
+def media_log(cell: Path) -> Path:
+    """The link log of the direction that carried the media (cell.json's `path`)."""
+    try:
+        path = json.loads((cell / "cell.json").read_text()).get("path") or {}
+    except (OSError, ValueError):
+        path = {}
+    if path:
+        return cell / f"link-{path['link']}-{path['direction']}.log"
+    found = sorted(cell.glob("link-*-uplink.log"))
+    return found[0] if found else cell / "link-path-uplink.log"
+
+
 def cell_series(cell: Path, bin_s: float = 1.0) -> pd.DataFrame:
     """per_second of a cell folder, plus capacity_mbps where the sender's link follows a trace
     (aligned with the link emulator's start time from the link log's header)."""
@@ -89,10 +102,9 @@ def cell_series(cell: Path, bin_s: float = 1.0) -> pd.DataFrame:
     ts = per_second(frames, bin_s)
     for col in FROM_LINK:
         ts[col] = np.nan
-    log = cell / "link-path-uplink.log"
-    logs = [log] if log.exists() else sorted(cell.glob("link-*-uplink.log"))
+    logs = [media_log(cell)]
     sent = frames.sent_first_ns.dropna()
-    if logs and len(ts) and len(sent):
+    if logs[0].exists() and len(ts) and len(sent):
         header = read_header(logs[0])
         spec = header.get("spec") or {}
         trace_path = spec.get("trace")

@@ -26,6 +26,9 @@ TABLE_BASE = 100
 TUN_TXQUEUELEN = 10000
 
 
+CHILDREN: list[subprocess.Popen[bytes]] = []  # the emulators this process started
+
+
 class EmuBackend:
     name = "emu"
 
@@ -44,7 +47,9 @@ class EmuBackend:
         pidfile = plan.log_dir / f"emu-{plan.tag}.pid"
         errfile = plan.log_dir / f"emu-{plan.tag}.err"
         plan.stats_path.unlink(missing_ok=True)  # a previous run's, under the same name
-        entry = ledger.record("process", pidfile=str(pidfile), what=f"emulator {plan.tag}")
+        entry = ledger.record(
+            "process", pidfile=str(pidfile), what=f"emulator {plan.tag}", link=True
+        )
         read_fd, write_fd = os.pipe()
         cmd = [
             sys.executable,
@@ -81,6 +86,7 @@ class EmuBackend:
                 start_new_session=True,
             )
         os.close(write_fd)
+        CHILDREN.append(proc)  # kept, so its exit status waits for Network.died() to read it
         ledger.update(entry, pid=proc.pid, start_ticks=process_start_ticks(proc.pid))
         try:
             line = _read_line(read_fd, READY_TIMEOUT_S)

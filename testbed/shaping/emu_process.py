@@ -67,6 +67,7 @@ _OUTGOING_ONLY = [
     (0x06, 0, 0, STAMP_SNAP),  # ret snap
     (0x06, 0, 0, 0),  # ret 0 (drop)
 ]
+MAX_SOCKET_ERRORS_IN_A_ROW = 8  # then leave the stamp socket until the next packet
 
 
 class ArrivalStamps:
@@ -94,6 +95,7 @@ class ArrivalStamps:
         self.resync()
         self.matched = 0
         self.fallbacks = 0
+        self.socket_errors = 0  # recvmsg failures on the stamp socket (all kinds, counted)
 
     def resync(self) -> None:
         """Offset between the kernel's realtime stamps and CLOCK_MONOTONIC (NTP may slew it)."""
@@ -105,13 +107,19 @@ class ArrivalStamps:
     def _drain(self) -> None:
         recvmsg = self.sock.recvmsg
         offset = self.offset_ns
+        in_a_row = 0
         while True:
             try:
                 data, anc, _, _ = recvmsg(STAMP_SNAP, 64)
             except BlockingIOError:
                 return
-            except OSError:  # e.g. ENETDOWN, reported once after the TUN came up: go on
+            except OSError:  # e.g. ENETDOWN, reported once after the TUN came up: go on,
+                self.socket_errors += 1  # but never spin on one that persists: the packets
+                in_a_row += 1  # then take the process clock (counted as fallbacks)
+                if in_a_row >= MAX_SOCKET_ERRORS_IN_A_ROW:
+                    return
                 continue
+            in_a_row = 0
             for _level, _kind, value in anc:
                 sec, nsec = struct.unpack_from("qq", value)
                 self.pending.append((data, sec * 1_000_000_000 + nsec - offset))
@@ -285,7 +293,11 @@ class Emulator:
             "duration_s": (time.monotonic_ns() - self.start_ns) / 1e9,
             "timing": granted,
             "arrival_stamps": (
-                {"kernel": self.stamps.matched, "own_clock": self.stamps.fallbacks}
+                {
+                    "kernel": self.stamps.matched,
+                    "own_clock": self.stamps.fallbacks,
+                    "socket_errors": self.stamps.socket_errors,
+                }
                 if self.stamps is not None
                 else None
             ),

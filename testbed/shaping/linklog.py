@@ -17,6 +17,13 @@ import json
 from pathlib import Path
 from typing import IO, Any
 
+from testbed.errors import TestbedError
+
+
+class LinkLogError(TestbedError):
+    """A file that should be a link log is not one (or not a whole one)."""
+
+
 MAGIC = "# rtc-testbed link log v1"
 COLUMNS = ("seq", "arrival_ns", "bytes", "event", "link_exit_ns", "sched_ns", "actual_ns")
 
@@ -28,12 +35,20 @@ def write_header(f: IO[str], header: dict[str, Any]) -> None:
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
-    with open(path) as f:
-        first = f.readline().rstrip("\n")
-        if first != MAGIC:
-            raise ValueError(f"{path}: not a link log (first line {first!r})")
-        header: dict[str, Any] = json.loads(f.readline()[2:])
-        return header
+    """The log's JSON header; a file that is not a link log is a LinkLogError naming it."""
+    try:
+        with open(path) as f:
+            first = f.readline().rstrip("\n")
+            if first != MAGIC:
+                why = "empty: its emulator wrote nothing (did it die?)" if not first else (
+                    f"first line {first[:40]!r}")  # fmt: skip
+                raise LinkLogError(f"{path}: not a link log ({why})")
+            header = json.loads(f.readline()[2:])
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise LinkLogError(f"{path}: not a readable link log ({e})") from None
+    if not isinstance(header, dict):
+        raise LinkLogError(f"{path}: not a link log (its header is not a JSON object)")
+    return header
 
 
 def read_link_log(path: str | Path) -> Any:
@@ -41,9 +56,18 @@ def read_link_log(path: str | Path) -> Any:
     import pandas as pd
 
     header = read_header(path)
-    df = pd.read_csv(path, sep="\t", skiprows=2, dtype={"event": "category"})
-    for col in ("link_exit_ns", "sched_ns", "actual_ns"):
-        df[col] = df[col].astype("Int64")
+    try:
+        df = pd.read_csv(path, sep="\t", skiprows=2, dtype={"event": "category"})
+        missing = [c for c in COLUMNS if c not in df]
+        if missing:
+            raise ValueError(f"no column {missing[0]!r}")
+        for col in ("seq", "arrival_ns", "bytes"):
+            df[col] = df[col].astype("int64")
+        for col in ("link_exit_ns", "sched_ns", "actual_ns"):
+            df[col] = df[col].astype("Int64")
+    except (ValueError, TypeError, pd.errors.ParserError) as e:
+        line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LinkLogError(f"{path}: a malformed link log ({line})") from None
     df = df.sort_values("seq", kind="stable").reset_index(drop=True)
     df.attrs["header"] = header
     return df

@@ -80,7 +80,7 @@ class NetemBackend:
 
         pidfile = plan.log_dir / f"netem-schedule-{plan.tag}.pid"
         entry = ledger.record("process", pid=None, start_ticks=None, pidfile=str(pidfile),
-                              what=f"netem scheduler {plan.tag}")  # fmt: skip
+                              what=f"netem scheduler {plan.tag}", link=True)  # fmt: skip
         proc = subprocess.Popen(
             [sys.executable, "-m", "testbed.shaping.netem_schedule", "--netns", plan.router_ns,
              "--dev", plan.out_ifname, "--spec", json.dumps(plan.spec.to_dict()), "--pidfile",

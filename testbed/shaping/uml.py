@@ -123,7 +123,7 @@ class UmlNetemBackend:
                 preexec_fn=lambda: enter_netns(router), start_new_session=True,
             )  # fmt: skip
         ledger.record("process", pid=proc.pid, start_ticks=process_start_ticks(proc.pid),
-                      session=True, what=f"user-mode-linux router {link.name}")  # fmt: skip
+                      session=True, what=f"user-mode-linux router {link.name}", link=True)  # fmt: skip
         deadline = time.monotonic() + BOOT_TIMEOUT_S
         while READY not in console.read_text(errors="replace"):
             if proc.poll() is not None or time.monotonic() > deadline:

@@ -98,7 +98,10 @@ def test_clean_touches_nothing_it_did_not_record(run: str) -> None:
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
         assert run_cli("up", P2P, "--name", run).returncode == 0
-        assert run_cli("clean").returncode == 0
+        kept = run_cli("clean")
+        assert kept.returncode == 0 and f"kept {run}: live" in kept.stdout
+        assert len(namespaces_of(run)) == 4  # the live topology (3) and the foreign one
+        assert run_cli("clean", "--name", run, "--force").returncode == 0
         assert namespaces_of(run) == [foreign]
         assert sleeper.poll() is None
     finally:
@@ -150,3 +153,52 @@ def test_a_finished_run_leaves_no_state_behind(run: str, tmp_path: Path) -> None
             assert (state_root() / run / "lock").exists()
         assert not (state_root() / run).exists()
     assert namespaces_of(run) == []
+
+
+def test_clean_keeps_a_live_session_and_removes_it_once_its_owner_is_gone(
+    run: str, tmp_path: Path
+) -> None:
+    """A colleague's `testbed clean` in another terminal leaves a running session alone."""
+    cmd = [sys.executable, "-m", "testbed.cli", "stream", P2P, "--duration-s", "6",
+           "--bitrate-mbps", "1", "-o", str(tmp_path / "out"), "--name", run]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ledger = Ledger(run)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(ledger.entries()) < 6:
+        time.sleep(0.05)
+    res = run_cli("clean")
+    assert res.returncode == 0 and f"kept {run}: live, its owner, pid {proc.pid}" in res.stdout
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err  # the session finished undisturbed
+    # the same run killed: its owner is gone, so clean removes it
+    proc = subprocess.Popen([*cmd[:-4], "-o", str(tmp_path / "again"), "--name", run],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(ledger.entries()) < 6:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    res = run_cli("clean")
+    assert res.returncode == 0 and "kept" not in res.stdout, res.stdout
+    assert namespaces_of(run) == [] and not (state_root() / run).exists()
+
+
+def test_clean_with_a_corrupt_ledger_says_which_file_and_removes_nothing(run: str) -> None:
+    assert run_cli("up", P2P, "--name", run).returncode == 0
+    ledger = Ledger(run)
+    good = ledger.path.read_text()
+    for pid, _ in _emulator_pids(run):  # not live any more: clean will try it
+        os.kill(pid, signal.SIGKILL)
+    ledger.path.write_text(good[: len(good) // 2])  # a torn, hand-edited or corrupted file
+    res = run_cli("clean")
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 1 and str(ledger.path) in lines[0] and "unreadable ledger" in lines[0]
+    assert len(namespaces_of(run)) == 3  # nothing forgotten, nothing removed
+    ledger.path.write_text(good)
+    assert run_cli("clean", "--name", run).returncode == 0
+    assert namespaces_of(run) == []
+
+
+def test_force_needs_a_name() -> None:
+    res = run_cli("clean", "--force")
+    assert res.returncode == 2 and "--name" in res.stderr

@@ -213,6 +213,7 @@ def receiver_record(tap: compat.ReceiverTap, decoded: list[tuple[int, int]],
     info = {
         "cpu": _cpu(), "decoded": len(decoded), "plis": len(tap.plis),
         "fec_nacks_saved": tap.fec.nacks_saved if tap.fec else 0,
+        "fec_malformed": tap.fec.malformed if tap.fec else 0,
         "frame_feedback_reports": frame_feedback.reports if frame_feedback else 0,
     }  # fmt: skip
     return record.EndpointRecord("receiver", "aiortc", info, tables)
