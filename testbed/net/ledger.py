@@ -226,6 +226,9 @@ def dead_link_processes(ledger: Ledger) -> list[str]:
         found = _pid_of(entry) if entry.get("kind") == "process" and entry.get("link") else None
         if found is None or process_start_ticks(found[0]) == found[1]:
             continue
+        if found in _ENDED:  # reaped by an earlier call: say the same
+            out.append(_ENDED[found])
+            continue
         how = "is gone"
         with contextlib.suppress(ChildProcessError):
             pid, status = os.waitpid(found[0], os.WNOHANG)
@@ -235,7 +238,11 @@ def dead_link_processes(ledger: Ledger) -> list[str]:
             elif pid:
                 how = f"exited with code {os.WEXITSTATUS(status)}"
         out.append(f"{entry.get('what', 'a link process')} (pid {found[0]}) {how}")
+        _ENDED[found] = out[-1]
     return out
+
+
+_ENDED: dict[tuple[int, int], str] = {}  # (pid, start ticks) -> how it ended, once reaped
 
 
 def _pid_of(entry: Entry) -> tuple[int, int] | None:

@@ -228,6 +228,8 @@ def run_stream(
             for ep in endpoints:
                 ep.send({"type": "stop"})
             finished = True
+        except LinkFailed:
+            raise
         except Exception as e:
             _check_link(net, started, cause=e)  # a dead link explains what the endpoints saw
             raise
@@ -296,13 +298,17 @@ def run_stream(
     return StreamResult(out, frames, summary)
 
 
+class LinkFailed(TestbedError):
+    """A link process died under a session."""
+
+
 def _check_link(net: Network, started_real_ns: int, cause: Exception | None = None) -> None:
     """Fail the session in words if a link process died under it (a SIGKILLed emulator, a
     crashed router): which, how, and when it was noticed."""
     dead = net.died()
     if dead:
         after = (time.time_ns() - started_real_ns) / 1e9
-        raise TestbedError(f"the emulated link failed: {'; '.join(dead)} (noticed {after:.1f} s "
+        raise LinkFailed(f"the emulated link failed: {'; '.join(dead)} (noticed {after:.1f} s "
                            "into the session); nothing of this session is kept") from cause  # fmt: skip
 
 
