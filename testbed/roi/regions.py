@@ -97,8 +97,14 @@ def load_regions(path: str, width: int, height: int, src: str = "regions") -> Re
         if not -1 <= rel <= 1:
             raise ConfigError(path, f"{where}.relevance", f"{rel}: valid: -1 to 1")
         frames = r.get("frames") or [0, None]
-        boxes.append(
-            Box(x, y, bw, bh, rel, int(frames[0]), None if frames[1] is None else int(frames[1]))
-        )
-    background = float(data.get("background", -1.0))
+        try:
+            first, last = int(frames[0]), None if frames[1] is None else int(frames[1])
+        except (IndexError, KeyError, TypeError, ValueError):
+            raise ConfigError(path, f"{where}.frames", f"{frames!r}: expected [first, last or "
+                              "null]") from None  # fmt: skip
+        boxes.append(Box(x, y, bw, bh, rel, first, last))
+    background = data.get("background", -1.0)
+    if isinstance(background, bool) or not isinstance(background, int | float):
+        raise ConfigError(path, "background", f"{background!r}: expected a number from -1 to 1")
+    background = float(background)
     return Regions(width, height, tuple(boxes), background)

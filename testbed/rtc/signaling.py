@@ -3,11 +3,16 @@ endpoint's stdin/stdout (no network needed; the endpoints' own traffic is only W
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from testbed.rtc.spec import StreamSpec
 
 
 def emit(message: dict[str, Any]) -> None:
@@ -40,3 +45,22 @@ class Inbox:
         if message.get("type") != kind:
             raise RuntimeError(f"expected a {kind!r} message, got {message!r}")
         return message
+
+
+def endpoint_args(argv: list[str] | None, doc: str | None) -> tuple[str, StreamSpec, Path]:
+    """Every stack's endpoint command line: ROLE --spec SPEC.json --out CELL, the spec
+    validated again (what runs is what was validated). A bad spec is said as an `error`
+    message, and raised."""
+    from testbed.rtc.spec import parse_stream
+
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("role", choices=["sender", "receiver"])
+    ap.add_argument("--spec", required=True, help="the stream spec, as JSON (a file)")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    try:
+        spec = parse_stream(json.loads(Path(args.spec).read_text()), args.spec)
+    except Exception as e:
+        emit({"type": "error", "error": f"{type(e).__name__}: {e}"})
+        raise
+    return args.role, spec, Path(args.out)

@@ -10,9 +10,7 @@ last retransmissions, says `done`; on `stop` both write their endpoint record
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import re
 import resource
@@ -32,9 +30,9 @@ from testbed.rtc.aiortc import compat
 from testbed.rtc.aiortc.stack import AiortcOptions, options_of
 from testbed.rtc.aiortc.track import SourceTrack
 from testbed.rtc.ratecontrol import RateControl
-from testbed.rtc.signaling import Inbox, emit
+from testbed.rtc.signaling import Inbox, emit, endpoint_args
 from testbed.rtc.sources import VIDEO_MAX_BPS, VIDEO_MIN_BPS, make_source
-from testbed.rtc.spec import StreamSpec, parse_stream
+from testbed.rtc.spec import StreamSpec
 from testbed.viewer.intake import Intake
 
 U32 = 1 << 32
@@ -308,15 +306,9 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("role", choices=["sender", "receiver"])
-    ap.add_argument("--spec", required=True, help="the stream spec, as JSON (a file)")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args(argv)
+    role, spec, out = endpoint_args(argv, __doc__)
     try:
-        spec = parse_stream(json.loads(Path(args.spec).read_text()), args.spec)
-        run = run_sender if args.role == "sender" else run_receiver
-        asyncio.run(run(spec, Path(args.out)))
+        asyncio.run((run_sender if role == "sender" else run_receiver)(spec, out))
     except Exception as e:
         emit({"type": "error", "error": f"{type(e).__name__}: {e}"})
         raise

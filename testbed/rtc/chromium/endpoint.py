@@ -12,7 +12,6 @@ receiver's feedback) from the wire captures (testbed.rtc.wireid).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -27,8 +26,8 @@ from testbed.rtc import record
 from testbed.rtc.chromium.browser import Browser
 from testbed.rtc.chromium.cdp import Cdp
 from testbed.rtc.chromium.stack import encrypted, field_trials
-from testbed.rtc.signaling import Inbox, emit
-from testbed.rtc.spec import StreamSpec, parse_stream
+from testbed.rtc.signaling import Inbox, emit, endpoint_args
+from testbed.rtc.spec import StreamSpec
 from testbed.rtc.wireid import payload_types
 
 U32 = 1 << 32
@@ -274,14 +273,9 @@ class Reported(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("role", choices=["sender", "receiver"])
-    ap.add_argument("--spec", required=True, help="the stream spec, as JSON (a file)")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args(argv)
+    role, spec, out = endpoint_args(argv, __doc__)
     try:
-        spec = parse_stream(json.loads(Path(args.spec).read_text()), args.spec)
-        asyncio.run(run(args.role, spec, Path(args.out)))
+        asyncio.run(run(role, spec, out))
     except Reported:
         return 1
     except Exception as e:
