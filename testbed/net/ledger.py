@@ -226,9 +226,6 @@ def dead_link_processes(ledger: Ledger) -> list[str]:
         found = _pid_of(entry) if entry.get("kind") == "process" and entry.get("link") else None
         if found is None or process_start_ticks(found[0]) == found[1]:
             continue
-        if found in _ENDED:  # reaped by an earlier call: say the same
-            out.append(_ENDED[found])
-            continue
         how = "is gone"
         with contextlib.suppress(ChildProcessError):
             pid, status = os.waitpid(found[0], os.WNOHANG)
@@ -238,11 +235,7 @@ def dead_link_processes(ledger: Ledger) -> list[str]:
             elif pid:
                 how = f"exited with code {os.WEXITSTATUS(status)}"
         out.append(f"{entry.get('what', 'a link process')} (pid {found[0]}) {how}")
-        _ENDED[found] = out[-1]
     return out
-
-
-_ENDED: dict[tuple[int, int], str] = {}  # (pid, start ticks) -> how it ended, once reaped
 
 
 def _pid_of(entry: Entry) -> tuple[int, int] | None:
@@ -328,15 +321,17 @@ def owned_processes(path: str | Path) -> list[tuple[int, int]]:
         return []
     found: dict[int, int] = {}
     markers = [ln[7:] for ln in lines if ln.startswith("marker ") and len(ln) > 12]
+    live = [st for st in all_stats() if not st.finished]  # one pass over /proc (called each s)
+    by_pid = {st.pid: st for st in live}
     for ln in lines:
         parts = ln.split()
         if len(parts) == 3 and parts[0] == "pid" and parts[2].isdigit():
             pid, ticks = int(parts[1]), int(parts[2])
-            if process_start_ticks(pid) == ticks:
+            if pid in by_pid and by_pid[pid].start_ticks == ticks:
                 found[pid] = ticks
     if markers:
-        for st in all_stats():
-            if st.finished or st.pid in found or st.pid == os.getpid():
+        for st in live:
+            if st.pid in found or st.pid == os.getpid():
                 continue
             try:
                 cmdline = Path(f"/proc/{st.pid}/cmdline").read_bytes().decode(errors="replace")
@@ -344,9 +339,11 @@ def owned_processes(path: str | Path) -> list[tuple[int, int]]:
                 continue
             if any(m in cmdline for m in markers):
                 found[st.pid] = st.start_ticks
-    for pid, ticks in list(found.items()):  # a browser leads its own session: its helpers too
-        for p, t in session_members(pid, ticks):
-            found.setdefault(p, t)
+    # a browser leads its own session: its helpers too (as session_members, from the same pass)
+    leaders = dict(found)
+    for st in live:
+        if st.session in leaders and st.start_ticks >= leaders[st.session]:
+            found.setdefault(st.pid, st.start_ticks)
     return sorted(found.items())
 
 

@@ -172,11 +172,7 @@ def run_stream(
         if host not in topology.hosts:
             raise TestbedError(f"stream.{'sender' if host == spec.sender else 'receiver'}: "
                                f"{host!r} is not a host of the topology ({', '.join(topology.hosts)})")  # fmt: skip
-    pair = {spec.sender, spec.receiver}
-    matches = [i for i, lk in enumerate(topology.links) if set(lk.between) == pair]
-    if not matches:
-        raise TestbedError(f"no link joins {spec.sender} and {spec.receiver} in {topology.source}")
-    link_index = matches[0]
+    link_index = media_link_index(topology, spec)
     link = topology.links[link_index]
     side = {link.between[0]: "a", link.between[1]: "b"}
     stacks = {role: get_stack(spec.stack_of(role), "stream") for role in ("sender", "receiver")}
@@ -312,14 +308,20 @@ def _check_link(net: Network, started_real_ns: int, cause: Exception | None = No
                            "into the session); nothing of this session is kept") from cause  # fmt: skip
 
 
-def media_path(topology: TopologySpec, spec: StreamSpec) -> dict[str, str]:
-    """Which link and direction carry the media: the first link joining the two hosts, its
-    uplink when the sender is its first end (analysis reads this, never assumes)."""
-    for link in topology.links:
+def media_link_index(topology: TopologySpec, spec: StreamSpec) -> int:
+    """The link that carries the media: the first one joining the two hosts."""
+    for i, link in enumerate(topology.links):
         if set(link.between) == {spec.sender, spec.receiver}:
-            return {"link": link.name,
-                    "direction": "uplink" if link.between[0] == spec.sender else "downlink"}  # fmt: skip
+            return i
     raise TestbedError(f"no link joins {spec.sender} and {spec.receiver} in {topology.source}")
+
+
+def media_path(topology: TopologySpec, spec: StreamSpec) -> dict[str, str]:
+    """Which link and direction carry the media: its uplink when the sender is its first end
+    (cell.json's `path`: analysis reads this, never assumes)."""
+    link = topology.links[media_link_index(topology, spec)]
+    return {"link": link.name,
+            "direction": "uplink" if link.between[0] == spec.sender else "downlink"}  # fmt: skip
 
 
 def complete_from_wire(out: Path, sender_ip: str, receiver_ip: str, offset: int) -> None:
