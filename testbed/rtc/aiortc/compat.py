@@ -25,6 +25,8 @@ What it changes, and why (each a documented research knob, recorded in results):
 
 And what it observes, for identification only (timing comes from wire captures):
 - every RTP packet the sender hands to DTLS (plain, before SRTP): RTX -> original seq;
+- the sender reports it sends, for an RTT that matches receiver reports against any recent SR
+  (aiortc matches only the last one and its RTT stays unknown for seconds: testbed.rtc.rttmeter);
 - frames leaving the receiver's jitter buffer, NACKs and PLIs the receiver sends.
 """
 
@@ -50,6 +52,7 @@ from testbed.fec.sender import FecSender
 from testbed.rtc.aiortc.stack import DEFAULT_HISTORY_PACKETS
 from testbed.rtc.loops import BackgroundLoop
 from testbed.rtc.rtp import parse_rtp_header
+from testbed.rtc.rttmeter import RttMeter
 from testbed.seqnum import U16
 
 SUPPORTED_AIORTC = "1.16.0"
@@ -86,6 +89,7 @@ class SenderTap:
     on_keyframe_request: Callable[[], None] | None = None  # PLI/FIR, for sources that encode
     keyframe_requests: int = 0
     first_sent: dict[int, int] = field(default_factory=dict)  # rtp ts -> first media packet ns
+    rtt: RttMeter = field(default_factory=RttMeter)  # the sender's, matched against recent SRs
     on_frame_report: Callable[[Any, list[tuple[int, int, int]], int], None] | None = None
 
 
@@ -130,6 +134,16 @@ def install_sender(history_packets: int) -> SenderTap:
 
     rtcrtpsender.RTCRtpSender._next_encoded_frame = _next_encoded_frame  # type: ignore[method-assign]
 
+    original_send_rtcp = rtcrtpsender.RTCRtpSender._send_rtcp
+
+    async def _send_rtcp(self: Any, packets: list[Any]) -> None:
+        for packet in packets:
+            if type(packet).__name__ == "RtcpSrPacket":
+                tap.rtt.on_sender_report(packet.sender_info.ntp_timestamp, time.time())
+        await original_send_rtcp(self, packets)
+
+    rtcrtpsender.RTCRtpSender._send_rtcp = _send_rtcp  # type: ignore[method-assign]
+
     original_rtcp = rtcrtpsender.RTCRtpSender._handle_rtcp_packet
 
     async def _handle_rtcp_packet(self: Any, packet: Any) -> None:
@@ -139,10 +153,14 @@ def install_sender(history_packets: int) -> SenderTap:
         elif name == "RtcpPsfbPacket":
             name = {1: "pli", 4: "fir", 15: "remb"}.get(packet.fmt, "psfb")
         tap.rtcp_received[name] = tap.rtcp_received.get(name, 0) + 1
+        if name in ("RtcpRrPacket", "RtcpSrPacket"):
+            for report in packet.reports:
+                if report.ssrc == self._ssrc:
+                    tap.rtt.on_report_block(report.lsr, report.dlsr, time.time())
         if not (name == "remb" and tap.take_remb):
             await original_rtcp(self, packet)
         if tap.on_feedback is not None:
-            for event in _feedback(self, packet, name):
+            for event in _feedback(self, packet, name, tap.rtt.rtt_ms):
                 tap.on_feedback(self, event)
 
     rtcrtpsender.RTCRtpSender._handle_rtcp_packet = _handle_rtcp_packet  # type: ignore[method-assign]
@@ -173,8 +191,8 @@ def install_sender(history_packets: int) -> SenderTap:
     return tap
 
 
-def _feedback(sender: Any, packet: Any, name: str) -> list[Feedback]:
-    """aiortc's RTCP packets as controller feedback (after aiortc updated its RTT)."""
+def _feedback(sender: Any, packet: Any, name: str, rtt_ms: float | None) -> list[Feedback]:
+    """aiortc's RTCP packets as controller feedback (rtt_ms: the tap's meter, updated first)."""
     now_ms = time.monotonic_ns() / 1e6
     if name == "remb":
         from aiortc.rtp import unpack_remb_fci
@@ -184,11 +202,10 @@ def _feedback(sender: Any, packet: Any, name: str) -> list[Feedback]:
     if name == "nack":
         return [Feedback(now_ms, "nack", nack_packets=len(packet.lost))]
     if name in ("RtcpRrPacket", "RtcpSrPacket"):
-        rtt = getattr(sender, "_RTCRtpSender__rtt", None)
         sent = getattr(sender, "_RTCRtpSender__packet_count", None)
         return [
             Feedback(now_ms, "report", loss_fraction=r.fraction_lost / 256, packets_lost=r.packets_lost,
-                     packets_sent=sent, rtt_ms=None if rtt is None else rtt * 1000)
+                     packets_sent=sent, rtt_ms=rtt_ms)
             for r in packet.reports if r.ssrc == sender._ssrc
         ]  # fmt: skip
     return []
@@ -199,12 +216,6 @@ def unclamp_video_bitrate(min_bps: int, max_bps: int) -> None:
     check_version()
     for module in (vpx, h264):
         module.MIN_BITRATE, module.MAX_BITRATE = min_bps, max_bps  # type: ignore[attr-defined]
-
-
-def sender_rtt_ms(sender: Any) -> float | None:
-    """aiortc's smoothed RTT estimate of a sender (from RTCP reports), None until known."""
-    rtt = getattr(sender, "_RTCRtpSender__rtt", None) if sender is not None else None
-    return None if rtt is None else float(rtt) * 1000
 
 
 def set_encoder_bitrate(sender: Any, bitrate_bps: int) -> bool:

@@ -124,7 +124,7 @@ def sender_record(spec: StreamSpec, opts: AiortcOptions, track: SourceTrack,
         tables[name] = record.table("sender", name).frame(rows)
     info = {
         "cpu": _cpu(), "track_start_ns": track.pacer.start_ns, "rtcp_received": tap.rtcp_received,
-        "keyframe_requests": tap.keyframe_requests, "abr": rate.summary(), "encrypted": True,
+        "keyframe_requests": tap.keyframe_requests, "rtt_samples": tap.rtt.samples, "abr": rate.summary(), "encrypted": True,
         "payload_types": {"media": tap.media_pt, "rtx": tap.rtx_pt, "fec": fec_pt},
         "history_packets": opts.history_packets,
     }  # fmt: skip
@@ -155,7 +155,7 @@ async def run_sender(spec: StreamSpec, out: Path) -> None:
     rate = RateControl(spec, track, on_report=fec_hears)
     tap.on_feedback = lambda sender, event: rate.on_feedback(event)
     tap.on_frame_report = lambda sender, entries, now_ns: rate.on_frame_report(
-        entries, now_ns, compat.sender_rtt_ms(sender), tap.first_sent
+        entries, now_ns, tap.rtt.rtt_ms, tap.first_sent
     )
     tap.take_remb = spec.abr != "fixed"
     tap.on_keyframe_request = track.request_keyframe
