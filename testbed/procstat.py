@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -43,3 +44,15 @@ def all_stats() -> Iterator[ProcStat]:
 
 def clock_ticks_per_s() -> int:
     return os.sysconf("SC_CLK_TCK")
+
+
+def exit_words(returncode: int) -> str:
+    """How a child ended, said for a person: 'exited with code 1', 'was killed by signal 9
+    (SIGKILL)' (a Popen returncode: negative is the signal)."""
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = "unknown"
+    return f"was killed by signal {-returncode} ({name})"

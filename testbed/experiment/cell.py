@@ -11,14 +11,9 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+from typing import Any
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,34 +22,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--name", required=True)
     args = ap.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    from testbed.config import topology_from_dict
     from testbed.errors import TestbedError
-    from testbed.files import fsync_dir, write_json_atomic
-    from testbed.rtc.session import run_stream
-    from testbed.rtc.spec import parse_stream
-    from testbed.shaping.backends import resolve_backend
+    from testbed.net.network import terminate_unwinds
 
     job = json.loads(args.job)
     final = Path(args.out)
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        topo = topology_from_dict(job["topology"], job["topology_source"])
-        spec = parse_stream(job["stream"], f"cell {job['cell_id']}")
-        backend = resolve_backend(job["backend"], args.name)
-        run_stream(topo, spec, tmp, backend.backend, backend.reason, run=args.name,
-                   seed=job["seed"])  # fmt: skip
-        cell = json.loads((tmp / "cell.json").read_text())
-        cell.update(params=job["params"], cell_id=job["cell_id"], experiment=job["experiment"])
-        write_json_atomic(tmp / "cell.json", cell)
-        os.replace(tmp, final)  # atomic: the cell exists whole or not at all
-        fsync_dir(final.parent)
+        with terminate_unwinds():
+            _run(job, args.name, tmp, final)
     except TestbedError as e:
         print(f"cell {job['cell_id']}: {e}", file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        print(
+            f"cell {job['cell_id']}: interrupted ({e or 'SIGINT'}); nothing of it is kept",
+            file=sys.stderr,
+        )
         shutil.rmtree(tmp, ignore_errors=True)
         return 130
     except Exception as e:  # a bug, not a measurement: say so, keep no partial cell
@@ -65,6 +51,26 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         return 1
     return 0
+
+
+def _run(job: dict[str, Any], name: str, tmp: Path, final: Path) -> None:
+    """The session into tmp, then tmp renamed to final: the cell exists whole or not at all."""
+    from testbed.config import topology_from_dict
+    from testbed.files import fsync_dir, write_json_atomic
+    from testbed.rtc.session import run_stream
+    from testbed.rtc.spec import parse_stream
+    from testbed.shaping.backends import resolve_backend
+
+    topo = topology_from_dict(job["topology"], job["topology_source"])
+    spec = parse_stream(job["stream"], f"cell {job['cell_id']}")
+    backend = resolve_backend(job["backend"], name)
+    run_stream(topo, spec, tmp, backend.backend, backend.reason, run=name,
+               seed=job["seed"])  # fmt: skip
+    cell = json.loads((tmp / "cell.json").read_text())
+    cell.update(params=job["params"], cell_id=job["cell_id"], experiment=job["experiment"])
+    write_json_atomic(tmp / "cell.json", cell)
+    os.replace(tmp, final)  # atomic: the cell exists whole or not at all
+    fsync_dir(final.parent)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ at once. A rerun skips cells whose folder exists; a cell folder appears only whe
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import json
@@ -27,6 +28,8 @@ from typing import Any
 from testbed.errors import ConfigError, TestbedError
 from testbed.experiment.spec import Cell, Experiment
 from testbed.files import write_json_atomic
+from testbed.net.ledger import Ledger
+from testbed.procstat import exit_words
 from testbed.versions import package_versions
 
 Say = Callable[[str], None]
@@ -109,7 +112,11 @@ def run_experiment(
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise TestbedError(f"another `testbed run` is writing {out}; wait for it") from None
-    meta = prepare_results(exp, out, backend, jobs)
+    previous = prepare_results(exp, out, backend, jobs)["sessions"][:-1]
+    if previous and "ended" not in previous[-1]:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(previous[-1]["started"]))
+        say(f"note: the previous session on {out} (started {started}) never ended: its "
+            "`testbed run` was killed; its unfinished cells run again")  # fmt: skip
     for stale in (out / "cells").glob(".tmp-*"):  # cells cut short by a crash: never results
         shutil.rmtree(stale, ignore_errors=True)
     finished = done_cells(out)
@@ -119,7 +126,7 @@ def run_experiment(
     names = [f"{run[:4]}{slot}" for slot in range(jobs)]
     free = list(names)
     running: dict[subprocess.Popen[bytes], tuple[Cell, str, Path]] = {}
-    failed: list[str] = []
+    failed: list[dict[str, Any]] = []
     bar = tqdm(total=len(exp.cells), initial=len(finished), unit="cell", disable=not progress,
                dynamic_ncols=True)  # fmt: skip
     queue = list(todo)
@@ -144,27 +151,55 @@ def run_experiment(
                 if proc.returncode == 0:
                     log.unlink(missing_ok=True)
                     bar.update(1)
-                else:
-                    tail = (
-                        log.read_text(errors="replace").strip().splitlines()[-1:]
-                        if log.exists()
-                        else []
-                    )
-                    failed.append(cell.cell_id)
-                    bar.write(f"cell {cell.cell_id} {cell.params} failed: {' '.join(tail)}")
-    except KeyboardInterrupt:
+                    continue
+                reason = _failure(proc, cell, name, out, log)
+                failed.append({"cell_id": cell.cell_id, "params": cell.params, "reason": reason})
+                bar.write(f"cell {cell.cell_id} {cell.params} failed: {reason}")
+    except KeyboardInterrupt as e:
         for proc in running:
             proc.send_signal(signal.SIGTERM)
         for proc in running:
             proc.wait()
         bar.close()
+        _end_session(out, failed, interrupted=str(e) or "SIGINT")
         raise
     bar.close()
-    meta = dict(json.loads((out / "run.json").read_text()))
-    meta["sessions"][-1].update(ended=time.time(), failed=failed)
-    meta["ended"] = time.time()
-    write_json_atomic(out / "run.json", meta)
+    _end_session(out, failed)
     if failed:
         raise TestbedError(f"{len(failed)} cell(s) failed (logs in {out}/cells/.log-*); "
                            "rerun the same command to retry them")  # fmt: skip
-    return meta
+    return dict(json.loads((out / "run.json").read_text()))
+
+
+def _failure(proc: subprocess.Popen[bytes], cell: Cell, name: str, out: Path, log: Path) -> str:
+    """Why a cell failed, in words. A cell killed by a signal could not unwind: its topology
+    (its ledger, whose owner is now gone) and its partial folder are removed here, so the slot's
+    next cell starts clean."""
+    tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+    if proc.returncode >= 0:
+        return " ".join(tail) or exit_words(proc.returncode)
+    ledger = Ledger(name)
+    phase = ledger.phase()
+    removed = 0
+    if ledger.live() is None:
+        with contextlib.suppress(TestbedError):
+            ledger.lock()
+            try:
+                removed = ledger.undo()
+            finally:
+                ledger.unlock()
+            ledger.remove_state()
+    for tmp in (out / "cells").glob(f".tmp-{cell.cell_id}-{proc.pid}"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    when = f" during {phase}" if phase else ""
+    return (f"the cell process (pid {proc.pid}) {exit_words(proc.returncode)}{when}; "
+            f"{removed} object(s) it left were removed")  # fmt: skip
+
+
+def _end_session(out: Path, failed: list[dict[str, Any]], interrupted: str | None = None) -> None:
+    meta = dict(json.loads((out / "run.json").read_text()))
+    meta["sessions"][-1].update(ended=time.time(), failed=failed)
+    if interrupted:
+        meta["sessions"][-1]["interrupted"] = interrupted
+    meta["ended"] = time.time()
+    write_json_atomic(out / "run.json", meta)

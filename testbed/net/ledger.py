@@ -21,7 +21,7 @@ from typing import Any
 from testbed.errors import BusyError, LedgerError
 from testbed.files import write_atomic
 from testbed.net.nsenter import NETNS_DIR
-from testbed.procstat import all_stats, read_stat
+from testbed.procstat import all_stats, exit_words, read_stat
 
 Entry = dict[str, Any]
 
@@ -112,6 +112,22 @@ class Ledger:
                 with contextlib.suppress(OSError):  # another process may be making a new one
                     self.dir.rmdir()
         self.unlock()
+
+    # --- phase -----------------------------------------------------------------------------
+    @property
+    def phase_path(self) -> Path:
+        return self.dir / "phase.json"
+
+    def note_phase(self, phase: str) -> None:
+        """What the run is doing (setup, connecting, streaming, teardown), for a person or a
+        drill watching it from outside, and for errors that say when they happened."""
+        write_atomic(self.phase_path, json.dumps({"phase": phase, "t_real": time.time()}))
+
+    def phase(self) -> str | None:
+        try:
+            return str(json.loads(self.phase_path.read_text())["phase"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     # --- ownership -----------------------------------------------------------------------
     @property
@@ -229,11 +245,8 @@ def dead_link_processes(ledger: Ledger) -> list[str]:
         how = "is gone"
         with contextlib.suppress(ChildProcessError):
             pid, status = os.waitpid(found[0], os.WNOHANG)
-            if pid and os.WIFSIGNALED(status):
-                sig = os.WTERMSIG(status)
-                how = f"was killed by signal {sig} ({signal.Signals(sig).name})"
-            elif pid:
-                how = f"exited with code {os.WEXITSTATUS(status)}"
+            if pid:
+                how = exit_words(os.waitstatus_to_exitcode(status))
         out.append(f"{entry.get('what', 'a link process')} (pid {found[0]}) {how}")
     return out
 

@@ -94,7 +94,7 @@ def terminate_unwinds() -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         if os.getpid() != owner:  # a forked helper (pyroute2 forks one per NetNS) just exits
             os._exit(128 + signum)
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise KeyboardInterrupt(f"signal {signum} ({signal.Signals(signum).name})")
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:

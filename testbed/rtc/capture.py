@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from testbed.errors import TestbedError, UnavailableError
-from testbed.net import netns
+from testbed.net.network import Network
+from testbed.procstat import exit_words
 
 SNAPLEN = 256  # IP + UDP + RTP header, extensions and the first payload bytes (RTX, FEC headers)
 PCAP_NANO_MAGIC = 0xA1B23C4D
@@ -25,15 +26,17 @@ Row = tuple[int, str, str, int, str, int, int, int, int, int]
 
 
 class Capture:
-    """tcpdump inside a namespace, started and ended by us (by its pid)."""
+    """tcpdump in a host of the network, recorded in its ledger, started and ended by us."""
 
-    def __init__(self, netns_name: str, ifname: str, path: Path) -> None:
+    def __init__(self, net: Network, host: str, ifname: str, path: Path) -> None:
         if shutil.which("tcpdump") is None:
             raise UnavailableError("tcpdump is not installed; run `make setup`")
         self.path = path
+        self.host = host
+        self.ended_early: str | None = None  # how tcpdump ended if it did before stop()
         cmd = ["tcpdump", "-i", ifname, "-n", "-s", str(SNAPLEN), "-U", "--immediate-mode", "-Z", "root",
                "--time-stamp-precision=nano", "-w", str(path), "ip"]  # fmt: skip
-        self.proc = netns.popen(netns_name, cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = net.popen(host, cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def wait_ready(self, timeout_s: float = 10.0) -> None:
         """tcpdump says 'listening on' once its socket is capturing."""
@@ -50,9 +53,15 @@ class Capture:
             seen += chunk
 
     def stop(self) -> str:
-        """End tcpdump (SIGTERM flushes the file); returns its closing statistics."""
-        if self.proc.poll() is None:
+        """End tcpdump (SIGTERM flushes the file); returns its closing statistics. A tcpdump
+        that ended by itself is noted in ended_early: its file misses the end of the session."""
+        returncode = self.proc.poll()
+        if returncode is None:
             self.proc.send_signal(signal.SIGTERM)
+        else:
+            self.ended_early = (
+                f"the capture in {self.host} (tcpdump pid {self.proc.pid}) {exit_words(returncode)}"
+            )
         try:
             _, err = self.proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:

@@ -37,6 +37,7 @@ from testbed.net import names
 from testbed.net.network import Network
 from testbed.net.shaper import Backend
 from testbed.net.traffic import CrossTraffic
+from testbed.procstat import exit_words
 from testbed.roi.quality import add_roi_columns
 from testbed.rtc.capture import Capture, read_pcap, to_frame
 from testbed.rtc.framelog import after_warmup, frame_table
@@ -96,7 +97,12 @@ class Endpoint:
         if line is None:
             raise TestbedError(f"{self.role}: no {kind!r} within {timeout_s:.0f} s{self._tail()}")
         if not line:
-            raise TestbedError(f"{self.role} exited before {kind!r}{self._tail()}")
+            try:
+                how = exit_words(self.proc.wait(timeout=5))
+            except subprocess.TimeoutExpired:
+                how = "closed its output"
+            raise TestbedError(f"{self.role} endpoint (pid {self.proc.pid}) {how} before "
+                               f"{kind!r}{self._tail()}")  # fmt: skip
         message: dict[str, Any] = json.loads(line)
         if message.get("type") == "error":
             raise TestbedError(f"{self.role} failed: {message['error']}{self._tail()}")
@@ -187,9 +193,7 @@ def run_stream(
         offset = time.time_ns() - time.monotonic_ns()
         caps = {
             role: Capture(
-                info.hosts[host].netns,
-                names.ifname(run, link_index, side[host]),
-                out / f"{role}.pcap",
+                net, host, names.ifname(run, link_index, side[host]), out / f"{role}.pcap"
             )
             for role, host in (("sender", spec.sender), ("receiver", spec.receiver))
         }
@@ -198,6 +202,7 @@ def run_stream(
         cross_info: dict[str, Any] = {}
         finished = False
         try:
+            net.ledger.note_phase("setup")
             for cap in caps.values():
                 cap.wait_ready()
             receiver = Endpoint(net, "receiver", spec.receiver,
@@ -206,6 +211,7 @@ def run_stream(
             sender = Endpoint(net, "sender", spec.sender,
                               stacks["sender"].endpoint_argv("sender", spec_path, out), out)  # fmt: skip
             endpoints.append(sender)
+            net.ledger.note_phase("connecting")
             offer = sender.expect("offer", spec.connect_timeout_s)
             receiver.send({"type": "offer", "sdp": offer["sdp"]})
             answer = receiver.expect("answer", spec.connect_timeout_s)
@@ -217,7 +223,9 @@ def run_stream(
                 cross = CrossTraffic(net, topology.cross_traffic, out)
                 cross.start(spec.duration_s)
             say(f"connected in {connect_s:.2f} s; streaming {spec.duration_s:g} s")
+            net.ledger.note_phase("streaming")
             sender.expect("done", spec.duration_s + spec.drain_s + 30)
+            net.ledger.note_phase("teardown")
             _check_link(net, started)
             if cross is not None:
                 cross_info = cross.stop()
@@ -238,9 +246,16 @@ def run_stream(
             flight_ms = max(_longest_flight_ms(d) for d in (link.uplink, link.downlink))
             time.sleep(flight_ms / 1000 + 0.2)
             capture_stats = {role: cap.stop() for role, cap in caps.items()}
+        if finished:  # a link process or a capture that died after the stream still cost data
+            _check_link(net, started)
+            for cap in caps.values():
+                if cap.ended_early:
+                    raise TestbedError(f"{cap.ended_early} before the session ended: its wire "
+                                       "record is incomplete; nothing of this session is kept")  # fmt: skip
     for ep in endpoints:
         if ep.proc.returncode != 0:
-            raise TestbedError(f"{ep.role} exited with {ep.proc.returncode}{ep._tail()}")
+            raise TestbedError(f"{ep.role} endpoint (pid {ep.proc.pid}) "
+                               f"{exit_words(ep.proc.returncode)}{ep._tail()}")  # fmt: skip
     sender_ip, receiver_ip = info.hosts[spec.sender].address, info.hosts[spec.receiver].address
     complete_from_wire(out, sender_ip, receiver_ip, offset)
     snd = EndpointRecord.read(out, "sender")
