@@ -49,10 +49,15 @@ def clock_ticks_per_s() -> int:
 def exit_words(returncode: int) -> str:
     """How a child ended, said for a person: 'exited with code 1', 'was killed by signal 9
     (SIGKILL)' (a Popen returncode: negative is the signal)."""
+    if returncode > 128 and _signal_name(returncode - 128):
+        return f"exited with code {returncode} (stopped by {_signal_name(returncode - 128)})"
     if returncode >= 0:
         return f"exited with code {returncode}"
+    return f"was killed by signal {-returncode} ({_signal_name(-returncode) or 'unknown'})"
+
+
+def _signal_name(signum: int) -> str | None:
     try:
-        name = signal.Signals(-returncode).name
+        return signal.Signals(signum).name
     except ValueError:
-        name = "unknown"
-    return f"was killed by signal {-returncode} ({name})"
+        return None

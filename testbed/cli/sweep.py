@@ -41,7 +41,7 @@ def run_cmd(
         exp = load_experiment(experiment, max_cells=10**9 if yes else None)
         if jobs is not None and jobs < 1:
             raise ConfigError("--jobs", str(jobs), "valid: a whole number >= 1")
-        chosen, _ = choose_backend(backend, name)
+        chosen = choose_backend(backend, name)
         require_root()
         target = out or Path("results") / exp.name
         start = time.monotonic()

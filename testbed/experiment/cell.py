@@ -59,12 +59,12 @@ def _run(job: dict[str, Any], name: str, tmp: Path, final: Path) -> None:
     from testbed.files import fsync_dir, write_json_atomic
     from testbed.rtc.session import run_stream
     from testbed.rtc.spec import parse_stream
-    from testbed.shaping.backends import resolve_backend
+    from testbed.shaping.backends import make_backend
 
     topo = topology_from_dict(job["topology"], job["topology_source"])
     spec = parse_stream(job["stream"], f"cell {job['cell_id']}")
-    backend = resolve_backend(job["backend"], name)
-    run_stream(topo, spec, tmp, backend.backend, backend.reason, run=name,
+    backend = make_backend(job["backend"])  # chosen once, by the runner
+    run_stream(topo, spec, tmp, backend, job["backend_reason"], run=name,
                seed=job["seed"])  # fmt: skip
     cell = json.loads((tmp / "cell.json").read_text())
     cell.update(params=job["params"], cell_id=job["cell_id"], experiment=job["experiment"])

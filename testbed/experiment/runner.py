@@ -92,18 +92,25 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-def _job(cell: Cell, exp: Experiment, backend: str) -> str:
+def _job(cell: Cell, exp: Experiment, backend: tuple[str, str]) -> str:
     """A cell's job: its resolved specs as data (re-validated by the cell), never --set text."""
     return json.dumps({
         "cell_id": cell.cell_id, "params": cell.params, "topology_source": exp.topology_path,
         "topology": cell.topology.to_dict(), "stream": cell.stream.to_dict(), "seed": cell.seed,
-        "backend": backend, "experiment": exp.name,
+        "backend": backend[0], "backend_reason": backend[1], "experiment": exp.name,
     })  # fmt: skip
 
 
 def run_experiment(
-    exp: Experiment, out: Path, jobs: int, run: str, backend: str, say: Say, progress: bool = True
+    exp: Experiment,
+    out: Path,
+    jobs: int,
+    run: str,
+    backend: tuple[str, str],
+    say: Say,
+    progress: bool = True,
 ) -> dict[str, Any]:
+    """backend: (name, why) as choose_backend resolved it, once for every cell."""
     from tqdm import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +119,7 @@ def run_experiment(
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise TestbedError(f"another `testbed run` is writing {out}; wait for it") from None
-    previous = prepare_results(exp, out, backend, jobs)["sessions"][:-1]
+    previous = prepare_results(exp, out, backend[0], jobs)["sessions"][:-1]
     if previous and "ended" not in previous[-1]:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(previous[-1]["started"]))
         say(f"note: the previous session on {out} (started {started}) never ended: its "

@@ -100,8 +100,9 @@ class Ledger:
         """Unlock; if nothing is recorded and nothing but the lock is left (no logs, no state),
         remove the lock file and the run's directory too, so finished runs leave no trace."""
         if self._lock_fd is not None and self.is_empty():
-            with contextlib.suppress(FileNotFoundError):
-                self.owner_path.unlink()  # nothing recorded: nothing to own
+            for done in (self.owner_path, self.phase_path):  # nothing recorded: nothing to own
+                with contextlib.suppress(FileNotFoundError):
+                    done.unlink()
             try:
                 leftovers = {p.name for p in self.dir.iterdir()} - {"lock"}
             except FileNotFoundError:
@@ -303,6 +304,8 @@ def session_members(sid: int, not_before_ticks: int) -> list[tuple[int, int]]:
     ]
 
 
+SESSION_SCANS = 20  # rounds of scan-and-kill for a session's processes
+
 OWNED_FILE_ENV = "TESTBED_OWNED_FILE"
 
 
@@ -396,14 +399,21 @@ def _undo_process(entry: Entry) -> bool:
             os.unlink(entry["owned_file"])
     pid, ticks = entry.get("pid"), entry.get("start_ticks")
     if entry.get("session") and pid is not None and ticks is not None:
-        # a process that runs helpers of its own (user-mode-linux), in a session it leads
-        family = session_members(int(pid), int(ticks))
-        for p, _ in family:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p, signal.SIGKILL)
-        for p, t in family:
-            end_process(p, t, grace_s=0.5)
-        return bool(family)
+        # a process that runs helpers of its own (user-mode-linux), in a session it leads.
+        # Scan until the session is empty: a UML guest process, released when its kernel dies,
+        # runs on the host and may fork after a scan (seen: the guest's `sleep 3600` left over)
+        ended_any = False
+        for _ in range(SESSION_SCANS):
+            family = session_members(int(pid), int(ticks))
+            if not family:
+                break
+            ended_any = True
+            for p, _ in family:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGKILL)
+            for p, t in family:
+                end_process(p, t, grace_s=0.5)
+        return ended_any
     known = {(pid, ticks)}
     from_file = _read_pidfile(entry.get("pidfile"))
     if from_file is not None:

@@ -149,8 +149,11 @@ class Network:
             with terminate_unwinds():
                 try:
                     self.info = self._build(say)
-                except BaseException:
+                except BaseException as e:
+                    dead = self.died() if isinstance(e, Exception) else []  # the cause, if any
                     self.ledger.undo()
+                    if dead:
+                        raise KernelError(f"building the topology failed: {'; '.join(dead)}") from e
                     raise
             state_path(self.ledger).write_text(self.info.to_json())
             return self.info

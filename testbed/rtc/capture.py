@@ -46,10 +46,10 @@ class Capture:
         while b"listening on" not in seen:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self.proc.stderr], [], [], left)[0]:
-                raise TestbedError(f"tcpdump did not start: {seen.decode(errors='replace')[-200:]}")
+                raise TestbedError(f"tcpdump did not start: {_one_line(seen)}")
             chunk = self.proc.stderr.read1(4096)  # type: ignore[attr-defined]
             if not chunk:
-                raise TestbedError(f"tcpdump exited: {seen.decode(errors='replace')[-200:]}")
+                raise TestbedError(f"tcpdump in {self.host} exited: {_one_line(seen)}")
             seen += chunk
 
     def stop(self) -> str:
@@ -68,6 +68,10 @@ class Capture:
             self.proc.kill()
             _, err = self.proc.communicate()
         return bytes(err or b"").decode(errors="replace").strip()
+
+
+def _one_line(text: bytes) -> str:
+    return " | ".join(text.decode(errors="replace").strip().splitlines())[-300:]
 
 
 def _ip(b: bytes) -> str:

@@ -15,6 +15,7 @@ endpoint records; the wire captures time everything.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -66,12 +67,18 @@ class Endpoint:
         self.proc = net.popen(host, argv, owns=role, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=self.errfile, text=True)  # fmt: skip
         self._buffer = b""  # what was read past the last whole line (read raw: see expect)
+        self.watch: Callable[[], None] = lambda: None  # called each second while waiting
 
     def send(self, message: dict[str, Any]) -> None:
+        """Say MESSAGE to the endpoint; to one that has exited, nothing (its exit status is
+        checked and said when the session ends)."""
         stdin: IO[str] | None = self.proc.stdin
         assert stdin is not None
-        stdin.write(json.dumps(message) + "\n")
-        stdin.flush()
+        try:
+            stdin.write(json.dumps(message) + "\n")
+            stdin.flush()
+        except BrokenPipeError:
+            pass
 
     def _line(self, timeout_s: float) -> bytes | None:
         """The next line the endpoint wrote (b"" once it exits; None on a timeout). Read from
@@ -83,8 +90,11 @@ class Endpoint:
         deadline = time.monotonic() + timeout_s
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            if left <= 0:
                 return None
+            if not select.select([fd], [], [], min(left, 1.0))[0]:
+                self.watch()  # e.g. a dead link: say it now, not at the timeout
+                continue
             chunk = os.read(fd, 65536)
             if not chunk:
                 return b""
@@ -125,6 +135,9 @@ class Endpoint:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):  # what a dead endpoint was not told
+                self.proc.stdin.close()
         self.errfile.close()
 
 
@@ -211,6 +224,8 @@ def run_stream(
             sender = Endpoint(net, "sender", spec.sender,
                               stacks["sender"].endpoint_argv("sender", spec_path, out), out)  # fmt: skip
             endpoints.append(sender)
+            for ep in endpoints:
+                ep.watch = lambda: _check_link(net, started)
             net.ledger.note_phase("connecting")
             offer = sender.expect("offer", spec.connect_timeout_s)
             receiver.send({"type": "offer", "sdp": offer["sdp"]})
@@ -309,6 +324,9 @@ def run_stream(
     return StreamResult(out, frames, summary)
 
 
+LINK_DEATH_GRACE_S = 2.0  # after an error, how long a dying link process may take to show it
+
+
 class LinkFailed(TestbedError):
     """A link process died under a session."""
 
@@ -317,6 +335,10 @@ def _check_link(net: Network, started_real_ns: int, cause: Exception | None = No
     """Fail the session in words if a link process died under it (a SIGKILLed emulator, a
     crashed router): which, how, and when it was noticed."""
     dead = net.died()
+    deadline = time.monotonic() + (LINK_DEATH_GRACE_S if cause is not None else 0)
+    while not dead and time.monotonic() < deadline:  # a router shutting down takes a moment
+        time.sleep(0.1)
+        dead = net.died()
     if dead:
         after = (time.time_ns() - started_real_ns) / 1e9
         raise LinkFailed(f"the emulated link failed: {'; '.join(dead)} (noticed {after:.1f} s "

@@ -169,7 +169,7 @@ class Emulator:
         model: Any,
         log: Any,
         start_ns: int,
-        stop: list[bool],
+        stop: list[int],
         stamps: ArrivalStamps | None = None,
     ) -> None:
         self.stamps = stamps
@@ -342,10 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     enter_netns(args.netns)
     fd = open_tun(args.tun)
     stamps = ArrivalStamps(args.tun) if args.kernel_stamps else None
-    stop = [False]
+    stop = [0]  # the signal that stopped us (0: running)
 
     def on_signal(signum: int, frame: Any) -> None:
-        stop[0] = True
+        stop[0] = signum
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1  # the parent is gone before we were ready: nobody will use this link
         emulator.run()
     Path(args.stats).write_text(json.dumps(emulator.stats(granted), indent=1) + "\n")
-    return 0
+    return 128 + stop[0] if stop[0] else 0  # the shell's convention: who asked us to stop shows
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ tc qdisc add dev eth0 root netem {down} || exit 1
 tc -s qdisc show dev eth1
 tc -s qdisc show dev eth0
 {loops}echo {READY}
-while :; do sleep 3600; done
+exec sleep infinity
 """
 
 

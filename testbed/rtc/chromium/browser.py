@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from testbed.net.ledger import OWNED_FILE_ENV, end_process, note_owned, owned_processes
-from testbed.procstat import clock_ticks_per_s, read_stat
+from testbed.procstat import clock_ticks_per_s, exit_words, read_stat
 from testbed.rtc.chromium.cdp import Cdp
 
 CHROMIUM = Path("/usr/lib/chromium/chromium")  # the binary: /usr/bin/chromium's wrapper adds flags
@@ -81,6 +81,16 @@ class Browser:
         self.cdp = Cdp(to_browser_w, from_browser_r)
         await self.cdp.open()
         return self.cdp
+
+    def ended(self, wait_s: float = 1.0) -> str | None:
+        """How the browser ended, in words, if it has (None: it runs, or never started)."""
+        if self.proc is None:
+            return None
+        try:
+            returncode = self.proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            return None
+        return f"the browser (pid {self.proc.pid}) {exit_words(returncode)}"
 
     def stderr_tail(self) -> str:
         try:

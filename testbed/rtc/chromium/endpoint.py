@@ -260,8 +260,9 @@ async def run(role: str, spec: StreamSpec, out: Path) -> None:
     try:
         await endpoint.run(inbox)
     except Exception as e:  # said at once: the orchestrator must not wait for the browser's end
-        tail = endpoint.browser.stderr_tail()
-        emit({"type": "error", "error": f"{type(e).__name__}: {e}"
+        ended = endpoint.browser.ended()  # a dead browser is the cause: say it first
+        tail = "" if ended else endpoint.browser.stderr_tail()
+        emit({"type": "error", "error": (f"{ended}: " if ended else "") + f"{type(e).__name__}: {e}"
               + (f" (browser: {tail})" if tail else "")})  # fmt: skip
         raise Reported() from e
     finally:
