@@ -15,11 +15,35 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     the new one, never half of one."""
     p = Path(path)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:  # a full disk, a signal: no half file beside the whole one
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+FULL_BELOW_BYTES = 1 << 20  # a file system with less free than this counts as full
+
+
+def free_bytes(path: str | Path) -> int:
+    """Bytes free to us on the file system holding PATH (or its nearest existing parent)."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    st = os.statvfs(p)
+    return st.f_bavail * st.f_frsize
+
+
+def disk_full(path: str | Path) -> str | None:
+    """'the disk holding PATH is full (N kB free)', or None when it is not."""
+    free = free_bytes(path)
+    if free >= FULL_BELOW_BYTES:
+        return None
+    return f"the disk holding {path} is full ({free // 1024} kB free)"
 
 
 def write_json_atomic(path: str | Path, data: Any, indent: int | None = 1) -> None:

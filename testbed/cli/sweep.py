@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,11 @@ def run_cmd(
             run_experiment(exp, target, jobs or default_jobs(), name, chosen, click.echo)
     except TestbedError as e:
         fail(e)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        fail(TestbedError(f"{e.filename or 'the results folder'}: no space left on its disk; "
+                          "free space (or use another -o) and rerun; finished cells are kept"))  # fmt: skip
     except KeyboardInterrupt:
         click.echo("testbed: interrupted; finished cells are kept, rerun to continue", err=True)
         sys.exit(130)

@@ -4,8 +4,10 @@
     - {name: bulk, from: sender, to: receiver, kind: tcp, cc: cubic, start_s: 5}
     - {name: cbr, from: sender, to: receiver, kind: udp, rate_mbps: 3, on_ms: 500, off_ms: 500}
 
-kind: udp (constant rate_mbps, or on/off: on_ms at rate_mbps then off_ms silent) or tcp (a bulk
-transfer with the congestion control cc: reno | cubic | bbr, what this kernel offers). start_s
+kind: udp (constant rate_mbps, or on/off: on_ms at rate_mbps then off_ms silent), tcp (a bulk
+transfer with the congestion control cc: reno | cubic | bbr, what this kernel offers) or
+malformed (rate_pps hostile datagrams at the media port of the stream's endpoint on `to`:
+testbed.net.hostile; the endpoints must drop them, the cell counts them). start_s
 and stop_s count from the start of the session's stream (stop_s: none = until it ends).
 """
 
@@ -17,7 +19,7 @@ from typing import Any
 from testbed import validate
 from testbed.errors import ConfigError
 
-KINDS = ("udp", "tcp")
+KINDS = ("udp", "tcp", "malformed")
 CONGESTION = ("reno", "cubic", "bbr")
 FLOW_KEYS = (
     "name",
@@ -25,6 +27,7 @@ FLOW_KEYS = (
     "to",
     "kind",
     "rate_mbps",
+    "rate_pps",
     "on_ms",
     "off_ms",
     "cc",
@@ -45,6 +48,7 @@ class FlowSpec:
     cc: str = "cubic"
     start_s: float = 0.0
     stop_s: float | None = None
+    rate_pps: float | None = None  # malformed flows
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -83,8 +87,15 @@ def parse_flows(raw: Any, hosts: tuple[str, ...], src: str) -> tuple[FlowSpec, .
                 d["rate_mbps"], src, f"{where}.rate_mbps", 0, 10_000, lo_open=True
             )
         elif d.get("rate_mbps") is not None or d.get("on_ms") is not None:
-            raise ConfigError(src, f"{where}.kind", "a tcp flow takes what its congestion control "
-                              "gets: give rate_mbps / on_ms only to udp flows")  # fmt: skip
+            raise ConfigError(src, f"{where}.kind", f"a {kind} flow has no rate_mbps / on_ms "
+                              "(a tcp flow takes what its congestion control gets; a malformed "
+                              "flow sends rate_pps)")  # fmt: skip
+        pps = None
+        if kind == "malformed":
+            pps = validate.number(d.get("rate_pps", 100), src, f"{where}.rate_pps", 0, 10_000,
+                                  lo_open=True)  # fmt: skip
+        elif d.get("rate_pps") is not None:
+            raise ConfigError(src, f"{where}.rate_pps", "only a malformed flow has rate_pps")
         on = off = None
         if (d.get("on_ms") is None) != (d.get("off_ms") is None):
             raise ConfigError(
@@ -99,7 +110,7 @@ def parse_flows(raw: Any, hosts: tuple[str, ...], src: str) -> tuple[FlowSpec, .
             stop = validate.number(d["stop_s"], src, f"{where}.stop_s", start, 86_400, lo_open=True)
         out.append(FlowSpec(name, str(d["from"]), str(d["to"]), kind, rate, on, off,
                             validate.choice(d.get("cc", "cubic"), CONGESTION, src, f"{where}.cc"),
-                            start, stop))  # fmt: skip
+                            start, stop, pps))  # fmt: skip
     names = [f.name for f in out]
     if len(set(names)) != len(names):
         raise ConfigError(src, "cross_traffic", f"flow names repeat: {names}")

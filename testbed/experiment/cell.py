@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         with terminate_unwinds():
             _run(job, args.name, tmp, final)
     except TestbedError as e:
-        print(f"cell {job['cell_id']}: {e}", file=sys.stderr)
+        print(f"cell {job['cell_id']}: {_full(final)}{e}", file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)
         return 1
     except KeyboardInterrupt as e:
@@ -46,11 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not a measurement: say so, keep no partial cell
         import traceback
 
-        traceback.print_exc()
-        print(f"cell {job['cell_id']}: internal error {type(e).__name__}: {e}", file=sys.stderr)
+        full = _full(final)
+        if not full:
+            traceback.print_exc()
+        what = "" if full else "internal error "
+        print(f"cell {job['cell_id']}: {full}{what}{type(e).__name__}: {e}", file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)
         return 1
     return 0
+
+
+def _full(final: Path) -> str:
+    """A prefix naming a full results disk, the likely cause of whatever failed."""
+    from testbed.files import disk_full
+
+    full = disk_full(final.parent)
+    return f"{full}: free space and rerun (nothing of this cell is kept); cause: " if full else ""
 
 
 def _run(job: dict[str, Any], name: str, tmp: Path, final: Path) -> None:

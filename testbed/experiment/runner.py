@@ -27,7 +27,7 @@ from typing import Any
 
 from testbed.errors import ConfigError, TestbedError
 from testbed.experiment.spec import Cell, Experiment
-from testbed.files import write_json_atomic
+from testbed.files import free_bytes, write_json_atomic
 from testbed.net.ledger import Ledger
 from testbed.procstat import exit_words
 from testbed.versions import package_versions
@@ -137,8 +137,13 @@ def run_experiment(
     bar = tqdm(total=len(exp.cells), initial=len(finished), unit="cell", disable=not progress,
                dynamic_ncols=True)  # fmt: skip
     queue = list(todo)
+    stop_reason: str | None = None
     try:
         while queue or running:
+            short = _no_room(out, queue[0]) if queue and free else None
+            if short:  # finish what runs, start nothing more: a cell would fill the disk
+                stop_reason = short
+                queue.clear()
             while queue and free:
                 cell = queue.pop(0)
                 name = free.pop(0)
@@ -172,10 +177,30 @@ def run_experiment(
         raise
     bar.close()
     _end_session(out, failed)
+    if stop_reason:
+        raise TestbedError(f"{stop_reason}; finished cells are kept: free space (or use another "
+                           "-o) and rerun the same command")  # fmt: skip
     if failed:
         raise TestbedError(f"{len(failed)} cell(s) failed (logs in {out}/cells/.log-*); "
                            "rerun the same command to retry them")  # fmt: skip
     return dict(json.loads((out / "run.json").read_text()))
+
+
+def cell_bytes(cell: Cell) -> int:
+    """About what a cell writes (two captures and two link logs of every packet, the logs
+    copied once, plus tables): a floor for the free space a cell needs, not a promise."""
+    st = cell.stream
+    seconds = st.duration_s + st.warmup_s + st.drain_s + 3
+    packets_per_s = st.bitrate_mbps * 1e6 / 8 / 1100 + 60  # media + feedback
+    return int(seconds * packets_per_s * (2 * 2 * 280 + 2 * 2 * 100) + 4e6)
+
+
+def _no_room(out: Path, cell: Cell) -> str | None:
+    free, need = free_bytes(out), cell_bytes(cell)
+    if free >= need:
+        return None
+    return (f"not enough space for the next cell on {out}: {free / 1e6:.1f} MB free, "
+            f"a cell needs about {need / 1e6:.1f} MB")  # fmt: skip
 
 
 def _failure(proc: subprocess.Popen[bytes], cell: Cell, name: str, out: Path, log: Path) -> str:

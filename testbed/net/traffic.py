@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ UDP_PAYLOAD = 1200
 @dataclass
 class _Running:
     flow: FlowSpec
-    server: subprocess.Popen[Any]
+    server: subprocess.Popen[Any] | None  # none for a malformed flow
     client: subprocess.Popen[Any]
     out: Path
 
@@ -58,9 +59,13 @@ class CrossTraffic:
         self.running: list[_Running] = []
         self.started_ns: int | None = None
 
-    def start(self, session_s: float) -> None:
-        """Servers now (ready before this returns), clients timed from now (the stream's start)."""
+    def start(self, session_s: float, media_ports: dict[str, int] | None = None) -> None:
+        """Servers now (ready before this returns), clients timed from now (the stream's start).
+        media_ports: host -> the stream's media port there (what malformed flows aim at)."""
         for i, flow in enumerate(self.flows):
+            if flow.kind == "malformed":
+                self.running.append(self._hostile(i, flow, session_s, media_ports or {}))
+                continue
             port = BASE_PORT + i
             out = self.out / f"cross-{flow.name}.json"
             one_shot = ["-1"] if flow.on_ms is None else []
@@ -71,9 +76,26 @@ class CrossTraffic:
             self.running.append(_Running(flow, server, None, out))  # type: ignore[arg-type]
         self.started_ns = time.monotonic_ns()
         for i, r in enumerate(self.running):
+            if r.flow.kind == "malformed":
+                continue
             script = client_script(r.flow, self.net.address(r.flow.dst), BASE_PORT + i, session_s)
             r.client = self.net.popen(r.flow.src, ["sh", "-c", script], stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def _hostile(self, i: int, flow: FlowSpec, session_s: float, ports: dict[str, int]) -> _Running:
+        port = ports.get(flow.dst)
+        if port is None:
+            raise TestbedError(f"cross traffic {flow.name}: malformed datagrams aim at the "
+                               f"stream's media port on {flow.dst}, and it has none (or it is "
+                               "unknown: no single host candidate in its SDP)")  # fmt: skip
+        stop = min(flow.stop_s if flow.stop_s is not None else session_s, session_s)
+        out = self.out / f"cross-{flow.name}.json"
+        assert flow.rate_pps is not None
+        cmd = [sys.executable, "-m", "testbed.net.hostile", "--dst", self.net.address(flow.dst),
+               "--port", str(port), "--pps", str(flow.rate_pps), "--start", str(flow.start_s),
+               "--duration", str(max(0.0, stop - flow.start_s)), "--seed", str(i), "--out", str(out)]  # fmt: skip
+        proc = self.net.popen(flow.src, cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return _Running(flow, None, proc, out)
 
     def _wait_listening(self, host: str, port: int) -> None:
         for _ in range(200):
@@ -102,7 +124,18 @@ class CrossTraffic:
                         proc.kill()
                         proc.wait()
         return {r.flow.name: {**r.flow.to_dict(), "started_mono_ns": self.started_ns,
-                              "file": r.out.name} for r in self.running}  # fmt: skip
+                              "file": r.out.name, **_hostile_stats(r)} for r in self.running}  # fmt: skip
+
+
+def _hostile_stats(r: _Running) -> dict[str, Any]:
+    """What a malformed flow sent, per kind (its own count; the cell's stray_datagrams says
+    what reached the endpoint)."""
+    if r.flow.kind != "malformed":
+        return {}
+    try:
+        return {"sent": json.loads(r.out.read_text())["sent"]}
+    except (OSError, ValueError, KeyError):
+        return {"sent": None}
 
 
 def server_intervals(path: Path) -> list[tuple[float, float, float]]:

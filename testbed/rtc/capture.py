@@ -21,8 +21,9 @@ SNAPLEN = 256  # IP + UDP + RTP header, extensions and the first payload bytes (
 PCAP_NANO_MAGIC = 0xA1B23C4D
 PCAP_MICRO_MAGIC = 0xA1B2C3D4
 
-# one row per IPv4 packet: t_real_ns, src_ip, dst_ip, ip_bytes, kind, pt, marker, seq, ts, ssrc
-Row = tuple[int, str, str, int, str, int, int, int, int, int]
+# one row per IPv4 packet: t_real_ns, src_ip, dst_ip, ip_bytes, kind, pt, marker, seq, ts, ssrc,
+# src port, dst port (0 for other protocols)
+Row = tuple[int, str, str, int, str, int, int, int, int, int, int, int]
 
 
 class Capture:
@@ -58,16 +59,17 @@ class Capture:
         returncode = self.proc.poll()
         if returncode is None:
             self.proc.send_signal(signal.SIGTERM)
-        else:
-            self.ended_early = (
-                f"the capture in {self.host} (tcpdump pid {self.proc.pid}) {exit_words(returncode)}"
-            )
         try:
             _, err = self.proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             _, err = self.proc.communicate()
-        return bytes(err or b"").decode(errors="replace").strip()
+        said = bytes(err or b"").decode(errors="replace").strip()
+        if returncode is not None:
+            why = [ln.strip() for ln in said.splitlines() if ln.startswith("tcpdump:")][-1:]
+            self.ended_early = (f"the capture in {self.host} (tcpdump pid {self.proc.pid}) "
+                                f"{exit_words(returncode)}" + (f" ({why[0]})" if why else ""))  # fmt: skip
+        return said
 
 
 def _one_line(text: bytes) -> str:
@@ -92,9 +94,10 @@ def classify(payload: bytes) -> tuple[str, int, int, int, int, int]:
     return "other", 0, 0, 0, 0, 0
 
 
-def udp_datagrams(path: Path) -> Iterator[tuple[int, str, str, int, int, bytes]]:
-    """(t_real_ns, src, dst, ip_bytes, ip proto, UDP payload as captured) per IPv4 packet of an
-    Ethernet pcap (the payload is empty for other protocols, cut at the snap length)."""
+def udp_datagrams(path: Path) -> Iterator[tuple[int, str, str, int, int, bytes, int, int]]:
+    """(t_real_ns, src, dst, ip_bytes, ip proto, UDP payload as captured, src port, dst port)
+    per IPv4 packet of an Ethernet pcap (payload empty and ports 0 for other protocols; the
+    payload is cut at the snap length)."""
     data = path.read_bytes()
     if len(data) < 24:
         return
@@ -117,20 +120,22 @@ def udp_datagrams(path: Path) -> Iterator[tuple[int, str, str, int, int, bytes]]
         ip = frame[14:]
         ihl = (ip[0] & 0x0F) * 4
         total = struct.unpack_from("!H", ip, 2)[0]
-        payload = ip[ihl + 8 :] if ip[9] == 17 else b""
+        udp = ip[9] == 17 and len(ip) >= ihl + 8
+        payload = ip[ihl + 8 :] if udp else b""
+        sport, dport = struct.unpack_from("!HH", ip, ihl) if udp else (0, 0)
         yield (sec * 1_000_000_000 + frac * scale, _ip(ip[12:16]), _ip(ip[16:20]), total, ip[9],
-               payload)  # fmt: skip
+               payload, sport, dport)  # fmt: skip
 
 
 def read_pcap(path: Path) -> list[Row]:
     """Parse an Ethernet pcap of IPv4 packets; times in CLOCK_REALTIME ns."""
     rows: list[Row] = []
-    for t, src, dst, total, proto, payload in udp_datagrams(path):
+    for t, src, dst, total, proto, payload, sport, dport in udp_datagrams(path):
         if proto == 17:
             kind, pt, marker, seq, ts, ssrc = classify(payload)
         else:
             kind, pt, marker, seq, ts, ssrc = ("icmp" if proto == 1 else "other"), 0, 0, 0, 0, 0
-        rows.append((t, src, dst, total, kind, pt, marker, seq, ts, ssrc))
+        rows.append((t, src, dst, total, kind, pt, marker, seq, ts, ssrc, sport, dport))
     return rows
 
 
@@ -138,7 +143,8 @@ def to_frame(rows: list[Row], offset_ns: int) -> Any:
     """Rows as a DataFrame with t_ns in CLOCK_MONOTONIC (t_real - offset)."""
     import pandas as pd
 
-    cols = ["t_ns", "src", "dst", "ip_bytes", "kind", "pt", "marker", "seq", "ts", "ssrc"]
+    cols = ["t_ns", "src", "dst", "ip_bytes", "kind", "pt", "marker", "seq", "ts", "ssrc",
+            "sport", "dport"]  # fmt: skip
     df = pd.DataFrame(rows, columns=cols)
     df["t_ns"] = df["t_ns"].astype("int64") - offset_ns
     return df

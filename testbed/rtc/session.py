@@ -43,6 +43,7 @@ from testbed.roi.quality import add_roi_columns
 from testbed.rtc.capture import Capture, read_pcap, to_frame
 from testbed.rtc.framelog import after_warmup, frame_table
 from testbed.rtc.record import EndpointRecord
+from testbed.rtc.signaling import candidate_port
 from testbed.rtc.spec import StreamSpec
 from testbed.rtc.stack import get_stack
 from testbed.rtc.timeseries import cell_series
@@ -214,6 +215,7 @@ def run_stream(
         cross: CrossTraffic | None = None
         cross_info: dict[str, Any] = {}
         finished = False
+        ports: tuple[int, int] | None = None
         try:
             net.ledger.note_phase("setup")
             for cap in caps.values():
@@ -234,9 +236,12 @@ def run_stream(
             connected = sender.expect("connected", spec.connect_timeout_s)
             receiver.expect("connected", spec.connect_timeout_s)
             connect_s = (connected["t_ns"] - offer["t_ns"]) / 1e9
+            ports = media_ports(offer["sdp"], answer["sdp"], net.address(spec.sender),
+                                net.address(spec.receiver))  # fmt: skip
             if topology.cross_traffic:
                 cross = CrossTraffic(net, topology.cross_traffic, out)
-                cross.start(spec.duration_s)
+                cross.start(spec.duration_s, {spec.sender: ports[0], spec.receiver: ports[1]}
+                            if ports else None)  # fmt: skip
             say(f"connected in {connect_s:.2f} s; streaming {spec.duration_s:g} s")
             net.ledger.note_phase("streaming")
             sender.expect("done", spec.duration_s + spec.drain_s + 30)
@@ -272,13 +277,15 @@ def run_stream(
             raise TestbedError(f"{ep.role} endpoint (pid {ep.proc.pid}) "
                                f"{exit_words(ep.proc.returncode)}{ep._tail()}")  # fmt: skip
     sender_ip, receiver_ip = info.hosts[spec.sender].address, info.hosts[spec.receiver].address
-    complete_from_wire(out, sender_ip, receiver_ip, offset)
+    complete_from_wire(out, sender_ip, receiver_ip, offset, ports)
     snd = EndpointRecord.read(out, "sender")
     rcv = EndpointRecord.read(out, "receiver")
     sent_wire = to_frame(read_pcap(out / "sender.pcap"), offset)
     recv_wire = to_frame(read_pcap(out / "receiver.pcap"), offset)
-    sent_wire = sent_wire[(sent_wire.src == sender_ip) & (sent_wire.dst == receiver_ip)]
-    recv_wire = recv_wire[(recv_wire.src == sender_ip) & (recv_wire.dst == receiver_ip)]
+    strays = {"sender": stray_datagrams(sent_wire, sender_ip, ports, 0),
+              "receiver": stray_datagrams(recv_wire, receiver_ip, ports, 1)}  # fmt: skip
+    sent_wire = media_flow(sent_wire, sender_ip, receiver_ip, ports)
+    recv_wire = media_flow(recv_wire, sender_ip, receiver_ip, ports)
     frames = frame_table(snd, rcv, sent_wire, recv_wire, int(spec.giveup_ms * 1e6),
                          sizes_from_wire=spec.source == "video")  # fmt: skip
     if spec.source == "roi":
@@ -306,6 +313,8 @@ def run_stream(
         "abr": snd.info.get("abr"), "fec_nacks_saved": rcv.info.get("fec_nacks_saved", 0),
         "keyframe_requests": snd.info.get("keyframe_requests", 0),
         "cross_traffic": cross_info, "connect_s": connect_s,
+        "media_ports": {"sender": ports[0], "receiver": ports[1]} if ports else None,
+        "stray_datagrams": strays,
         "browser": {"sender": snd.info.get("browser"), "receiver": rcv.info.get("browser")},
         "capture": capture_stats, "clock_offset_real_minus_mono_ns": offset,
         "started_real_ns": started, "ended_real_ns": time.time_ns(), "summary": summary,
@@ -361,21 +370,55 @@ def media_path(topology: TopologySpec, spec: StreamSpec) -> dict[str, str]:
             "direction": "uplink" if link.between[0] == spec.sender else "downlink"}  # fmt: skip
 
 
-def complete_from_wire(out: Path, sender_ip: str, receiver_ip: str, offset: int) -> None:
+def media_ports(
+    offer: str, answer: str, sender_ip: str, receiver_ip: str
+) -> tuple[int, int] | None:
+    """(sender port, receiver port) of the media, from the host candidates each end offered;
+    None when either is unclear (then the wire is filtered by address only)."""
+    sport, dport = candidate_port(offer, sender_ip), candidate_port(answer, receiver_ip)
+    return (sport, dport) if sport is not None and dport is not None else None
+
+
+def media_flow(wire: pd.DataFrame, sender_ip: str, receiver_ip: str,
+               ports: tuple[int, int] | None) -> pd.DataFrame:  # fmt: skip
+    """The captured packets of the media direction (sender -> receiver), stray datagrams
+    between the same hosts (cross traffic, hostile bursts) left out when the ports are known."""
+    keep = (wire.src == sender_ip) & (wire.dst == receiver_ip)
+    if ports is not None:
+        keep &= (wire.sport == ports[0]) & (wire.dport == ports[1])
+    return wire[keep]
+
+
+def stray_datagrams(wire: pd.DataFrame, ip: str, ports: tuple[int, int] | None,
+                    side: int) -> dict[str, int] | None:  # fmt: skip
+    """UDP datagrams that reached an endpoint's media port from anywhere but its peer's media
+    port (hostile bursts; the endpoint must drop them), counted from its own capture."""
+    if ports is None:
+        return None
+    mine, peer = ports[side], ports[1 - side]
+    to_me = wire[(wire.dst == ip) & (wire.dport == mine) & (wire.sport != peer)]
+    return {"datagrams": len(to_me), "ip_bytes": int(to_me.ip_bytes.sum())}
+
+
+def complete_from_wire(
+    out: Path, sender_ip: str, receiver_ip: str, offset: int, ports: tuple[int, int] | None = None
+) -> None:
     """Fill the record tables a stack could not log itself (its info says `packets_from:
     wire` / `feedback_from: wire`) from the cell's captures, once, before the cell is whole."""
     snd_info = json.loads((out / "sender" / "info.json").read_text())["info"]
     if snd_info.get("packets_from") == "wire":
         pts = PayloadTypes.from_dict(snd_info["payload_types"])
         packets = sender_packets(out / "sender.pcap", sender_ip, receiver_ip, pts, offset,
-                                 bool(snd_info.get("encrypted")))  # fmt: skip
+                                 bool(snd_info.get("encrypted")), ports)  # fmt: skip
         if not snd_info.get("encrypted"):  # NACKs readable: tell probes from retransmissions
-            asked = receiver_feedback(out / "sender.pcap", receiver_ip, sender_ip, offset)
+            back = (ports[1], ports[0]) if ports else None
+            asked = receiver_feedback(out / "sender.pcap", receiver_ip, sender_ip, offset, back)
             packets = payload_padding(packets, asked)
         write_atomic(out / "sender" / "packets.parquet", parquet_bytes(packets))
     rcv_info = json.loads((out / "receiver" / "info.json").read_text())["info"]
     if rcv_info.get("feedback_from") == "wire":
-        feedback = receiver_feedback(out / "receiver.pcap", receiver_ip, sender_ip, offset)
+        back = (ports[1], ports[0]) if ports else None
+        feedback = receiver_feedback(out / "receiver.pcap", receiver_ip, sender_ip, offset, back)
         write_atomic(out / "receiver" / "feedback.parquet", parquet_bytes(feedback))
 
 

@@ -64,3 +64,22 @@ def endpoint_args(argv: list[str] | None, doc: str | None) -> tuple[str, StreamS
         emit({"type": "error", "error": f"{type(e).__name__}: {e}"})
         raise
     return args.role, spec, Path(args.out)
+
+
+def candidate_port(sdp: str, address: str) -> int | None:
+    """The UDP port of the one host candidate for ADDRESS in SDP (None: none, or several)."""
+    ports = set()
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            f = line.split()
+            # a=candidate:FOUNDATION COMPONENT PROTO PRIORITY ADDRESS PORT typ TYPE ...
+            if (
+                len(f) >= 8
+                and f[1] == "1"
+                and f[2].lower() == "udp"
+                and f[4] == address
+                and f[5].isdigit()
+                and f[7] == "host"
+            ):
+                ports.add(int(f[5]))
+    return ports.pop() if len(ports) == 1 else None

@@ -22,6 +22,8 @@ import pandas as pd
 from testbed.rtc import record
 from testbed.rtc.capture import udp_datagrams
 
+Ports = tuple[int, int] | None  # (source, destination) UDP ports of a session's flow
+
 MASK_BITS = 63  # what an Int64 mask column holds; libwebrtc protects at most 48 packets
 
 
@@ -123,11 +125,15 @@ def _mask(bits: int, width: int) -> int:
 
 
 def sender_packets(pcap: Path, src: str, dst: str, pts: PayloadTypes, offset_ns: int,
-                   encrypted: bool) -> pd.DataFrame:  # fmt: skip
-    """The sender record's packets table from its own wire (t_ns: the capture's time)."""
+                   encrypted: bool, ports: Ports = None) -> pd.DataFrame:  # fmt: skip
+    """The sender record's packets table from its own wire (t_ns: the capture's time); ports:
+    the session's (source, destination) UDP ports, when known, so stray datagrams between the
+    same hosts are not taken for media."""
     rows = []
-    for t, s, d, total, proto, udp in udp_datagrams(pcap):
+    for t, s, d, total, proto, udp, sport, dport in udp_datagrams(pcap):
         if proto != 17 or s != src or d != dst or len(udp) < 12 or not 128 <= udp[0] <= 191:
+            continue
+        if ports is not None and (sport, dport) != ports:
             continue
         pt, marker = udp[1] & 0x7F, bool(udp[1] >> 7)
         if 72 <= pt <= 76:  # RTCP (PT 200-204 with the marker bit)
@@ -173,11 +179,14 @@ def _only_padding(body: bytes, whole: bool) -> bool:
     return body[-1] >= len(body) if whole else body[:2] == b"\0\0"
 
 
-def receiver_feedback(pcap: Path, src: str, dst: str, offset_ns: int) -> pd.DataFrame:
+def receiver_feedback(pcap: Path, src: str, dst: str, offset_ns: int,
+                      ports: Ports = None) -> pd.DataFrame:  # fmt: skip
     """The receiver record's feedback table from its own wire: RTCP it sent (unencrypted)."""
     rows: list[tuple[int, str, int | None]] = []
-    for t, s, d, _total, proto, udp in udp_datagrams(pcap):
+    for t, s, d, _total, proto, udp, sport, dport in udp_datagrams(pcap):
         if proto != 17 or s != src or d != dst or len(udp) < 8 or not 128 <= udp[0] <= 191:
+            continue
+        if ports is not None and (sport, dport) != ports:
             continue
         if not 192 <= udp[1] <= 223:
             continue

@@ -4,6 +4,7 @@ random bytes and mangled valid packets through each."""
 
 from __future__ import annotations
 
+import random
 import struct
 import tempfile
 from pathlib import Path
@@ -15,8 +16,10 @@ from scapy.all import IP, UDP, Ether, Raw, wrpcap  # type: ignore[attr-defined]
 from testbed.abr.framefeedback import unpack_app
 from testbed.fec import codec
 from testbed.fec.receiver import FecReceiver
+from testbed.net.hostile import KINDS, craft
 from testbed.rtc.capture import classify, read_pcap
 from testbed.rtc.rtp import parse_rtp_header
+from testbed.rtc.signaling import candidate_port
 from testbed.rtc.sources import decode_frame_header
 from testbed.rtc.wireid import (
     PayloadTypes,
@@ -43,7 +46,12 @@ def mangle(valid: bytes) -> st.SearchStrategy[bytes]:
     )
 
 
-PACKETS = st.one_of(mangle(RTP), mangle(RTCP_NACK), mangle(REPAIR))
+HOSTILE = st.builds(
+    lambda kind, seed: craft(kind, random.Random(seed)),
+    st.sampled_from(KINDS),
+    st.integers(0, 2**32),
+)  # what the live bursts send (testbed.net.hostile)
+PACKETS = st.one_of(mangle(RTP), mangle(RTCP_NACK), mangle(REPAIR), HOSTILE)
 
 
 @TRIES
@@ -82,3 +90,12 @@ def test_captures_of_hostile_datagrams_parse(datagrams: list[bytes]) -> None:
         for encrypted in (False, True):
             sender_packets(path, "10.0.0.1", "10.0.0.2", pts, 0, encrypted)
         receiver_feedback(path, "10.0.0.1", "10.0.0.2", 0)
+
+
+@TRIES
+@given(st.one_of(st.text(max_size=400), st.lists(st.sampled_from(
+    ["a=candidate:2", "1", "udp", "9", "10.77.0.1", "x5", "6000", "typ", "host", "\n"]),
+    max_size=20).map(" ".join)), st.sampled_from(["10.77.0.1", ""]))  # fmt: skip
+def test_sdp_candidates_parse_or_are_none(sdp: str, address: str) -> None:
+    port = candidate_port("a=candidate:1 1 udp 1 10.77.0.1 5000 typ host\n" + sdp, address)
+    assert port is None or port >= 0
