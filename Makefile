@@ -7,12 +7,13 @@ APT_PACKAGES := iproute2 nftables iperf3 iputils-ping tcpdump ethtool kmod procp
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 
-.PHONY: setup run test test-unit lint bench clean-kernel help
+.PHONY: setup run test drill test-unit lint bench clean-kernel help
 
 help:
 	@echo "make setup   apt packages + .venv with pinned Python dependencies"
 	@echo "make run     setup, then the main job: a small Figure 3 sweep and its plot"
 	@echo "make test    setup, then all tests (root: real namespaces, links, processes)"
+	@echo "make drill   setup, then the on-demand drills: the whole fault matrix, a soak"
 	@echo "make lint    ruff + mypy --strict on testbed/"
 	@echo "make bench   the link fidelity and frame-latency floor benchmarks"
 
@@ -42,6 +43,9 @@ bench: setup
 
 test: setup
 	$(VENV)/bin/pytest -q
+
+drill: setup
+	$(VENV)/bin/pytest -q -m drill
 
 test-unit: setup
 	$(VENV)/bin/pytest -q tests/unit
