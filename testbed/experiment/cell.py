@@ -8,6 +8,7 @@ The cell is written into a temporary folder beside DIR and renamed to DIR only w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -32,28 +33,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with terminate_unwinds():
             _run(job, args.name, tmp, final)
+        return 0
     except TestbedError as e:
-        print(f"cell {job['cell_id']}: {_full(final)}{e}", file=sys.stderr)
-        shutil.rmtree(tmp, ignore_errors=True)
-        return 1
+        said, code = f"cell {job['cell_id']}: {_full(final)}{e}", 1
     except KeyboardInterrupt as e:
-        print(
+        said, code = (
             f"cell {job['cell_id']}: interrupted ({e or 'SIGINT'}); nothing of it is kept",
-            file=sys.stderr,
+            130,
         )
-        shutil.rmtree(tmp, ignore_errors=True)
-        return 130
     except Exception as e:  # a bug, not a measurement: say so, keep no partial cell
         import traceback
 
         full = _full(final)
         if not full:
-            traceback.print_exc()
+            with contextlib.suppress(OSError):
+                traceback.print_exc()
         what = "" if full else "internal error "
-        print(f"cell {job['cell_id']}: {full}{what}{type(e).__name__}: {e}", file=sys.stderr)
-        shutil.rmtree(tmp, ignore_errors=True)
-        return 1
-    return 0
+        said, code = f"cell {job['cell_id']}: {full}{what}{type(e).__name__}: {e}", 1
+    shutil.rmtree(tmp, ignore_errors=True)  # first: on a full disk even the message may fail
+    with contextlib.suppress(OSError):
+        print(said, file=sys.stderr, flush=True)
+    return code
 
 
 def _full(final: Path) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 
 from testbed.errors import ConfigError, TestbedError
 from testbed.experiment.spec import Cell, Experiment
-from testbed.files import free_bytes, write_json_atomic
+from testbed.files import disk_full, free_bytes, write_json_atomic
 from testbed.net.ledger import Ledger
 from testbed.procstat import exit_words
 from testbed.versions import package_versions
@@ -181,8 +181,8 @@ def run_experiment(
         raise TestbedError(f"{stop_reason}; finished cells are kept: free space (or use another "
                            "-o) and rerun the same command")  # fmt: skip
     if failed:
-        raise TestbedError(f"{len(failed)} cell(s) failed (logs in {out}/cells/.log-*); "
-                           "rerun the same command to retry them")  # fmt: skip
+        raise TestbedError(f"{len(failed)} cell(s) failed (logs in {out}/cells/.log-*; the last: "
+                           f"{failed[-1]['reason']}); rerun the same command to retry them")  # fmt: skip
     return dict(json.loads((out / "run.json").read_text()))
 
 
@@ -208,8 +208,13 @@ def _failure(proc: subprocess.Popen[bytes], cell: Cell, name: str, out: Path, lo
     (its ledger, whose owner is now gone) and its partial folder are removed here, so the slot's
     next cell starts clean."""
     tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+    for tmp in (out / "cells").glob(f".tmp-{cell.cell_id}-{proc.pid}"):  # what it could not remove
+        shutil.rmtree(tmp, ignore_errors=True)
     if proc.returncode >= 0:
-        return " ".join(tail) or exit_words(proc.returncode)
+        full = disk_full(out)  # the cell could not even write its log: say why
+        return " ".join(tail) or (
+            f"{full}: free space and rerun; the cell " if full else ""
+        ) + exit_words(proc.returncode)
     ledger = Ledger(name)
     phase = ledger.phase()
     removed = 0
@@ -221,8 +226,6 @@ def _failure(proc: subprocess.Popen[bytes], cell: Cell, name: str, out: Path, lo
             finally:
                 ledger.unlock()
             ledger.remove_state()
-    for tmp in (out / "cells").glob(f".tmp-{cell.cell_id}-{proc.pid}"):
-        shutil.rmtree(tmp, ignore_errors=True)
     when = f" during {phase}" if phase else ""
     return (f"the cell process (pid {proc.pid}) {exit_words(proc.returncode)}{when}; "
             f"{removed} object(s) it left were removed")  # fmt: skip
@@ -234,4 +237,10 @@ def _end_session(out: Path, failed: list[dict[str, Any]], interrupted: str | Non
     if interrupted:
         meta["sessions"][-1]["interrupted"] = interrupted
     meta["ended"] = time.time()
-    write_json_atomic(out / "run.json", meta)
+    try:
+        write_json_atomic(out / "run.json", meta)
+    except OSError as e:  # a full disk: the cells' own outcome is still said, and true
+        print(
+            f"testbed: could not record the session's end in {out / 'run.json'}: {e}",
+            file=sys.stderr,
+        )

@@ -50,7 +50,10 @@ class Capture:
                 raise TestbedError(f"tcpdump did not start: {_one_line(seen)}")
             chunk = self.proc.stderr.read1(4096)  # type: ignore[attr-defined]
             if not chunk:
-                raise TestbedError(f"tcpdump in {self.host} exited: {_one_line(seen)}")
+                how = exit_words(self.proc.wait())
+                said = _one_line(seen + self.proc.stderr.read())
+                raise TestbedError(f"the capture in {self.host} (tcpdump pid {self.proc.pid}) {how} "
+                                   "before it started" + (f": {said}" if said else ""))  # fmt: skip
             seen += chunk
 
     def stop(self) -> str:

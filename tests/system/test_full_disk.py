@@ -53,6 +53,7 @@ def test_no_room_for_a_cell_is_said_before_anything_is_built(run: str, tmp_path:
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 1, err
         assert "not enough space for the next cell" in err and "MB free" in err, err
+        print(err)
         assert _cells(disk / "results") == []
         assert namespaces_of(f"{run[:4]}0") == []
 
@@ -70,9 +71,9 @@ def test_a_disk_that_fills_mid_cell_fails_it_in_words(run: str, tmp_path: Path) 
         assert cell_run.phase() == "streaming", "the cell did not start streaming"
         filler = disk / "filler"
         subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M"], capture_output=True)
-        _, err = proc.communicate(timeout=90)
-        assert proc.returncode == 1, err
-        assert "is full" in err and "free space and rerun" in err, err
+        said = "".join(proc.communicate(timeout=90))
+        assert proc.returncode == 1, said
+        assert "is full" in said and "free space and rerun" in said, said
         assert [c for c in _cells(out) if not c.startswith(".log-")] == [], _cells(out)
         assert namespaces_of(cell_run.run) == []
         filler.unlink()
