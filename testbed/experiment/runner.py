@@ -111,14 +111,32 @@ def run_experiment(
     progress: bool = True,
 ) -> dict[str, Any]:
     """backend: (name, why) as choose_backend resolved it, once for every cell."""
-    from tqdm import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
     lock = os.open(out / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise TestbedError(f"another `testbed run` is writing {out}; wait for it") from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TestbedError(f"another `testbed run` is writing {out}; wait for it") from None
+        return _run_locked(exp, out, jobs, run, backend, say, progress)
+    finally:
+        os.close(
+            lock
+        )  # a leak per sweep otherwise, for a process that runs many (the soak found it)
+
+
+def _run_locked(
+    exp: Experiment,
+    out: Path,
+    jobs: int,
+    run: str,
+    backend: tuple[str, str],
+    say: Say,
+    progress: bool,
+) -> dict[str, Any]:
+    from tqdm import tqdm
+
     previous = prepare_results(exp, out, backend[0], jobs)["sessions"][:-1]
     if previous and "ended" not in previous[-1]:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(previous[-1]["started"]))
