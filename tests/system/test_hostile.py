@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from testbed.config import load_topology
+from testbed.errors import ConfigError
 from testbed.net.hostile import KINDS
 from testbed.rtc.chromium.browser import missing
 from testbed.rtc.session import run_stream
@@ -55,4 +56,22 @@ def test_bursts_of_malformed_datagrams_do_not_stop_a_session(
         assert total > 0.9 * 300 * 4.5, by_kind
         seen = cell["stray_datagrams"][role]["datagrams"]
         assert 0.95 * total <= seen <= total, (role, seen, total)  # a lossless link delivers them
+    assert namespaces_of(run) == []
+
+
+def test_a_malformed_flow_must_aim_at_an_endpoint(run: str, tmp_path: Path) -> None:
+    topo_file = tmp_path / "t.yaml"
+    extra = "  - {name: side, between: [receiver, other], uplink: {rate_mbps: 10}, downlink: {rate_mbps: 10}}\n"
+    text = TOPO.replace("hosts: [sender, receiver]", "hosts: [sender, receiver, other]")
+    text = text.replace("cross_traffic:", extra + "cross_traffic:").replace(
+        "to: sender", "to: other"
+    )
+    topo_file.write_text(text)
+    spec = parse_stream({"bitrate_mbps": 1.0, "duration_s": 1.0}, "test")
+    with pytest.raises(
+        ConfigError, match=r"cross_traffic.at_sender.to: 'other'.*valid: sender, receiver"
+    ):
+        run_stream(
+            load_topology(topo_file), spec, tmp_path / "c", make_backend("emu"), "t", run=run
+        )
     assert namespaces_of(run) == []
