@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,21 @@ def _job(cell: Cell, exp: Experiment, backend: tuple[str, str]) -> str:
     })  # fmt: skip
 
 
+@contextlib.contextmanager
+def _results_lock(out: Path) -> Iterator[None]:
+    """One `testbed run` writes a results folder at a time; the lock is closed after (a long-
+    lived process that runs many sweeps leaked one file per sweep: the soak found it)."""
+    lock = os.open(out / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TestbedError(f"another `testbed run` is writing {out}; wait for it") from None
+        yield
+    finally:
+        os.close(lock)
+
+
 def run_experiment(
     exp: Experiment,
     out: Path,
@@ -112,96 +127,77 @@ def run_experiment(
 ) -> dict[str, Any]:
     """backend: (name, why) as choose_backend resolved it, once for every cell."""
 
-    out.mkdir(parents=True, exist_ok=True)
-    lock = os.open(out / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise TestbedError(f"another `testbed run` is writing {out}; wait for it") from None
-        return _run_locked(exp, out, jobs, run, backend, say, progress)
-    finally:
-        os.close(
-            lock
-        )  # a leak per sweep otherwise, for a process that runs many (the soak found it)
-
-
-def _run_locked(
-    exp: Experiment,
-    out: Path,
-    jobs: int,
-    run: str,
-    backend: tuple[str, str],
-    say: Say,
-    progress: bool,
-) -> dict[str, Any]:
     from tqdm import tqdm
 
-    previous = prepare_results(exp, out, backend[0], jobs)["sessions"][:-1]
-    if previous and "ended" not in previous[-1]:
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(previous[-1]["started"]))
-        say(f"note: the previous session on {out} (started {started}) never ended: its "
-            "`testbed run` was killed; its unfinished cells run again")  # fmt: skip
-    for stale in (out / "cells").glob(".tmp-*"):  # cells cut short by a crash: never results
-        shutil.rmtree(stale, ignore_errors=True)
-    finished = done_cells(out)
-    todo = [c for c in exp.cells if c.cell_id not in finished]
-    say(f"{exp.name}: {len(exp.cells)} cells, {len(finished)} already done, {len(todo)} to run, "
-        f"{jobs} at a time -> {out}")  # fmt: skip
-    names = [f"{run[:4]}{slot}" for slot in range(jobs)]
-    free = list(names)
-    running: dict[subprocess.Popen[bytes], tuple[Cell, str, Path]] = {}
-    failed: list[dict[str, Any]] = []
-    bar = tqdm(total=len(exp.cells), initial=len(finished), unit="cell", disable=not progress,
-               dynamic_ncols=True)  # fmt: skip
-    queue = list(todo)
-    stop_reason: str | None = None
-    try:
-        while queue or running:
-            short = _no_room(out, queue[0]) if queue and free else None
-            if short:  # finish what runs, start nothing more: a cell would fill the disk
-                stop_reason = short
-                queue.clear()
-            while queue and free:
-                cell = queue.pop(0)
-                name = free.pop(0)
-                log = out / "cells" / f".log-{cell.cell_id}"
-                with open(log, "wb") as err:
-                    proc = subprocess.Popen(
-                        [sys.executable, "-m", "testbed.experiment.cell", "--job",
-                         _job(cell, exp, backend), "--out", str(out / "cells" / cell.cell_id),
-                         "--name", name],
-                        stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_die_with_parent,
-                    )  # fmt: skip
-                running[proc] = (cell, name, log)
-            time.sleep(0.2)
-            for proc in [p for p in running if p.poll() is not None]:
-                cell, name, log = running.pop(proc)
-                free.append(name)
-                if proc.returncode == 0:
-                    log.unlink(missing_ok=True)
-                    bar.update(1)
-                    continue
-                reason = _failure(proc, cell, name, out, log)
-                failed.append({"cell_id": cell.cell_id, "params": cell.params, "reason": reason})
-                bar.write(f"cell {cell.cell_id} {cell.params} failed: {reason}")
-    except KeyboardInterrupt as e:
-        for proc in running:
-            proc.send_signal(signal.SIGTERM)
-        for proc in running:
-            proc.wait()
+    out.mkdir(parents=True, exist_ok=True)
+    with _results_lock(out):
+        previous = prepare_results(exp, out, backend[0], jobs)["sessions"][:-1]
+        if previous and "ended" not in previous[-1]:
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(previous[-1]["started"]))
+            say(f"note: the previous session on {out} (started {started}) never ended: its "
+                "`testbed run` was killed; its unfinished cells run again")  # fmt: skip
+        for stale in (out / "cells").glob(".tmp-*"):  # cells cut short by a crash: never results
+            shutil.rmtree(stale, ignore_errors=True)
+        finished = done_cells(out)
+        todo = [c for c in exp.cells if c.cell_id not in finished]
+        say(f"{exp.name}: {len(exp.cells)} cells, {len(finished)} already done, {len(todo)} to run, "
+            f"{jobs} at a time -> {out}")  # fmt: skip
+        names = [f"{run[:4]}{slot}" for slot in range(jobs)]
+        free = list(names)
+        running: dict[subprocess.Popen[bytes], tuple[Cell, str, Path]] = {}
+        failed: list[dict[str, Any]] = []
+        bar = tqdm(total=len(exp.cells), initial=len(finished), unit="cell", disable=not progress,
+                   dynamic_ncols=True)  # fmt: skip
+        queue = list(todo)
+        stop_reason: str | None = None
+        try:
+            while queue or running:
+                short = _no_room(out, queue[0]) if queue and free else None
+                if short:  # finish what runs, start nothing more: a cell would fill the disk
+                    stop_reason = short
+                    queue.clear()
+                while queue and free:
+                    cell = queue.pop(0)
+                    name = free.pop(0)
+                    log = out / "cells" / f".log-{cell.cell_id}"
+                    with open(log, "wb") as err:
+                        proc = subprocess.Popen(
+                            [sys.executable, "-m", "testbed.experiment.cell", "--job",
+                             _job(cell, exp, backend), "--out", str(out / "cells" / cell.cell_id),
+                             "--name", name],
+                            stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_die_with_parent,
+                        )  # fmt: skip
+                    running[proc] = (cell, name, log)
+                time.sleep(0.2)
+                for proc in [p for p in running if p.poll() is not None]:
+                    cell, name, log = running.pop(proc)
+                    free.append(name)
+                    if proc.returncode == 0:
+                        log.unlink(missing_ok=True)
+                        bar.update(1)
+                        continue
+                    reason = _failure(proc, cell, name, out, log)
+                    failed.append(
+                        {"cell_id": cell.cell_id, "params": cell.params, "reason": reason}
+                    )
+                    bar.write(f"cell {cell.cell_id} {cell.params} failed: {reason}")
+        except KeyboardInterrupt as e:
+            for proc in running:
+                proc.send_signal(signal.SIGTERM)
+            for proc in running:
+                proc.wait()
+            bar.close()
+            _end_session(out, failed, interrupted=str(e) or "SIGINT")
+            raise
         bar.close()
-        _end_session(out, failed, interrupted=str(e) or "SIGINT")
-        raise
-    bar.close()
-    _end_session(out, failed)
-    if stop_reason:
-        raise TestbedError(f"{stop_reason}; finished cells are kept: free space (or use another "
-                           "-o) and rerun the same command")  # fmt: skip
-    if failed:
-        raise TestbedError(f"{len(failed)} cell(s) failed (logs in {out}/cells/.log-*; the last: "
-                           f"{failed[-1]['reason']}); rerun the same command to retry them")  # fmt: skip
-    return dict(json.loads((out / "run.json").read_text()))
+        _end_session(out, failed)
+        if stop_reason:
+            raise TestbedError(f"{stop_reason}; finished cells are kept: free space (or use another "
+                               "-o) and rerun the same command")  # fmt: skip
+        if failed:
+            raise TestbedError(f"{len(failed)} cell(s) failed (logs in {out}/cells/.log-*; the last: "
+                               f"{failed[-1]['reason']}); rerun the same command to retry them")  # fmt: skip
+        return dict(json.loads((out / "run.json").read_text()))
 
 
 def cell_bytes(cell: Cell) -> int:
