@@ -115,3 +115,14 @@ def parse_flows(raw: Any, hosts: tuple[str, ...], src: str) -> tuple[FlowSpec, .
     if len(set(names)) != len(names):
         raise ConfigError(src, "cross_traffic", f"flow names repeat: {names}")
     return tuple(out)
+
+
+def check_malformed_targets(
+    flows: tuple[FlowSpec, ...], endpoints: tuple[str, str], src: str
+) -> None:
+    """A malformed flow aims at the stream's media port, so its `to` is the sender or receiver."""
+    for flow in flows:
+        if flow.kind == "malformed" and flow.dst not in endpoints:
+            raise ConfigError(src, f"cross_traffic.{flow.name}.to",
+                              f"{flow.dst!r}: a malformed flow aims at the stream's media port: "
+                              f"valid: {', '.join(endpoints)}")  # fmt: skip

@@ -22,6 +22,7 @@ from testbed.config import (
     read_topology_file,
     read_yaml,
 )
+from testbed.config.traffic import check_malformed_targets
 from testbed.errors import ConfigError
 from testbed.rtc.spec import StreamSpec, parse_stream, set_key
 
@@ -144,6 +145,9 @@ def load_experiment(path: str | Path, max_cells: int | None = None) -> Experimen
                 if getattr(spec, role) not in topo.hosts:
                     raise ConfigError(src, f"stream.{role}", f"{getattr(spec, role)!r} is not a "
                                       f"host of {topo_path.name}; valid: {', '.join(topo.hosts)}")  # fmt: skip
+            check_malformed_targets(
+                topo.cross_traffic, (spec.sender, spec.receiver), str(topo_path)
+            )
         except ConfigError as e:
             where = f"grid {values}" if values else "set/stream"
             key = f"grid.{e.key}" if e.key in values or f"stream.{e.key}" in values else e.key

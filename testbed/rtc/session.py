@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from testbed.config import LinkSpec, TopologySpec
-from testbed.errors import ConfigError, TestbedError
+from testbed.config.traffic import check_malformed_targets
+from testbed.errors import TestbedError
 from testbed.files import parquet_bytes, write_atomic, write_json_atomic
 from testbed.net import names
 from testbed.net.network import Network
@@ -192,11 +193,7 @@ def run_stream(
         if host not in topology.hosts:
             raise TestbedError(f"stream.{'sender' if host == spec.sender else 'receiver'}: "
                                f"{host!r} is not a host of the topology ({', '.join(topology.hosts)})")  # fmt: skip
-    for flow in topology.cross_traffic:
-        if flow.kind == "malformed" and flow.dst not in (spec.sender, spec.receiver):
-            raise ConfigError(topology.source, f"cross_traffic.{flow.name}.to",
-                              f"{flow.dst!r}: a malformed flow aims at the stream's media port: "
-                              f"valid: {spec.sender}, {spec.receiver}")  # fmt: skip
+    check_malformed_targets(topology.cross_traffic, (spec.sender, spec.receiver), topology.source)
     link_index = media_link_index(topology, spec)
     link = topology.links[link_index]
     side = {link.between[0]: "a", link.between[1]: "b"}

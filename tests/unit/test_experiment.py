@@ -206,3 +206,20 @@ def test_every_shipped_experiment_keeps_working() -> None:
         assert exp.cells and all(c.stream.stack in ("aiortc", "chromium") for c in exp.cells), path
         if "chromium" in path.stem:  # the Chromium experiments run it at both ends
             assert all(c.stream.stack_label() == "chromium" for c in exp.cells), path
+
+
+def test_a_malformed_flow_aimed_off_the_stream_is_refused_up_front(tmp_path: Path) -> None:
+    topo = tmp_path / "three.yaml"
+    topo.write_text("""name: three
+hosts: [sender, receiver, other]
+links:
+  - {name: path, between: [sender, receiver], uplink: {rate_mbps: 10}, downlink: {rate_mbps: 10}}
+  - {name: side, between: [receiver, other], uplink: {rate_mbps: 10}, downlink: {rate_mbps: 10}}
+cross_traffic:
+  - {name: junk, from: sender, to: other, kind: malformed, rate_pps: 10}
+""")
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"topology: {topo}\n")
+    with pytest.raises(ConfigError, match=r"cross_traffic.junk.to.*valid: sender, receiver") as e:
+        load_experiment(exp)
+    assert e.value.exit_code == 2
