@@ -39,11 +39,12 @@ def free_bytes(path: str | Path) -> int:
 
 
 def disk_full(path: str | Path) -> str | None:
-    """'the disk holding PATH is full (N kB free)', or None when it is not."""
+    """'the disk holding PATH is full (N kB free): free space and rerun', or None when it is
+    not."""
     free = free_bytes(path)
     if free >= FULL_BELOW_BYTES:
         return None
-    return f"the disk holding {path} is full ({free // 1024} kB free)"
+    return f"the disk holding {path} is full ({free // 1024} kB free): free space and rerun"
 
 
 def write_json_atomic(path: str | Path, data: Any, indent: int | None = 1) -> None:

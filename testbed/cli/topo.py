@@ -159,7 +159,7 @@ def down(name: str) -> None:
 def clean(name: str | None, force: bool) -> None:
     """Remove what crashed runs left (everything they recorded, nothing else); live runs are
     listed and kept (`--name RUN --force` removes one anyway)."""
-    from testbed.errors import LedgerError
+    from testbed.errors import BusyError, LedgerError
     from testbed.net.ledger import Ledger, all_runs, state_root
 
     if force and name is None:
@@ -177,19 +177,12 @@ def clean(name: str | None, force: bool) -> None:
             kept += 1
             continue
         try:
-            ledger.lock()
-        except TestbedError as e:
+            total += ledger.remove_all(say=functools.partial(echo_prefixed, f"  {run}: "))
+        except BusyError as e:
             click.echo(f"skipped {run}: {e}", err=True)
-            continue
-        try:
-            total += ledger.undo(say=functools.partial(echo_prefixed, f"  {run}: "))
         except LedgerError as e:
             click.echo(f"testbed: error: {e}", err=True)
             broken += 1
-            continue
-        finally:
-            ledger.unlock()
-        ledger.remove_state()
     click.echo(f"clean: {total} objects removed from {len(runs) - kept - broken} run(s)"
                + (f"; {kept} live run(s) kept" if kept else ""))  # fmt: skip
     if broken:

@@ -61,7 +61,7 @@ def _full(final: Path) -> str:
     from testbed.files import disk_full
 
     full = disk_full(final.parent)
-    return f"{full}: free space and rerun (nothing of this cell is kept); cause: " if full else ""
+    return f"{full} (nothing of this cell is kept); cause: " if full else ""
 
 
 def _run(job: dict[str, Any], name: str, tmp: Path, final: Path) -> None:

@@ -226,20 +226,15 @@ def _failure(proc: subprocess.Popen[bytes], cell: Cell, name: str, out: Path, lo
         shutil.rmtree(tmp, ignore_errors=True)
     if proc.returncode >= 0:
         full = disk_full(out)  # the cell could not even write its log: say why
-        return " ".join(tail) or (
-            f"{full}: free space and rerun; the cell " if full else ""
-        ) + exit_words(proc.returncode)
+        return " ".join(tail) or (f"{full}; the cell " if full else "") + exit_words(
+            proc.returncode
+        )
     ledger = Ledger(name)
     phase = ledger.phase()
     removed = 0
     if ledger.live() is None:
         with contextlib.suppress(TestbedError):
-            ledger.lock()
-            try:
-                removed = ledger.undo()
-            finally:
-                ledger.unlock()
-            ledger.remove_state()
+            removed = ledger.remove_all()
     when = f" during {phase}" if phase else ""
     return (f"the cell process (pid {proc.pid}) {exit_words(proc.returncode)}{when}; "
             f"{removed} object(s) it left were removed")  # fmt: skip

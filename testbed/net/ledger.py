@@ -219,6 +219,18 @@ class Ledger:
             self.path.unlink()
         return removed
 
+    def remove_all(self, say: Callable[[str], None] = lambda _: None) -> int:
+        """Lock, undo everything, unlock, remove the state folder: what `clean` does to a run
+        (BusyError if another process holds it, LedgerError if its ledger is unreadable, and
+        then the state folder stays). Returns how many objects were removed."""
+        self.lock()
+        try:
+            removed = self.undo(say)
+        finally:
+            self.unlock()
+        self.remove_state()
+        return removed
+
     def remove_state(self) -> None:
         """Delete the run's state directory (ledger, state, logs): only after undo()."""
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -384,16 +396,23 @@ def _remove_marked(owned_file: str) -> None:
                 extra.unlink()
 
 
+def _kill_all(family: list[tuple[int, int]]) -> bool:
+    """SIGKILL every (pid, start ticks) that is still that process, all first (helpers must
+    not outlive a leader), then wait for each; True if any was ended."""
+    for p, t in family:
+        with contextlib.suppress(ProcessLookupError):
+            if process_start_ticks(p) == t:
+                os.kill(p, signal.SIGKILL)
+    ended = False
+    for p, t in family:
+        ended = end_process(p, t, grace_s=0.5) or ended
+    return ended
+
+
 def _undo_process(entry: Entry) -> bool:
     ended = False
     if entry.get("owned_file"):  # what the process started, before the process itself
-        family = owned_processes(entry["owned_file"])
-        for p, t in family:
-            with contextlib.suppress(ProcessLookupError):
-                if process_start_ticks(p) == t:
-                    os.kill(p, signal.SIGKILL)
-        for p, t in family:
-            ended = end_process(p, t, grace_s=0.5) or ended
+        ended = _kill_all(owned_processes(entry["owned_file"]))
         _remove_marked(entry["owned_file"])
         with contextlib.suppress(OSError):
             os.unlink(entry["owned_file"])
@@ -408,11 +427,7 @@ def _undo_process(entry: Entry) -> bool:
             if not family:
                 break
             ended_any = True
-            for p, _ in family:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(p, signal.SIGKILL)
-            for p, t in family:
-                end_process(p, t, grace_s=0.5)
+            _kill_all(family)
         return ended_any
     known = {(pid, ticks)}
     from_file = _read_pidfile(entry.get("pidfile"))

@@ -407,19 +407,18 @@ def complete_from_wire(
 ) -> None:
     """Fill the record tables a stack could not log itself (its info says `packets_from:
     wire` / `feedback_from: wire`) from the cell's captures, once, before the cell is whole."""
+    back = (ports[1], ports[0]) if ports else None  # the feedback direction's ports
     snd_info = json.loads((out / "sender" / "info.json").read_text())["info"]
     if snd_info.get("packets_from") == "wire":
         pts = PayloadTypes.from_dict(snd_info["payload_types"])
         packets = sender_packets(out / "sender.pcap", sender_ip, receiver_ip, pts, offset,
                                  bool(snd_info.get("encrypted")), ports)  # fmt: skip
         if not snd_info.get("encrypted"):  # NACKs readable: tell probes from retransmissions
-            back = (ports[1], ports[0]) if ports else None
             asked = receiver_feedback(out / "sender.pcap", receiver_ip, sender_ip, offset, back)
             packets = payload_padding(packets, asked)
         write_atomic(out / "sender" / "packets.parquet", parquet_bytes(packets))
     rcv_info = json.loads((out / "receiver" / "info.json").read_text())["info"]
     if rcv_info.get("feedback_from") == "wire":
-        back = (ports[1], ports[0]) if ports else None
         feedback = receiver_feedback(out / "receiver.pcap", receiver_ip, sender_ip, offset, back)
         write_atomic(out / "receiver" / "feedback.parquet", parquet_bytes(feedback))
 
