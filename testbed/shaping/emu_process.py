@@ -10,6 +10,9 @@ until a margin (adapted to how late wake-ups are) before a release and then poll
 stops above MAX_SPIN_PPS packets/s or past a spin budget, so the process never stays busy long
 enough for the kernel's RT throttle to pause it.
 
+The loop runs compiled (emucore / _emucore.c: bounded structures, O(1) work per packet) unless
+`--loop python` asks for this file's loop, kept as the readable reference of the same steps.
+
 Run as: python -m testbed.shaping.emu_process --netns NS --tun IF --spec JSON ...
 """
 
@@ -47,6 +50,7 @@ SPIN_BUDGET = 0.4  # at most this share of a window spent spinning
 MAX_BLOCK_NS = 50_000_000  # wake at least this often to notice a stop request
 DRAIN_BATCH = 64  # read at most this many packets before serving due releases
 STALL_NS = 1_000_000  # a release later than this counts as a stall
+DEFAULT_WAKE_QUANTILE = 0.99
 
 
 def open_tun(name: str) -> int:
@@ -68,6 +72,9 @@ _OUTGOING_ONLY = [
     (0x06, 0, 0, 0),  # ret 0 (drop)
 ]
 MAX_SOCKET_ERRORS_IN_A_ROW = 8  # then leave the stamp socket until the next packet
+SO_RCVBUFFORCE = 33
+MAX_PENDING_STAMPS = 65536  # more than the TUN queue holds: older stamps are of lost packets
+MAX_STAMP_SCAN = 256  # stamps skipped to find a packet's (those before it were never read)
 
 
 class ArrivalStamps:
@@ -87,10 +94,13 @@ class ArrivalStamps:
         fprog = struct.pack("HL", len(_OUTGOING_ONLY), ctypes.addressof(self._prog))
         self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        try:  # root: past rmem_max, so a backlog of 10,000 stamps (~9 MB of skbs) fits
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 20)
         self.sock.bind((ifname, ETH_P_ALL))
         self.sock.setblocking(False)
-        self.pending: deque[tuple[bytes, int]] = deque()
+        self.pending: deque[tuple[bytes, int]] = deque(maxlen=MAX_PENDING_STAMPS)
         self.offset_ns = 0
         self.resync()
         self.matched = 0
@@ -124,20 +134,23 @@ class ArrivalStamps:
                 sec, nsec = struct.unpack_from("qq", value)
                 self.pending.append((data, sec * 1_000_000_000 + nsec - offset))
 
-    def stamp(self, pkt: bytes, now_ns: int) -> int:
+    def stamp(self, pkt: bytes, now_ns: int) -> tuple[int, bool]:
+        """The packet's arrival time, and whether it is the kernel's stamp."""
         head = pkt[:STAMP_SNAP]
         pending = self.pending
         for attempt in range(2):
             for i, (data, t) in enumerate(pending):
+                if i >= MAX_STAMP_SCAN:
+                    break
                 if data == head:
                     for _ in range(i + 1):  # stamps before it: packets the TUN never delivered
                         pending.popleft()
                     self.matched += 1
-                    return min(t, now_ns)
+                    return min(t, now_ns), True
             if attempt == 0:
                 self._drain()
         self.fallbacks += 1  # its stamp was lost (socket buffer full): keep the later ones
-        return now_ns
+        return now_ns, False
 
 
 def tune_timing(rt_priority: int, cpu: int | None) -> dict[str, Any]:
@@ -192,7 +205,7 @@ class Emulator:
         write = os.write
         start = self.start_ns
         rlist = [fd]
-        pending: deque[tuple[int, int, bytes, int, int]] = deque()
+        pending: deque[tuple[int, int, bytes, int, int, str]] = deque()
         counts = self.counts
         lateness = self.lateness_ns
         seq = 0
@@ -232,23 +245,25 @@ class Emulator:
                     except BlockingIOError:
                         break
                     t = mono()
+                    kernel = False
                     if stamps is not None:
-                        t = stamps.stamp(pkt, t)
+                        t, kernel = stamps.stamp(pkt, t)
                     if t < last_arrival:  # the model takes packets in time order
                         t = last_arrival
                     last_arrival = t
                     size = len(pkt)
                     v = model.offer(t, size)
+                    stamp = "k" if kernel else "o"
                     if v.event == "deliver":
-                        pending.append((v.release_ns, seq, pkt, t, v.link_exit_ns))
+                        pending.append((v.release_ns, seq, pkt, t, v.link_exit_ns, stamp))
                     else:
                         counts[v.event] += 1
-                        write_log(f"{seq}\t{t - start}\t{size}\t{v.event}\t\t\t\n")
+                        write_log(f"{seq}\t{t - start}\t{size}\t{v.event}\t\t\t\t{stamp}\n")
                     seq += 1
                     window_packets += 1
             now = mono()
             while pending and pending[0][0] <= now:
-                release, s, pkt, arrival, link_exit = pending.popleft()
+                release, s, pkt, arrival, link_exit, stamp = pending.popleft()
                 actual = mono()  # the release: the kernel's forwarding runs inside write()
                 try:
                     write(fd, pkt)
@@ -259,7 +274,7 @@ class Emulator:
                 lateness.append(actual - release)
                 write_log(
                     f"{s}\t{arrival - start}\t{len(pkt)}\t{event}\t{link_exit - start}\t"
-                    f"{release - start}\t{actual - start}\n"
+                    f"{release - start}\t{actual - start}\t{stamp}\n"
                 )
                 now = mono()
             elapsed = now - window_start
@@ -304,6 +319,22 @@ class Emulator:
         }
 
 
+def compiled_stats(
+    counters: dict[str, Any], granted: dict[str, Any], start_ns: int, stamped: bool
+) -> dict[str, Any]:
+    """The compiled loop's counters in the stats file's shape (the python loop's, and more)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    late = {k: (v if v >= 0 else None) for k, v in counters.pop("lateness_us").items()}
+    return {
+        **counters,
+        "lateness_us": late,
+        "arrival_stamps": counters["arrival_stamps"] if stamped else None,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "duration_s": (time.monotonic_ns() - start_ns) / 1e9,
+        "timing": granted,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--netns", required=True)
@@ -323,6 +354,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="time arrivals by this process's own clock (when it reads the packet)",
     )
+    ap.add_argument(
+        "--loop",
+        choices=("compiled", "python"),
+        default="compiled",
+        help="the compiled loop (default), or this file's reference loop",
+    )
+    ap.add_argument(
+        "--wake-quantile",
+        type=float,
+        default=DEFAULT_WAKE_QUANTILE,
+        help="compiled loop: wake this quantile of recent wake-up delays early and poll from "
+        "there (0: never poll: least CPU, releases as late as the timer wakes us)",
+    )
     args = ap.parse_args(argv)
     # A parent may have been holding signals while it started us: take them again.
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -334,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     from testbed.config import parse_link_spec
     from testbed.config.traces import load_trace
     from testbed.net.nsenter import enter_netns
+    from testbed.shaping import emucore
     from testbed.shaping.linklog import write_header
     from testbed.shaping.model import LinkModel
 
@@ -353,7 +398,13 @@ def main(argv: list[str] | None = None) -> int:
     granted = tune_timing(args.rt_priority, args.cpu)
     start_mono = time.monotonic_ns()
     start_real = time.time_ns()
-    model = LinkModel(spec, seed=args.seed, start_ns=start_mono, trace=trace)
+    compiled = args.loop == "compiled" and emucore.available()
+    if compiled:
+        model = emucore.make_model(spec, args.seed, start_mono, trace)
+    else:
+        model = LinkModel(spec, seed=args.seed, start_ns=start_mono, trace=trace)
+    granted["loop"] = "compiled" if compiled else "python"
+    granted["model"] = "pure" if isinstance(model, LinkModel) else "compiled"
     with open(args.log, "w", buffering=1 << 20) as log:
         header = json.loads(args.header)
         header.update(
@@ -372,8 +423,22 @@ def main(argv: list[str] | None = None) -> int:
             os.close(args.ready_fd)
         except OSError:
             return 1  # the parent is gone before we were ready: nobody will use this link
-        emulator.run()
-    Path(args.stats).write_text(json.dumps(emulator.stats(granted), indent=1) + "\n")
+        if compiled:
+            log.flush()  # the header; the compiled loop writes its lines to the same fd
+            counters = emucore.run_loop(
+                fd,
+                stamps.sock.fileno() if stamps is not None else -1,
+                model,
+                log.fileno(),
+                start_mono,
+                stop,
+                args.wake_quantile,
+            )
+            stats = compiled_stats(counters, granted, start_mono, stamps is not None)
+        else:
+            emulator.run()
+            stats = emulator.stats(granted)
+    Path(args.stats).write_text(json.dumps(stats, indent=1) + "\n")
     return 128 + stop[0] if stop[0] else 0  # the shell's convention: who asked us to stop shows
 
 

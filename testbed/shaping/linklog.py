@@ -1,14 +1,18 @@
 """The per-packet link log: one event per line, like Mahimahi's, readable by the analysis.
 
-Line 1: '# rtc-testbed link log v1'; line 2: '# ' + JSON header (link, direction, spec, seed,
+Line 1: '# rtc-testbed link log v2'; line 2: '# ' + JSON header (link, direction, spec, seed,
 start_mono_ns, start_real_ns); line 3: column names; then one tab-separated line per packet:
 
-  seq  arrival_ns  bytes  event  link_exit_ns  sched_ns  actual_ns
+  seq  arrival_ns  bytes  event  link_exit_ns  sched_ns  actual_ns  stamp
 
 Times are ns since start_mono_ns (CLOCK_MONOTONIC, shared by every namespace). event is
 deliver, drop_loss or drop_queue (drops have empty times), or write_error. sched_ns is when the
 model said to release the packet, actual_ns when it was written out: their difference is the
-emulator's lateness, so VM stalls are visible packet by packet.
+emulator's lateness, so VM stalls are visible packet by packet. event drop_memory: the model
+accepted the packet but the emulator had no room left to hold it (1 GiB of held packets).
+stamp says where arrival_ns came from: k, the kernel's stamp as the packet entered the TUN; o,
+the emulator's own clock when it read the packet (that packet's kernel stamp was missed).
+Version 1 logs (no stamp column) are read too.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ class LinkLogError(TestbedError):
     """A file that should be a link log is not one (or not a whole one)."""
 
 
-MAGIC = "# rtc-testbed link log v1"
-COLUMNS = ("seq", "arrival_ns", "bytes", "event", "link_exit_ns", "sched_ns", "actual_ns")
+MAGIC = "# rtc-testbed link log v2"
+MAGICS = (MAGIC, "# rtc-testbed link log v1")
+COLUMNS = ("seq", "arrival_ns", "bytes", "event", "link_exit_ns", "sched_ns", "actual_ns", "stamp")
+REQUIRED = COLUMNS[:-1]  # version 1 has no stamp column
 
 
 def write_header(f: IO[str], header: dict[str, Any]) -> None:
@@ -39,7 +45,7 @@ def read_header(path: str | Path) -> dict[str, Any]:
     try:
         with open(path) as f:
             first = f.readline().rstrip("\n")
-            if first != MAGIC:
+            if first not in MAGICS:
                 why = "empty: its emulator wrote nothing (did it die?)" if not first else (
                     f"first line {first[:40]!r}")  # fmt: skip
                 raise LinkLogError(f"{path}: not a link log ({why})")
@@ -57,8 +63,10 @@ def read_link_log(path: str | Path) -> Any:
 
     header = read_header(path)
     try:
-        df = pd.read_csv(path, sep="\t", skiprows=2, dtype={"event": "category"})
-        missing = [c for c in COLUMNS if c not in df]
+        df = pd.read_csv(
+            path, sep="\t", skiprows=2, dtype={"event": "category", "stamp": "category"}
+        )
+        missing = [c for c in REQUIRED if c not in df]
         if missing:
             raise ValueError(f"no column {missing[0]!r}")
         for col in ("seq", "arrival_ns", "bytes"):
