@@ -32,8 +32,12 @@ CHILDREN: list[subprocess.Popen[bytes]] = []  # the emulators this process start
 class EmuBackend:
     name = "emu"
 
-    def __init__(self, rt_priority: int = 50) -> None:
+    def __init__(
+        self, rt_priority: int = 50, wake_quantile: float | None = None, loop: str = "compiled"
+    ) -> None:
         self.rt_priority = rt_priority
+        self.wake_quantile = wake_quantile  # None: the emulator's default
+        self.loop = loop  # compiled, or python: the reference loop (benchmarks compare them)
 
     def check(self, topology: TopologySpec) -> None:
         if not os.path.exists("/dev/net/tun"):
@@ -76,6 +80,9 @@ class EmuBackend:
             "--header",
             _header_json(plan),
         ]
+        cmd += ["--loop", self.loop]
+        if self.wake_quantile is not None:
+            cmd += ["--wake-quantile", str(self.wake_quantile)]
         with open(errfile, "w") as err:
             proc = subprocess.Popen(
                 cmd,

@@ -50,7 +50,7 @@ SPIN_BUDGET = 0.4  # at most this share of a window spent spinning
 MAX_BLOCK_NS = 50_000_000  # wake at least this often to notice a stop request
 DRAIN_BATCH = 64  # read at most this many packets before serving due releases
 STALL_NS = 1_000_000  # a release later than this counts as a stall
-DEFAULT_WAKE_QUANTILE = 0.99
+DEFAULT_WAKE_QUANTILE = 0.5
 
 
 def open_tun(name: str) -> int:
@@ -433,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                 start_mono,
                 stop,
                 args.wake_quantile,
+                emucore.lookahead_ns(spec),
             )
             stats = compiled_stats(counters, granted, start_mono, stamps is not None)
         else:

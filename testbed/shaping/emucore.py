@@ -54,6 +54,20 @@ def model_params(spec: LinkSpec, seed: int, start_ns: int, trace: Trace | None) 
     return params
 
 
+JITTER_SIGMAS = 6  # a jittered delay below delay - 6 sigma: about once in 10^9 packets
+
+
+def lookahead_ns(spec: LinkSpec) -> int:
+    """The least delay a packet can get on this link: how long after arrival it may be read.
+
+    Serialization only adds to it; jitter takes off up to JITTER_SIGMAS of its sigma. A packet
+    read later than its release is released at once and counted (read_late in the stats).
+    """
+    parts = spec.schedule.segments if spec.schedule is not None else (spec,)
+    least = min(p.delay_ms - JITTER_SIGMAS * p.jitter_ms for p in parts)
+    return max(0, round(least * 1e6))
+
+
 def make_model(spec: LinkSpec, seed: int, start_ns: int, trace: Trace | None) -> Any:
     """The model the loop runs: compiled when it can be, the pure one for schedules."""
     if _emucore is None or spec.schedule is not None:
@@ -69,10 +83,18 @@ def run_loop(
     start_ns: int,
     stop: list[int],
     wake_quantile: float,
+    lookahead: int,
 ) -> dict[str, Any]:
     """The compiled loop until stop[0] is set (by a signal handler); its counters."""
     assert _emucore is not None, WHY_NOT
     stats: dict[str, Any] = _emucore.run(
-        tun_fd, stamp_fd, model, log_fd, start_ns, stop, quantile=wake_quantile
+        tun_fd,
+        stamp_fd,
+        model,
+        log_fd,
+        start_ns,
+        stop,
+        quantile=wake_quantile,
+        lookahead_ns=lookahead,
     )
     return stats
