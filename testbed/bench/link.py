@@ -145,7 +145,7 @@ def ping_rtt_ms(net: Network, count: int) -> dict[str, float]:
     return {"min": mn, "avg": avg, "max": mx, "mdev": mdev}
 
 
-def iperf3_udp(net: Network, rate_mbps: float, seconds: int) -> dict[str, float]:
+def iperf3_udp(net: Network, rate_mbps: float, seconds: int) -> dict[str, Any]:
     """Receiver-side result of an iperf3 UDP run: payload Mbps (middle intervals) and loss."""
     server = net.popen(
         "receiver",
@@ -190,7 +190,9 @@ def iperf3_udp(net: Network, rate_mbps: float, seconds: int) -> dict[str, float]
     middle = intervals[1:-1] or intervals
     mbps = sum(iv["bytes"] for iv in middle) * 8 / sum(iv["seconds"] for iv in middle) / 1e6
     total = srv["end"]["sum"]
+    cpu = data.get("end", {}).get("cpu_utilization_percent", {})
     return {
+        "cpu": {"sender_pct": cpu.get("host_total"), "receiver_pct": cpu.get("remote_total")},
         "payload_mbps": mbps,
         "ip_mbps": mbps * (IPERF_PAYLOAD + 28) / IPERF_PAYLOAD,
         "lost": float(total["lost_packets"]),

@@ -34,6 +34,22 @@ def bench() -> None:
     help="a schedule (or OpenNetLab / cooked trace): per segment, delivered rate, "
     "one-way delay and loss against it (e.g. topologies/schedules/bench.yaml)",
 )
+@click.option(
+    "--load",
+    is_flag=True,
+    help="the emulator under load instead: CPU per direction, precision and delivery at each "
+    "--load-rates rate, then offered 2x its highest precise rate",
+)
+@click.option(
+    "--load-rates", default="2,10,100,300,600,1000", show_default=True, help="rates for --load"
+)
+@click.option(
+    "--loops",
+    default="compiled",
+    show_default=True,
+    help="emulator loops for --load: compiled, python (the reference loop), tickN (the "
+    "compiled loop waking for releases at most every N us), comma-separated",
+)
 @name_option("tbb")
 def bench_link(
     backend: str,
@@ -41,12 +57,35 @@ def bench_link(
     max_rate_mbps: str,
     json_out: Path | None,
     schedule: Path | None,
+    load: bool,
+    load_rates: str,
+    loops: str,
     name: str,
 ) -> None:
     """Measure the emulated link with iperf3, ping and a timestamped UDP probe."""
     from testbed.bench.link import run_link_bench
 
     require_root()
+    if load:
+        from testbed.bench.load import run_load_bench
+
+        chosen = [x.strip() for x in loops.split(",") if x.strip()]
+        from testbed.bench.load import valid_loop
+
+        bad = [x for x in chosen if not valid_loop(x)]
+        if bad:
+            raise click.BadParameter(
+                f"{bad[0]!r}: valid loops are compiled, python, tickN (N us)", param_hint="--loops"
+            )
+        rates = numbers("--load-rates", load_rates)
+        try:
+            out = run_load_bench(name, chosen, rates, quick, click.echo)
+        except TestbedError as e:
+            fail(e)
+        from testbed.bench.load import save_result
+
+        save_result(out, json_out)
+        return
     if schedule is not None:
         from testbed.bench.schedule import run_schedule_bench
 

@@ -211,5 +211,10 @@ def doctor(name: str) -> None:
     uml = "yes " if uml_available() else "no  "
     click.echo(f"  {uml} user-mode-linux  /usr/bin/linux.uml: kernel netem as a process "
                "(--backend netem on this kernel)")  # fmt: skip
+    from testbed.bench.load import ceiling_words
+    from testbed.shaping import emucore
+
+    loop = "compiled" if emucore.available() else f"python ({emucore.WHY_NOT})"
+    click.echo(f"  emulator loop: {loop}; {ceiling_words()}")
     chosen, why = choose_backend("auto", name)
     click.echo(f"backend auto -> {chosen} ({why})")

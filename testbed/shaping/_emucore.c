@@ -628,6 +628,8 @@ typedef struct {
     int64_t max_spin_pps;
     double spin_budget;
     int64_t lookahead_ns; /* the least delay a packet gets: how late it may be read */
+    int64_t tick_ns;      /* 0: wake for each release; else at most one release wake a tick */
+    int64_t poll_below_ns; /* poll through waits shorter than this (about a wake-up's cost) */
 } Timing;
 
 static int cmp_i64(const void *a, const void *b) {
@@ -668,17 +670,22 @@ static int python_offer(PyObject *model, int64_t t, int64_t size, int64_t *exit_
 static PyObject *run(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"tun_fd", "stamp_fd", "model", "log_fd", "start_ns", "stop",
                              "quantile", "pad_ns", "min_ns", "max_ns", "max_spin_pps",
-                             "spin_budget", "lookahead_ns", NULL};
+                             "spin_budget", "lookahead_ns", "tick_ns", "poll_below_ns", NULL};
     int tun_fd, stamp_fd, log_fd;
     long long start;
     PyObject *model, *stop;
-    Timing tm = {0.5, 10000, 0, 150000, 5000, 0.4, 0};
-    long long pad = tm.pad_ns, mn = tm.min_ns, mx = tm.max_ns, pps = tm.max_spin_pps, ahead = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiOiLO!|dLLLLdL", kwlist, &tun_fd, &stamp_fd,
+    Timing tm = {0.5, 10000, 0, 150000, 5000, 0.4, 0, 0, 50000};
+    long long pad = tm.pad_ns, mn = tm.min_ns, mx = tm.max_ns, pps = tm.max_spin_pps, ahead = 0,
+              tick = 0, below = tm.poll_below_ns;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiOiLO!|dLLLLdLLL", kwlist, &tun_fd, &stamp_fd,
                                      &model, &log_fd, &start, &PyList_Type, &stop, &tm.quantile,
-                                     &pad, &mn, &mx, &pps, &tm.spin_budget, &ahead))
+                                     &pad, &mn, &mx, &pps, &tm.spin_budget, &ahead, &tick,
+                                     &below))
         return NULL;
     tm.lookahead_ns = ahead;
+    tm.tick_ns = tick;
+    tm.poll_below_ns = below;
+    const int64_t budget = (int64_t)(tm.spin_budget * WINDOW_NS);
     if (PyList_GET_SIZE(stop) < 1) {
         PyErr_SetString(PyExc_ValueError, "stop must be a list of one flag");
         return NULL;
@@ -723,13 +730,15 @@ static PyObject *run(PyObject *self, PyObject *args, PyObject *kw) {
     int64_t read_every = stamp_fd >= 0 ? tm.lookahead_ns / 2 : 0;
     if (read_every > MAX_READ_EVERY_NS) read_every = MAX_READ_EVERY_NS;
     if (read_every < MIN_READ_EVERY_NS) read_every = 0;
-    int64_t next_read = 0;
+    int64_t next_read = 0, last_release_wake = 0;
     struct pollfd pfd = {tun_fd, POLLIN, 0};
     for (;;) {
         int64_t now = mono_ns();
         int watch = !read_every || !fifo.len; /* idle: the next packet wakes us */
         int64_t wait = fifo.len ? fifo.meta[fifo.head].release - now : MAX_BLOCK_NS;
         int for_release = fifo.len > 0;
+        if (for_release && tm.tick_ns > 0 && last_release_wake + tm.tick_ns - now > wait)
+            wait = last_release_wake + tm.tick_ns - now; /* at most one release wake a tick */
         if (!watch && next_read - now < wait) {
             wait = next_read - now;
             for_release = 0;
@@ -741,6 +750,8 @@ static PyObject *run(PyObject *self, PyObject *args, PyObject *kw) {
             if (wait > COARSE_NS) { /* long sleeps wake late: sleep coarse, then again */
                 sleep_ns = wait - COARSE_NS / 2;
                 if (sleep_ns > MAX_BLOCK_NS) sleep_ns = MAX_BLOCK_NS;
+            } else if (for_release && wait <= tm.poll_below_ns && window_spin <= budget) {
+                sleep_ns = 0; /* a wake-up costs more CPU than polling through so short a wait */
             } else if (!spin || !for_release) {
                 sleep_ns = wait;
             } else if (wait > margin) {
@@ -828,6 +839,7 @@ static PyObject *run(PyObject *self, PyObject *args, PyObject *kw) {
         }
         now = mono_ns();
         next_read = drained ? now + read_every : now; /* a full batch: read again at once */
+        if (fifo.len && fifo.meta[fifo.head].release <= now) last_release_wake = now;
         while (fifo.len && fifo.meta[fifo.head].release <= now) {
             Held *h = &fifo.meta[fifo.head];
             int64_t actual = mono_ns(); /* the kernel's forwarding runs inside write() */

@@ -33,11 +33,16 @@ class EmuBackend:
     name = "emu"
 
     def __init__(
-        self, rt_priority: int = 50, wake_quantile: float | None = None, loop: str = "compiled"
+        self,
+        rt_priority: int = 50,
+        wake_quantile: float | None = None,
+        loop: str = "compiled",
+        release_tick_us: float = 0.0,
     ) -> None:
         self.rt_priority = rt_priority
         self.wake_quantile = wake_quantile  # None: the emulator's default
         self.loop = loop  # compiled, or python: the reference loop (benchmarks compare them)
+        self.release_tick_us = release_tick_us  # 0: every release on time (see emu_process)
 
     def check(self, topology: TopologySpec) -> None:
         if not os.path.exists("/dev/net/tun"):
@@ -80,7 +85,7 @@ class EmuBackend:
             "--header",
             _header_json(plan),
         ]
-        cmd += ["--loop", self.loop]
+        cmd += ["--loop", self.loop, "--release-tick-us", str(self.release_tick_us)]
         if self.wake_quantile is not None:
             cmd += ["--wake-quantile", str(self.wake_quantile)]
         with open(errfile, "w") as err:

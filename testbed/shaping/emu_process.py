@@ -367,6 +367,14 @@ def main(argv: list[str] | None = None) -> int:
         help="compiled loop: wake this quantile of recent wake-up delays early and poll from "
         "there (0: never poll: least CPU, releases as late as the timer wakes us)",
     )
+    ap.add_argument(
+        "--release-tick-us",
+        type=float,
+        default=0.0,
+        help="compiled loop: wake for releases at most once per this many us (0: for each "
+        "release, on time). A tick trades precision (releases up to a tick late) for CPU: on a "
+        "VM each wake-up has a cost of its own, and Mahimahi's whole-ms clock is a 1000 us tick",
+    )
     args = ap.parse_args(argv)
     # A parent may have been holding signals while it started us: take them again.
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
@@ -405,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         model = LinkModel(spec, seed=args.seed, start_ns=start_mono, trace=trace)
     granted["loop"] = "compiled" if compiled else "python"
     granted["model"] = "pure" if isinstance(model, LinkModel) else "compiled"
+    granted["release_tick_us"] = args.release_tick_us if compiled else 0.0
     with open(args.log, "w", buffering=1 << 20) as log:
         header = json.loads(args.header)
         header.update(
@@ -434,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop,
                 args.wake_quantile,
                 emucore.lookahead_ns(spec),
+                round(args.release_tick_us * 1000),
             )
             stats = compiled_stats(counters, granted, start_mono, stamps is not None)
         else:

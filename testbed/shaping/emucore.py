@@ -84,6 +84,7 @@ def run_loop(
     stop: list[int],
     wake_quantile: float,
     lookahead: int,
+    tick_ns: int = 0,
 ) -> dict[str, Any]:
     """The compiled loop until stop[0] is set (by a signal handler); its counters."""
     assert _emucore is not None, WHY_NOT
@@ -96,5 +97,6 @@ def run_loop(
         stop,
         quantile=wake_quantile,
         lookahead_ns=lookahead,
+        tick_ns=tick_ns,
     )
     return stats

@@ -49,7 +49,9 @@ def verdicts(model: object, packets: list[tuple[int, int]]) -> list[tuple[str, i
     out = []
     for t, size in packets:
         v = model.offer(t, size)  # type: ignore[attr-defined]
-        out.append((v[0], v[1], v[2]) if isinstance(v, tuple) else (v.event, v.link_exit_ns, v.release_ns))
+        out.append(
+            (v[0], v[1], v[2]) if isinstance(v, tuple) else (v.event, v.link_exit_ns, v.release_ns)
+        )
     return out
 
 
@@ -62,7 +64,7 @@ def test_compiled_model_matches_the_reference(name: str) -> None:
     got = verdicts(emucore.make_model(spec, 7, START, trace), packets)
     events = {e for e, _, _ in ref}
     assert got == ref, next(i for i, (a, b) in enumerate(zip(got, ref, strict=True)) if a != b)
-    assert "deliver" in events and len(events) >= 2 or name == "unlimited"
+    assert ("deliver" in events and len(events) >= 2) or name == "unlimited"
 
 
 @settings(max_examples=60, deadline=None)
@@ -77,7 +79,9 @@ def test_compiled_model_matches_the_reference(name: str) -> None:
 def test_compiled_model_matches_on_any_link(
     seed: int, rate: float | None, delay: float, jitter: float, loss: float, queue: int | None
 ) -> None:
-    spec = LinkSpec(rate_mbps=rate, delay_ms=delay, jitter_ms=jitter, loss_pct=loss, queue_packets=queue)
+    spec = LinkSpec(
+        rate_mbps=rate, delay_ms=delay, jitter_ms=jitter, loss_pct=loss, queue_packets=queue
+    )
     packets = arrivals(random.Random(seed), 500)
     ref = verdicts(LinkModel(spec, seed=seed, start_ns=START), packets)
     assert verdicts(emucore.make_model(spec, seed, START, None), packets) == ref
