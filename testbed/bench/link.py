@@ -27,6 +27,7 @@ from testbed.config.traces import load_trace
 from testbed.errors import TestbedError, UnavailableError
 from testbed.net.ledger import session_members
 from testbed.net.network import Network
+from testbed.net.shaper import Backend
 from testbed.procstat import clock_ticks_per_s, read_stat
 from testbed.shaping.backends import choose_backend, make_backend
 
@@ -96,10 +97,12 @@ def warm_path(net: Network) -> None:
 class Case:
     """One topology up for the duration of a with-block, on the chosen backend."""
 
-    def __init__(self, backend: str, run: str, uplink: LinkSpec, down: LinkSpec | None = None):
+    def __init__(
+        self, backend: str | Backend, run: str, uplink: LinkSpec, down: LinkSpec | None = None
+    ):
         self.net = Network(
             _topology(uplink, down),
-            make_backend(backend),
+            make_backend(backend) if isinstance(backend, str) else backend,
             run=run,
             log_dir=Path(tempfile.mkdtemp(prefix="tb-bench-")),
             seed=1,

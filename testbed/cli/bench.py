@@ -82,7 +82,7 @@ def bench_link(
             out = run_load_bench(name, chosen, rates, quick, click.echo)
         except TestbedError as e:
             fail(e)
-        from testbed.bench.load import save_result
+        from testbed.shaping.ceiling import save_result
 
         save_result(out, json_out)
         return

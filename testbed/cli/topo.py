@@ -65,6 +65,11 @@ def up(
         f"topology {topo.name} is up as {name!r} (backend {chosen.name}: {chosen.reason}; "
         f"seed {info.seed})"
     )
+    if chosen.name == "emu":
+        from testbed.shaping.ceiling import links_over_ceiling
+
+        for line in links_over_ceiling(topo):
+            click.echo(f"note: {line}", err=True)
     for host, h in info.hosts.items():
         click.echo(f"  {host:<12} {h.address:<12} netns {h.netns}")
     for lname, link in info.links.items():
@@ -211,8 +216,8 @@ def doctor(name: str) -> None:
     uml = "yes " if uml_available() else "no  "
     click.echo(f"  {uml} user-mode-linux  /usr/bin/linux.uml: kernel netem as a process "
                "(--backend netem on this kernel)")  # fmt: skip
-    from testbed.bench.load import ceiling_words
     from testbed.shaping import emucore
+    from testbed.shaping.ceiling import ceiling_words
 
     loop = "compiled" if emucore.available() else f"python ({emucore.WHY_NOT})"
     click.echo(f"  emulator loop: {loop}; {ceiling_words()}")

@@ -13,10 +13,13 @@
  * of packets the TUN never delivered age out), held packets in a FIFO of slots that may grow to
  * MAX_SLOTS (past it a packet is dropped and counted as drop_memory), lateness in a histogram.
  *
- * Timing: ppoll with an absolute target (timer slack 1 ns set by the caller), waking a margin
- * before a release and polling from there; the margin follows a quantile of recent wake-up
- * overshoots (0: never poll, the economical setting). Polling stops past a share of each 100 ms
- * window so the kernel's real-time throttle never pauses the process.
+ * Timing: ppoll (timer slack 1 ns, set by the caller), waking a margin before a release and
+ * polling from there while packets are sparse; the margin follows a quantile of recent wake-up
+ * overshoots (quantile 0: never poll). Polling stops past a share of each 100 ms window so the
+ * kernel's real-time throttle never pauses the process. With kernel arrival stamps the loop does
+ * not wake for arrivals while it holds packets (it reads them in time: see lookahead_ns). A tick
+ * (tick_ns) bounds the release wake-ups to one per tick, trading precision for CPU: on a VM each
+ * wake-up costs tens of microseconds of CPU of its own (`bench link --load` measures it).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -629,7 +632,6 @@ typedef struct {
     double spin_budget;
     int64_t lookahead_ns; /* the least delay a packet gets: how late it may be read */
     int64_t tick_ns;      /* 0: wake for each release; else at most one release wake a tick */
-    int64_t poll_below_ns; /* poll through waits shorter than this (about a wake-up's cost) */
 } Timing;
 
 static int cmp_i64(const void *a, const void *b) {
@@ -670,22 +672,19 @@ static int python_offer(PyObject *model, int64_t t, int64_t size, int64_t *exit_
 static PyObject *run(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"tun_fd", "stamp_fd", "model", "log_fd", "start_ns", "stop",
                              "quantile", "pad_ns", "min_ns", "max_ns", "max_spin_pps",
-                             "spin_budget", "lookahead_ns", "tick_ns", "poll_below_ns", NULL};
+                             "spin_budget", "lookahead_ns", "tick_ns", NULL};
     int tun_fd, stamp_fd, log_fd;
     long long start;
     PyObject *model, *stop;
-    Timing tm = {0.5, 10000, 0, 150000, 5000, 0.4, 0, 0, 50000};
+    Timing tm = {0.5, 10000, 0, 150000, 5000, 0.4, 0, 0};
     long long pad = tm.pad_ns, mn = tm.min_ns, mx = tm.max_ns, pps = tm.max_spin_pps, ahead = 0,
-              tick = 0, below = tm.poll_below_ns;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiOiLO!|dLLLLdLLL", kwlist, &tun_fd, &stamp_fd,
+              tick = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiOiLO!|dLLLLdLL", kwlist, &tun_fd, &stamp_fd,
                                      &model, &log_fd, &start, &PyList_Type, &stop, &tm.quantile,
-                                     &pad, &mn, &mx, &pps, &tm.spin_budget, &ahead, &tick,
-                                     &below))
+                                     &pad, &mn, &mx, &pps, &tm.spin_budget, &ahead, &tick))
         return NULL;
     tm.lookahead_ns = ahead;
     tm.tick_ns = tick;
-    tm.poll_below_ns = below;
-    const int64_t budget = (int64_t)(tm.spin_budget * WINDOW_NS);
     if (PyList_GET_SIZE(stop) < 1) {
         PyErr_SetString(PyExc_ValueError, "stop must be a list of one flag");
         return NULL;
@@ -750,8 +749,6 @@ static PyObject *run(PyObject *self, PyObject *args, PyObject *kw) {
             if (wait > COARSE_NS) { /* long sleeps wake late: sleep coarse, then again */
                 sleep_ns = wait - COARSE_NS / 2;
                 if (sleep_ns > MAX_BLOCK_NS) sleep_ns = MAX_BLOCK_NS;
-            } else if (for_release && wait <= tm.poll_below_ns && window_spin <= budget) {
-                sleep_ns = 0; /* a wake-up costs more CPU than polling through so short a wait */
             } else if (!spin || !for_release) {
                 sleep_ns = wait;
             } else if (wait > margin) {

@@ -24,6 +24,6 @@ def test_a_persistent_socket_error_falls_back_to_the_process_clock() -> None:
     stamps.sock = sock  # type: ignore[assignment]
     stamps.pending, stamps.offset_ns = deque(), 0
     stamps.matched = stamps.fallbacks = stamps.socket_errors = 0
-    assert stamps.stamp(b"packet", 123) == 123  # the process clock
+    assert stamps.stamp(b"packet", 123) == (123, False)  # the process clock
     assert stamps.fallbacks == 1 and sock.calls == MAX_SOCKET_ERRORS_IN_A_ROW
     assert stamps.socket_errors == MAX_SOCKET_ERRORS_IN_A_ROW  # counted, in the stats
