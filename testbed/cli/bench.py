@@ -65,19 +65,15 @@ def bench_link(
     """Measure the emulated link with iperf3, ping and a timestamped UDP probe."""
     from testbed.bench.link import run_link_bench
 
-    require_root()
     if load:
-        from testbed.bench.load import run_load_bench
+        from testbed.bench.load import run_load_bench, valid_loop
 
         chosen = [x.strip() for x in loops.split(",") if x.strip()]
-        from testbed.bench.load import valid_loop
-
-        bad = [x for x in chosen if not valid_loop(x)]
+        bad = [x for x in chosen if not valid_loop(x)] or ([] if chosen else [loops])
         if bad:
-            raise click.BadParameter(
-                f"{bad[0]!r}: valid loops are compiled, python, tickN (N us)", param_hint="--loops"
-            )
+            fail(ConfigError("--loops", bad[0], "valid: compiled, python, tickN (N us)"))
         rates = numbers("--load-rates", load_rates)
+        require_root()
         try:
             out = run_load_bench(name, chosen, rates, quick, click.echo)
         except TestbedError as e:
@@ -86,6 +82,7 @@ def bench_link(
 
         save_result(out, json_out)
         return
+    require_root()
     if schedule is not None:
         from testbed.bench.schedule import run_schedule_bench
 

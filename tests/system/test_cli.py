@@ -116,3 +116,38 @@ def test_doctor_reports_kernel_and_backend(run: str) -> None:
     assert "qdisc netem" in res.stdout and "TUN" in res.stdout
     assert "backend auto -> emu" in res.stdout
     assert namespaces_of(run) == [] and namespaces_of(f"{run}-") == []
+
+
+def test_bench_load_refuses_an_unknown_loop_before_anything(run: str) -> None:
+    res = run_cli("bench", "link", "--load", "--loops", "compiled,warp", "--name", run)
+    assert res.returncode == 2
+    assert res.stderr.strip() == "testbed: error: --loops: warp: valid: compiled, python, tickN (N us)"
+    assert namespaces_of(run) == []
+
+
+def test_doctor_and_up_say_the_measured_ceiling(tmp_path: Path, run: str) -> None:
+    import json
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    saved = tmp_path / "rtc-testbed" / "bench-load.json"
+    saved.parent.mkdir()
+    saved.write_text(json.dumps({"max_rate_mbps": {"compiled": 300}, "host": platform.node()}))
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "testbed.cli", *args], capture_output=True,
+                              text=True, timeout=120, env=env)  # fmt: skip
+
+    res = cli("doctor", "--name", run)
+    assert "emulator loop: compiled" in res.stdout, res.stdout
+    assert "compiled loop 300 Mbps" in res.stdout and "this host" in res.stdout
+    res = cli("up", P2P, "--name", run, "--set", "uplink.rate_mbps=500")
+    try:
+        assert res.returncode == 0, res.stderr
+        assert "link path uplink: 500 Mbps is above the 300 Mbps" in res.stderr
+        assert "downlink" not in res.stderr  # its rate is under the ceiling
+    finally:
+        cli("down", "--name", run)
