@@ -192,6 +192,7 @@ def overload(run: str, loop: str, rate: float, secs: float) -> dict[str, Any]:
         "iperf3_mbps": ip3["ip_mbps"],
         "cpu": cpu,
         "lateness_us": st.get("lateness_us"),
+        "shed_s": (st.get("wake") or {}).get("shed_s"),
         "drop_queue": st.get("drop_queue"),
         "deliver": st.get("deliver"),
         "recovery_s": recovery,
