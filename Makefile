@@ -39,6 +39,7 @@ run: setup
 
 bench: setup
 	$(VENV)/bin/testbed bench link
+	$(VENV)/bin/testbed bench link --load
 	$(VENV)/bin/testbed bench floor
 
 test: setup

@@ -121,7 +121,9 @@ def test_doctor_reports_kernel_and_backend(run: str) -> None:
 def test_bench_load_refuses_an_unknown_loop_before_anything(run: str) -> None:
     res = run_cli("bench", "link", "--load", "--loops", "compiled,warp", "--name", run)
     assert res.returncode == 2
-    assert res.stderr.strip() == "testbed: error: --loops: warp: valid: compiled, python, tickN (N us)"
+    assert (
+        res.stderr.strip() == "testbed: error: --loops: warp: valid: compiled, python, tickN (N us)"
+    )
     assert namespaces_of(run) == []
 
 
@@ -151,3 +153,28 @@ def test_doctor_and_up_say_the_measured_ceiling(tmp_path: Path, run: str) -> Non
         assert "downlink" not in res.stderr  # its rate is under the ceiling
     finally:
         cli("down", "--name", run)
+
+
+def test_bench_load_smoke_prints_the_floor_and_saves_the_ceiling(tmp_path: Path, run: str) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    res = subprocess.run(
+        [sys.executable, "-m", "testbed.cli", "bench", "link", "--load", "--quick",
+         "--load-rates", "20", "--loops", "compiled", "--name", run],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "platform: one timer sleep-and-wake costs" in res.stdout
+    assert (
+        "[compiled] 20 Mbps: probe" in res.stdout and "received by the receiver host" in res.stdout
+    )
+    assert "[compiled] overload: 20 Mbps offered 40" in res.stdout and "(cleanly)" in res.stdout
+    saved = json.loads((tmp_path / "rtc-testbed" / "bench-load.json").read_text())
+    row = saved["rates"][0]
+    assert row["emulator"]["deliver"] == row["receiver"]["ip_in_receives"]  # every packet
+    assert saved["overload"][0]["delivered_mbps"] > 0.85 * 20
+    assert namespaces_of(run) == []
