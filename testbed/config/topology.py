@@ -79,6 +79,9 @@ class TopologySpec:
     seed: int | None = None
     source: str = "<memory>"
     cross_traffic: tuple[FlowSpec, ...] = ()
+    # emu only: release wake-ups at most once per this many us (0: each release on time);
+    # trades precision for CPU (docs/emulator.md). netem backends ignore it.
+    emulator_tick_us: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """The topology as parse_topology reads it (trace paths absolute): what a cell's job
@@ -91,6 +94,8 @@ class TopologySpec:
             "backend": self.backend,
             "seed": self.seed,
             "cross_traffic": [f.to_dict() for f in self.cross_traffic],
+            # only when set: topologies without it keep the digest they always had
+            **({"emulator_tick_us": self.emulator_tick_us} if self.emulator_tick_us else {}),
         }  # fmt: skip
 
     def link(self, name: str) -> LinkDef:
@@ -252,7 +257,8 @@ def _schedule(
     return parse_schedule(value, src, where, base)
 
 
-TOPOLOGY_KEYS = ("name", "hosts", "links", "backend", "seed", "cross_traffic")
+TOPOLOGY_KEYS = ("name", "hosts", "links", "backend", "seed", "cross_traffic", "emulator_tick_us")
+MAX_TICK_US = 100_000.0
 LINK_KEYS = ("name", "between", "uplink", "downlink")
 
 
@@ -314,6 +320,9 @@ def parse_topology(raw: Any, src: str, base_dir: Path) -> TopologySpec:
         seed=seed,
         source=src,
         cross_traffic=parse_flows(data.get("cross_traffic"), hosts, src),
+        emulator_tick_us=validate.number(
+            data.get("emulator_tick_us", 0.0), src, "emulator_tick_us", 0.0, MAX_TICK_US
+        ),
     )
 
 
@@ -372,7 +381,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[Override]) -> di
             data[parts[0]] = value
             continue
         else:
-            valid = ["backend", "seed", "uplink.KEY", "downlink.KEY"] + [
+            valid = ["backend", "seed", "emulator_tick_us", "uplink.KEY", "downlink.KEY"] + [
                 f"{n}.uplink.KEY" for n in names
             ]
             raise ConfigError("--set", key, f"unknown key; valid: {', '.join(valid)}")

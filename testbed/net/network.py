@@ -267,6 +267,7 @@ class Network:
                 spec=spec,
                 seed=_seed_for(self.seed, i, direction),
                 log_dir=self.log_dir,
+                tick_us=self.topology.emulator_tick_us,
             )
             info[direction] = {
                 "spec": spec.to_dict(),

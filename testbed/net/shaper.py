@@ -30,6 +30,7 @@ class DirectionPlan:
     spec: LinkSpec
     seed: int
     log_dir: Path
+    tick_us: float = 0.0  # the topology's emulator_tick_us (emu only)
 
     @property
     def tag(self) -> str:

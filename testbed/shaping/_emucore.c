@@ -39,8 +39,9 @@
 #define EV_QUEUE 2
 #define EV_WRITE_ERROR 3
 #define EV_MEMORY 4
-static const char *EVENT_NAMES[] = {"deliver", "drop_loss", "drop_queue", "write_error",
-                                    "drop_memory"};
+#define EV_HELD 5 /* still held when the emulator stopped: never released */
+static const char *EVENT_NAMES[] = {"deliver",     "drop_loss",   "drop_queue", "write_error",
+                                    "drop_memory", "held_at_stop"};
 
 /* ---------------------------------------------------------------- CPython's MT19937 ---- */
 #define MT_N 624
@@ -708,7 +709,7 @@ static PyObject *run(PyObject *self, PyObject *args, PyObject *kw) {
     Fifo fifo = {0};
     Log log = {log_fd, NULL, 0, 1 << 20, 0};
     Hist hist = {0};
-    int64_t counts[5] = {0};
+    int64_t counts[6] = {0};
     int64_t write_errno[134] = {0};
     int64_t wakes[WAKES];
     int n_wakes = 0, wake_pos = 0;
@@ -892,6 +893,13 @@ static PyObject *run(PyObject *self, PyObject *args, PyObject *kw) {
             spin = 0;
         }
     }
+    for (; fifo.len; fifo.len--) { /* what was read but not yet due: its fate is said too */
+        Held *h = &fifo.meta[fifo.head];
+        counts[EV_HELD]++;
+        log_line(&log, h->seq, h->arrival, h->len, EV_HELD, h->exit, h->release, -1,
+                 h->kernel_stamp, start);
+        fifo.head = (fifo.head + 1) % fifo.cap;
+    }
     log_flush(&log);
     {
         PyObject *errs = PyDict_New();
@@ -902,11 +910,12 @@ static PyObject *run(PyObject *self, PyObject *args, PyObject *kw) {
             Py_DECREF(n);
         }
         result = Py_BuildValue(
-            "{s:L,s:L,s:L,s:L,s:L,s:L,s:N,s:{s:d,s:d,s:d},s:L,s:{s:L,s:L,s:L,s:L},"
+            "{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:N,s:{s:d,s:d,s:d},s:L,s:{s:L,s:L,s:L,s:L},"
             "s:{s:d,s:L,s:d,s:L,s:L,s:L,s:d},s:i}",
             "packets_in", (long long)seq, "deliver", (long long)counts[0], "drop_loss",
             (long long)counts[1], "drop_queue", (long long)counts[2], "write_error",
-            (long long)counts[3], "drop_memory", (long long)counts[4], "write_errors", errs,
+            (long long)counts[3], "drop_memory", (long long)counts[4], "held_at_stop", (long long)counts[5],
+            "write_errors", errs,
             "lateness_us", "p50", hist_q(&hist, 0.5), "p99", hist_q(&hist, 0.99), "max",
             hist.n ? hist.max_ns / 1000.0 : -1.0, "stalls_over_1ms", (long long)hist.stalls,
             "arrival_stamps", "kernel", (long long)st.matched, "own_clock",

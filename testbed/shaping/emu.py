@@ -85,7 +85,8 @@ class EmuBackend:
             "--header",
             _header_json(plan),
         ]
-        cmd += ["--loop", self.loop, "--release-tick-us", str(self.release_tick_us)]
+        tick = max(self.release_tick_us, plan.tick_us)
+        cmd += ["--loop", self.loop, "--release-tick-us", str(tick)]
         if self.wake_quantile is not None:
             cmd += ["--wake-quantile", str(self.wake_quantile)]
         with open(errfile, "w") as err:

@@ -192,7 +192,8 @@ class Emulator:
         self.start_ns = start_ns
         self.stop = stop  # stop[0] is set by the signal handler
         self.packets_in = 0
-        self.counts = {"deliver": 0, "drop_loss": 0, "drop_queue": 0, "write_error": 0}
+        self.counts = {"deliver": 0, "drop_loss": 0, "drop_queue": 0, "write_error": 0,
+                       "held_at_stop": 0}  # fmt: skip
         self.lateness_ns = array.array("q")
 
     def run(self) -> None:
@@ -287,6 +288,10 @@ class Emulator:
             elif window_spin > SPIN_BUDGET * WINDOW_NS:
                 spin = False
         self.packets_in = seq
+        for release, s, pkt, arrival, link_exit, stamp in pending:  # read, never released
+            counts["held_at_stop"] += 1
+            write_log(f"{s}\t{arrival - start}\t{len(pkt)}\theld_at_stop\t{link_exit - start}\t"
+                      f"{release - start}\t\t{stamp}\n")  # fmt: skip
 
     def stats(self, granted: dict[str, Any]) -> dict[str, Any]:
         late = sorted(self.lateness_ns)

@@ -9,7 +9,9 @@ Times are ns since start_mono_ns (CLOCK_MONOTONIC, shared by every namespace). e
 deliver, drop_loss or drop_queue (drops have empty times), or write_error. sched_ns is when the
 model said to release the packet, actual_ns when it was written out: their difference is the
 emulator's lateness, so VM stalls are visible packet by packet. event drop_memory: the model
-accepted the packet but the emulator had no room left to hold it (1 GiB of held packets).
+accepted the packet but the emulator had no room left to hold it (1 GiB of held packets);
+held_at_stop: it was still held, not yet due, when the emulator stopped (sched_ns says when it
+would have left; no actual_ns).
 stamp says where arrival_ns came from: k, the kernel's stamp as the packet entered the TUN; o,
 the emulator's own clock when it read the packet (that packet's kernel stamp was missed).
 Version 1 logs (no stamp column) are read too.

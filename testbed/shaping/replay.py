@@ -18,7 +18,7 @@ from testbed.shaping.model import LinkModel
 
 # What the model's verdict became in the emulator: a delivered packet may still fail to be written.
 AS_MODEL = {"deliver": "deliver", "write_error": "deliver", "drop_memory": "deliver",
-            "drop_loss": "drop_loss", "drop_queue": "drop_queue"}  # fmt: skip
+            "held_at_stop": "deliver", "drop_loss": "drop_loss", "drop_queue": "drop_queue"}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -80,9 +80,28 @@ def test_overload_drops_at_the_queue_and_recovers(run: str) -> None:
         assert net.info is not None
         stats_path = Path(net.info.links["path"]["uplink"]["stats"])
         pid = net.info.links["path"]["uplink"]["pid"]
-    assert recovered is not None and recovered < 1.0, "the link did not recover within 1 s"
     stats = json.loads(stats_path.read_text())  # written on a clean stop only
-    assert stats["drop_queue"] > 0.3 * stats["packets_in"], stats
+    assert recovered is not None and recovered < 1.0, f"no recovery within 1 s: {stats}"
+    assert stats["drop_queue"] > 0.2 * stats["packets_in"], stats  # offered 2x: ~half dropped
     delivered_mbps = stats["deliver"] * 1428 * 8 / 3 / 1e6
-    assert delivered_mbps > 0.85 * rate, delivered_mbps
+    assert delivered_mbps > 0.8 * rate, (delivered_mbps, stats)
     assert not Path(f"/proc/{pid}").exists()
+
+
+def test_the_topology_sets_the_emulator_tick(run: str) -> None:
+    import dataclasses
+
+    from testbed.bench.link import probe
+
+    spec = LinkSpec(rate_mbps=10, delay_ms=5)
+    topology = dataclasses.replace(topo(spec), emulator_tick_us=2000.0)
+    with Network(topology, EmuBackend(), run=run) as net:
+        rows = probe(net, 2, 200, 1.0)
+        assert net.info is not None
+        stats_path = Path(net.info.links["path"]["uplink"]["stats"])
+    stats = json.loads(stats_path.read_text())
+    assert stats["timing"]["release_tick_us"] == 2000.0
+    late = stats["lateness_us"]
+    # 1,000 packets/s against at most one release wake-up per 2 ms: most releases wait for a tick
+    assert late["p50"] > 300, late
+    assert len(rows) > 900

@@ -136,3 +136,13 @@ def test_run_names_fit_interface_names(name: str) -> None:
     except ConfigError:
         return
     assert len(f"{name}-99ra") <= 15
+
+
+def test_emulator_tick_is_a_topology_key_checked_once() -> None:
+    raw = {"name": "t", "hosts": ["a", "b"], "links": [{"name": "l", "between": ["a", "b"]}]}
+    here = Path(".")
+    topo = parse_topology(apply_overrides(raw, [("emulator_tick_us", 1000)]), "t.yaml", here)
+    assert topo.emulator_tick_us == 1000.0 and topo.to_dict()["emulator_tick_us"] == 1000.0
+    assert "emulator_tick_us" not in parse_topology(raw, "t.yaml", here).to_dict()  # same digest
+    with pytest.raises(ConfigError, match=r"t.yaml: emulator_tick_us: .*valid"):
+        parse_topology({**raw, "emulator_tick_us": -5}, "t.yaml", here)
