@@ -187,6 +187,15 @@ static int64_t link_exit_trace(Model *m, int64_t now_ns, int64_t size) {
     return m->start_ns + opportunity_ns(m, m->opp_index);
 }
 
+/* Copy a ring's len elements, oldest first, from src (cap slots, oldest at head) into dst. */
+static void unwrap(void *dst, const void *src, size_t elem, int64_t cap, int64_t head,
+                   int64_t len) {
+    int64_t first = len < cap - head ? len : cap - head; /* up to the end of src */
+    if (len <= 0) return;
+    memcpy(dst, (const char *)src + head * elem, first * elem);
+    memcpy((char *)dst + first * elem, src, (len - first) * elem);
+}
+
 static int queue_push(Model *m, int64_t exit_ns, int64_t size) {
     if (m->q_len == m->q_cap) { /* grow (only up to q_max: the limits bound the queue) */
         int64_t cap = m->q_cap ? m->q_cap * 2 : 1024;
@@ -197,11 +206,8 @@ static int queue_push(Model *m, int64_t exit_ns, int64_t size) {
             PyMem_Free(sz);
             return -1;
         }
-        for (int64_t i = 0; i < m->q_len; i++) {
-            int64_t j = (m->q_head + i) % (m->q_cap ? m->q_cap : 1);
-            ex[i] = m->q_exit[j];
-            sz[i] = m->q_size[j];
-        }
+        unwrap(ex, m->q_exit, sizeof(int64_t), m->q_cap, m->q_head, m->q_len);
+        unwrap(sz, m->q_size, sizeof(int32_t), m->q_cap, m->q_head, m->q_len);
         PyMem_Free(m->q_exit);
         PyMem_Free(m->q_size);
         m->q_exit = ex;
@@ -508,11 +514,8 @@ static int fifo_grow(Fifo *f) {
         PyMem_Free(meta);
         return -1;
     }
-    for (int64_t i = 0; i < f->len; i++) {
-        int64_t j = (f->head + i) % f->cap;
-        memcpy(bytes + i * SLOT_BYTES, f->bytes + j * SLOT_BYTES, f->meta[j].len);
-        meta[i] = f->meta[j];
-    }
+    unwrap(bytes, f->bytes, SLOT_BYTES, f->cap, f->head, f->len);
+    unwrap(meta, f->meta, sizeof(Held), f->cap, f->head, f->len);
     PyMem_Free(f->bytes);
     PyMem_Free(f->meta);
     f->bytes = bytes;

@@ -40,6 +40,7 @@ SPECS = {
     "gilbert": LinkSpec(rate_mbps=20, gilbert_elliott=GilbertElliottSpec(5, 30, 90, 1)),
     "jitter": LinkSpec(rate_mbps=8, delay_ms=20, jitter_ms=4, loss_pct=2),
     "unlimited": LinkSpec(delay_ms=12.5, queue_packets=None),
+    "deep queue": LinkSpec(rate_mbps=0.5, delay_ms=1, queue_packets=5000),  # its ring grows
     "trace": LinkSpec(trace="t.trace", delay_ms=10, queue_packets=4),
     "trace+jitter": LinkSpec(trace="t.trace", jitter_ms=1.5, loss_pct=1, queue_bytes=20_000),
 }
