@@ -83,9 +83,12 @@ def test_overload_drops_at_the_queue_and_recovers(run: str) -> None:
         pid = net.info.links["path"]["uplink"]["pid"]
     stats = json.loads(stats_path.read_text())  # written on a clean stop only
     assert recovered is not None and recovered < 1.0, f"no recovery within 1 s: {stats}"
-    assert stats["drop_queue"] > 0.2 * stats["packets_in"], stats  # offered 2x: ~half dropped
-    delivered_mbps = stats["deliver"] * 1428 * 8 / 3 / 1e6
-    assert delivered_mbps > 0.8 * rate, (delivered_mbps, stats)
+    fates = ("deliver", "drop_queue", "drop_loss", "write_error", "drop_memory", "held_at_stop")
+    assert sum(stats[f] for f in fates) == stats["packets_in"], stats  # every packet, one fate
+    capacity = rate * 1e6 * 3 / (1428 * 8)  # packets the link can carry in iperf3's 3 s
+    assert stats["packets_in"] > 1.3 * capacity, f"iperf3 did not overload the link: {stats}"
+    assert stats["drop_queue"] > 0.1 * stats["packets_in"], stats  # dropped at its queue
+    assert stats["deliver"] > 0.8 * capacity, (capacity, stats)  # while delivering its rate
     st = read_stat(pid)  # gone, or a zombie its parent (this process) has not reaped yet
     assert st is None or st.state == "Z", st
 
