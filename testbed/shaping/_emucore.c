@@ -137,7 +137,7 @@ typedef struct {
     int64_t n_opp, period_ms, opp_index, opp_left;
     int64_t *q_exit; /* droptail occupancy: (link exit, bytes) of packets not yet sent */
     int32_t *q_size;
-    int64_t q_cap, q_head, q_len, q_bytes, q_max;
+    int64_t q_cap, q_head, q_len, q_bytes;
     int64_t last_release;
 } Model;
 
@@ -196,22 +196,32 @@ static void unwrap(void *dst, const void *src, size_t elem, int64_t cap, int64_t
     memcpy((char *)dst + first * elem, src, (len - first) * elem);
 }
 
+/* Grow a ring kept as two parallel arrays (a: elem_a bytes per slot, b: elem_b) from cap to
+ * new_cap slots, oldest first at slot 0; -1 (and nothing changed) when memory is short. */
+static int grow_rings(void **a, size_t elem_a, void **b, size_t elem_b, int64_t cap,
+                      int64_t new_cap, int64_t head, int64_t len) {
+    void *na = PyMem_Malloc((size_t)new_cap * elem_a);
+    void *nb = PyMem_Malloc((size_t)new_cap * elem_b);
+    if (!na || !nb) {
+        PyMem_Free(na);
+        PyMem_Free(nb);
+        return -1;
+    }
+    unwrap(na, *a, elem_a, cap, head, len);
+    unwrap(nb, *b, elem_b, cap, head, len);
+    PyMem_Free(*a);
+    PyMem_Free(*b);
+    *a = na;
+    *b = nb;
+    return 0;
+}
+
 static int queue_push(Model *m, int64_t exit_ns, int64_t size) {
-    if (m->q_len == m->q_cap) { /* grow (only up to q_max: the limits bound the queue) */
+    if (m->q_len == m->q_cap) { /* grow (the queue limits bound it) */
         int64_t cap = m->q_cap ? m->q_cap * 2 : 1024;
-        int64_t *ex = PyMem_Malloc(cap * sizeof(int64_t));
-        int32_t *sz = PyMem_Malloc(cap * sizeof(int32_t));
-        if (!ex || !sz) {
-            PyMem_Free(ex);
-            PyMem_Free(sz);
+        if (grow_rings((void **)&m->q_exit, sizeof(int64_t), (void **)&m->q_size,
+                       sizeof(int32_t), m->q_cap, cap, m->q_head, m->q_len) < 0)
             return -1;
-        }
-        unwrap(ex, m->q_exit, sizeof(int64_t), m->q_cap, m->q_head, m->q_len);
-        unwrap(sz, m->q_size, sizeof(int32_t), m->q_cap, m->q_head, m->q_len);
-        PyMem_Free(m->q_exit);
-        PyMem_Free(m->q_size);
-        m->q_exit = ex;
-        m->q_size = sz;
         m->q_cap = cap;
         m->q_head = 0;
     }
@@ -289,7 +299,7 @@ static int get_f64(PyObject *d, const char *key, double *out) {
     return PyErr_Occurred() ? -1 : 0;
 }
 
-/* Model(params: dict): the keys testbed.shaping.emucore.model_params() writes. */
+/* Model(params: dict): the keys testbed.shaping.model.LinkModel.initial_state() returns. */
 static int Model_init(Model *m, PyObject *args, PyObject *kwds) {
     PyObject *d;
     if (!PyArg_ParseTuple(args, "O!", &PyDict_Type, &d)) return -1;
@@ -507,19 +517,9 @@ typedef struct {
 static int fifo_grow(Fifo *f) {
     int64_t cap = f->cap * 2;
     if (cap > MAX_SLOTS) return -1;
-    uint8_t *bytes = PyMem_Malloc((size_t)cap * SLOT_BYTES);
-    Held *meta = PyMem_Malloc((size_t)cap * sizeof(Held));
-    if (!bytes || !meta) {
-        PyMem_Free(bytes);
-        PyMem_Free(meta);
+    if (grow_rings((void **)&f->bytes, SLOT_BYTES, (void **)&f->meta, sizeof(Held), f->cap, cap,
+                   f->head, f->len) < 0)
         return -1;
-    }
-    unwrap(bytes, f->bytes, SLOT_BYTES, f->cap, f->head, f->len);
-    unwrap(meta, f->meta, sizeof(Held), f->cap, f->head, f->len);
-    PyMem_Free(f->bytes);
-    PyMem_Free(f->meta);
-    f->bytes = bytes;
-    f->meta = meta;
     f->cap = cap;
     f->head = 0;
     return 0;

@@ -1,4 +1,4 @@
-"""The compiled emulator core (_emucore.c), and how the pure model's spec becomes its input.
+"""The compiled emulator core (_emucore.c): the model it runs, and its loop.
 
 The pure model (model.LinkModel) stays the reference: the compiled Model draws from the same
 CPython Mersenne Twister streams (their state is handed over, not re-seeded) and follows the
@@ -8,7 +8,6 @@ keeps the pure model: the compiled loop calls its offer() for each packet.
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from testbed.config import LinkSpec
@@ -23,35 +22,9 @@ except ImportError as e:  # not built: `make setup` (pip install -e .) compiles 
 else:
     WHY_NOT = ""
 
-JITTER_SEED_OFFSET = 0x5EED  # as LinkModel: the jitter stream is the loss stream's seed + this
-
 
 def available() -> bool:
     return _emucore is not None
-
-
-def model_params(spec: LinkSpec, seed: int, start_ns: int, trace: Trace | None) -> dict[str, Any]:
-    """The compiled Model's input for a link without a schedule: LinkModel's state at start."""
-    if spec.schedule is not None:
-        raise ValueError("a link with a schedule keeps the pure model")
-    ge = spec.gilbert_elliott
-    params: dict[str, Any] = {
-        "start_ns": start_ns,
-        "ns_per_byte": 8_000.0 / spec.rate_mbps if spec.rate_mbps else 0.0,
-        "delay_ns": round(spec.delay_ms * 1e6),
-        "jitter_ns": spec.jitter_ms * 1e6,
-        "queue_packets": spec.queue_packets,
-        "queue_bytes": spec.queue_bytes,
-        "loss_kind": 2 if ge is not None else 1 if spec.loss_pct > 0 else 0,
-        "p": ge.p_pct / 100 if ge else spec.loss_pct / 100.0,
-        "r": ge.r_pct / 100 if ge else 0.0,
-        "loss_bad": ge.loss_bad_pct / 100 if ge else 0.0,
-        "loss_good": ge.loss_good_pct / 100 if ge else 0.0,
-        "loss_state": random.Random(seed).getstate(),
-        "jitter_state": random.Random(seed + JITTER_SEED_OFFSET).getstate(),
-        "opportunities_ms": list(trace.opportunities_ms) if spec.trace and trace else None,
-    }
-    return params
 
 
 JITTER_SIGMAS = 6  # a jittered delay below delay - 6 sigma: about once in 10^9 packets
@@ -69,10 +42,12 @@ def lookahead_ns(spec: LinkSpec) -> int:
 
 
 def make_model(spec: LinkSpec, seed: int, start_ns: int, trace: Trace | None) -> Any:
-    """The model the loop runs: compiled when it can be, the pure one for schedules."""
+    """The model the loop runs: compiled when it can be, the pure one for schedules. The
+    compiled one starts from a fresh pure model's state (LinkModel.initial_state)."""
+    reference = LinkModel(spec, seed=seed, start_ns=start_ns, trace=trace)
     if _emucore is None or spec.schedule is not None:
-        return LinkModel(spec, seed=seed, start_ns=start_ns, trace=trace)
-    return _emucore.Model(model_params(spec, seed, start_ns, trace))
+        return reference
+    return _emucore.Model(reference.initial_state())
 
 
 def run_loop(

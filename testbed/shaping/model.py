@@ -200,6 +200,31 @@ class LinkModel:
         self._busy_until = t
         return round(t)
 
+    def initial_state(self) -> dict[str, object]:
+        """This model's constants and random streams before its first packet, as the compiled
+        model (testbed/shaping/_emucore.c) takes them: it then gives the same verdicts."""
+        if self.schedule is not None:
+            raise ValueError("a link with a schedule keeps the pure model")
+        loss = self.loss
+        ge = loss if isinstance(loss, GilbertElliottLoss) else None
+        return {
+            "start_ns": self.start_ns,
+            "ns_per_byte": self._ns_per_byte,
+            "delay_ns": self._delay_ns,
+            "jitter_ns": self._jitter_ns,
+            "queue_packets": self.spec.queue_packets,
+            "queue_bytes": self.spec.queue_bytes,
+            "loss_kind": 2 if ge else 1 if isinstance(loss, BernoulliLoss) else 0,
+            "p": loss.p if isinstance(loss, BernoulliLoss | GilbertElliottLoss) else 0.0,
+            "r": ge.r if ge else 0.0,
+            "loss_bad": ge.loss_bad if ge else 0.0,
+            "loss_good": ge.loss_good if ge else 0.0,
+            # NoLoss draws nothing: any stream will do
+            "loss_state": getattr(loss, "rng", self._jitter_rng).getstate(),
+            "jitter_state": self._jitter_rng.getstate(),
+            "opportunities_ms": list(self.trace.opportunities_ms) if self.trace else None,
+        }
+
     def offer(self, now_ns: int, size: int) -> Verdict:
         """A packet of `size` IP bytes arrives at now_ns. Calls must come in time order."""
         if self.schedule is not None:
