@@ -14,19 +14,21 @@ from testbed.fec.spec import FecSpec
 from testbed.rtc.framelog import after_warmup
 
 
-def _cells(results: Path) -> list[Path]:
+def _cells(results: Path, only: set[str] | None = None) -> list[Path]:
     cells = results / "cells"
     if not cells.is_dir():
         raise TestbedError(f"{results}: no cells/ folder; is this a `testbed run` results folder?")
     return sorted(
         p for p in cells.iterdir() if not p.name.startswith(".") and (p / "cell.json").exists()
-    )
+        and (only is None or p.name in only)
+    )  # fmt: skip
 
 
-def load_cells(results: str | Path) -> pd.DataFrame:
-    """One row per cell: its params (grid keys as columns), link and stream config, summary."""
+def load_cells(results: str | Path, only: set[str] | None = None) -> pd.DataFrame:
+    """One row per cell (only: these cell ids): its params (grid keys as columns), link and
+    stream config, summary."""
     rows: list[dict[str, Any]] = []
-    for path in _cells(Path(results)):
+    for path in _cells(Path(results), only):
         cell = json.loads((path / "cell.json").read_text())
         link = media_link(cell)
         stream = cell["stream"]
@@ -47,9 +49,12 @@ def load_cells(results: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def load_frames(results: str | Path, include_warmup: bool = False) -> pd.DataFrame:
-    """All frames of all cells, with the cell's id and params as columns; warm-up excluded."""
-    cells = load_cells(results).set_index("cell_id")
+def load_frames(
+    results: str | Path, include_warmup: bool = False, only: set[str] | None = None
+) -> pd.DataFrame:
+    """All frames of all cells (only: these), with the cell's id and params as columns;
+    warm-up excluded."""
+    cells = load_cells(results, only).set_index("cell_id")
     parts = []
     for cell_id, meta in cells.iterrows():
         frames = pd.read_parquet(Path(results) / "cells" / str(cell_id) / "frames.parquet")

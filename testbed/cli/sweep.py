@@ -26,11 +26,35 @@ from testbed.errors import ConfigError, TestbedError
 @click.option("--jobs", type=int, default=None, help="cells at once [one per two cores]")
 @click.option("--backend", default="auto", show_default=True, help="auto | emu | netem")
 @click.option("--yes", is_flag=True, help="run a grid larger than its cell limit")
+@click.option(
+    "--cluster",
+    default=None,
+    metavar="ADDRESS",
+    help="a Dask scheduler (tcp://HOST:8786) whose `testbed worker`s run the cells "
+    "[an embedded cluster of --jobs workers]",
+)
+@click.option(
+    "--order",
+    type=click.Choice(["shuffle", "grid"]),
+    default="shuffle",
+    show_default=True,
+    help="cell order: shuffled (so a machine's drift does not follow a grid axis) or the grid's",
+)
+@click.option("--order-seed", type=int, default=None, help="the shuffle's seed [random, recorded]")
 @name_option()
 def run_cmd(
-    experiment: Path, out: Path | None, jobs: int | None, backend: str, yes: bool, name: str
+    experiment: Path,
+    out: Path | None,
+    jobs: int | None,
+    backend: str,
+    yes: bool,
+    cluster: str | None,
+    order: str,
+    order_seed: int | None,
+    name: str,
 ) -> None:
-    """Run every cell of EXPERIMENT (skipping cells already done), with a progress bar."""
+    """Run every cell of EXPERIMENT (skipping cells already done) as tasks on a Dask cluster
+    (embedded unless --cluster), with a progress bar."""
     from testbed.config import validate_run_name
     from testbed.experiment.runner import default_jobs, run_experiment
     from testbed.experiment.spec import load_experiment
@@ -42,12 +66,17 @@ def run_cmd(
         exp = load_experiment(experiment, max_cells=10**9 if yes else None)
         if jobs is not None and jobs < 1:
             raise ConfigError("--jobs", str(jobs), "valid: a whole number >= 1")
+        if cluster is not None:
+            from testbed.cli.worker import check_address
+
+            check_address("--cluster", cluster)
         chosen = choose_backend(backend, name)
         require_root()
         target = out or Path("results") / exp.name
         start = time.monotonic()
         with terminate_unwinds():
-            run_experiment(exp, target, jobs or default_jobs(), name, chosen, click.echo)
+            run_experiment(exp, target, jobs or default_jobs(), name, chosen, click.echo,
+                           cluster=cluster, order=order, order_seed=order_seed)  # fmt: skip
     except TestbedError as e:
         fail(e)
     except OSError as e:

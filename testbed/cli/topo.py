@@ -188,6 +188,11 @@ def clean(name: str | None, force: bool) -> None:
         except LedgerError as e:
             click.echo(f"testbed: error: {e}", err=True)
             broken += 1
+    from testbed.experiment.worker import remove_dead_work
+
+    work = remove_dead_work()  # cells of sweep workers that were killed, not yet sent back
+    if work:
+        click.echo(f"removed the unfinished cells of {work} sweep worker(s) that are gone")
     click.echo(f"clean: {total} objects removed from {len(runs) - kept - broken} run(s)"
                + (f"; {kept} live run(s) kept" if kept else ""))  # fmt: skip
     if broken:

@@ -79,6 +79,8 @@ def _run(job: dict[str, Any], name: str, tmp: Path, final: Path) -> None:
                seed=job["seed"])  # fmt: skip
     cell = json.loads((tmp / "cell.json").read_text())
     cell.update(params=job["params"], cell_id=job["cell_id"], experiment=job["experiment"])
+    if "host" in job:  # the worker's host, and the backend the cell's links ran on
+        cell["host"] = {**job["host"], "backend": job["backend"]}
     write_json_atomic(tmp / "cell.json", cell)
     os.replace(tmp, final)  # atomic: the cell exists whole or not at all
     fsync_dir(final.parent)

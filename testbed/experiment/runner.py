@@ -1,39 +1,45 @@
 """`testbed run`: every cell in its own fresh topology, atomically written, skipped when done.
 
-results/NAME/run.json             metadata: experiment file (text and digest), git revision,
-                                  versions, kernel, machine, backend, jobs, start/end
-results/NAME/cells/ID/            one cell (frames.parquet, cell.json with `params`, pcaps, logs)
+results/NAME/run.json             metadata: experiment file (text and digest of it, its topology
+                                  and its input files), git revision, versions, kernel, machine,
+                                  backend; a session per run (cluster, workers, order seed, ...)
+results/NAME/cells/ID/            one cell (frames.parquet, cell.json with `params` and `host`,
+                                  pcaps, logs)
 
-A cell is a subprocess with its own run name (its namespaces and emulators): `jobs` of them run
-at once. A rerun skips cells whose folder exists; a cell folder appears only when complete.
+Every cell is a Dask task (testbed.experiment.worker.run_cell) on the embedded cluster or on a
+running scheduler's workers; it comes back as a tar, is unpacked beside its place and renamed
+there, so a cell appears whole or not at all, and once. A rerun skips cells whose folder exists.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import ctypes
 import fcntl
+import io
 import json
 import os
 import platform
+import random
 import shutil
-import signal
-import subprocess
 import sys
+import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 from testbed.errors import ConfigError, TestbedError
+from testbed.experiment.cluster import ALLOWED_FAILURES
+from testbed.experiment.inputs import addressed, hashes_needed
+from testbed.experiment.plan import Plan
 from testbed.experiment.spec import Cell, Experiment
-from testbed.files import disk_full, free_bytes, write_json_atomic
-from testbed.net.ledger import Ledger
-from testbed.procstat import exit_words
+from testbed.experiment.worker import TOPIC, git_revision, needs, remove_dead_work, run_cell
+from testbed.files import free_bytes, fsync_dir, write_json_atomic
 from testbed.versions import package_versions
 
 Say = Callable[[str], None]
-PR_SET_PDEATHSIG = 1
 
 
 def default_jobs() -> int:
@@ -41,37 +47,61 @@ def default_jobs() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
-def _git_revision() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5)  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
+def _changed(meta: dict[str, Any], exp: Experiment) -> str:
+    """What differs between the results' experiment and this one, in words."""
+    if "inputs" not in meta:
+        return "an older testbed made them (its digest covered only the experiment file)"
+    if meta.get("experiment_text") != exp.text:
+        return f"the experiment file differs ({meta.get('experiment_source')})"
+    if meta.get("topology_text", exp.topology_text) != exp.topology_text:
+        return f"the topology file {exp.topology_path} changed"
+    edited = [p for p, sha in exp.inputs.items() if meta["inputs"].get(p) != sha]
+    if edited:
+        return f"input file {edited[0]} changed (sha256 {exp.inputs[edited[0]][:12]}, was " + (
+            f"{meta['inputs'][edited[0]][:12]})" if edited[0] in meta["inputs"] else "not used)"
+        )
+    return "the input files differ"
 
 
-def prepare_results(exp: Experiment, out: Path, backend: str, jobs: int) -> dict[str, Any]:
-    """Create or reopen the results folder; refuse one made by a different experiment file."""
+def check_same(out: Path, exp: Experiment) -> None:
+    """Refuse results made by a different experiment, topology or input file (the digest
+    covers all three)."""
     meta_path = out / "run.json"
+    if not meta_path.exists():
+        return
+    meta: dict[str, Any] = json.loads(meta_path.read_text())
+    if meta.get("experiment_digest") != exp.digest:
+        raise ConfigError(
+            str(out), "run.json",
+            f"these results come from a different experiment: {_changed(meta, exp)} (digest "
+            f"{meta.get('experiment_digest')}, now {exp.digest}); refusing to mix: use another -o",
+        )  # fmt: skip
+
+
+def prepare_results(
+    exp: Experiment, out: Path, backend: str, session: dict[str, Any]
+) -> dict[str, Any]:
+    """Create or reopen the results folder; refuse one made by a different experiment, topology
+    or input file (the digest covers all three)."""
+    meta_path = out / "run.json"
+    session = {"started": time.time(), **session}
+    check_same(out, exp)
     if meta_path.exists():
         meta: dict[str, Any] = json.loads(meta_path.read_text())
-        if meta.get("experiment_digest") != exp.digest:
-            raise ConfigError(
-                str(out), "run.json",
-                f"these results come from a different experiment file ({meta.get('experiment_source')},"
-                f" digest {meta.get('experiment_digest')}); refusing to mix: use another -o",
-            )  # fmt: skip
-        meta.setdefault("sessions", []).append({"started": time.time(), "jobs": jobs})
+        meta.setdefault("sessions", []).append(session)
     else:
         (out / "cells").mkdir(parents=True, exist_ok=True)
         meta = {
             "experiment": exp.name, "experiment_source": exp.source,
             "experiment_digest": exp.digest, "experiment_text": exp.text,
-            "topology": exp.topology_path, "grid": exp.grid, "repetitions": exp.repetitions,
-            "cells": len(exp.cells), "git_revision": _git_revision(), "versions": package_versions(),
+            "topology": exp.topology_path, "topology_text": exp.topology_text,
+            "inputs": exp.inputs, "grid": exp.grid, "repetitions": exp.repetitions,
+            "repetitions_max": exp.repetitions_max,
+            "precision": exp.precision.__dict__ if exp.precision else None,
+            "cells": len(exp.cells), "git_revision": git_revision(), "versions": package_versions(),
             "kernel": platform.release(), "machine": platform.machine(), "cpus": os.cpu_count(),
             "python": platform.python_version(), "backend": backend,
-            "sessions": [{"started": time.time(), "jobs": jobs}],
+            "sessions": [session],
         }  # fmt: skip
     write_json_atomic(meta_path, meta)
     return meta
@@ -84,12 +114,6 @@ def done_cells(out: Path) -> set[str]:
     return {
         p.name for p in cells.iterdir() if not p.name.startswith(".") and (p / "cell.json").exists()
     }
-
-
-def _die_with_parent() -> None:
-    """A cell whose runner is killed gets SIGTERM and unwinds its topology."""
-    libc = ctypes.CDLL(None)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def _job(cell: Cell, exp: Experiment, backend: tuple[str, str]) -> str:
@@ -124,80 +148,217 @@ def run_experiment(
     backend: tuple[str, str],
     say: Say,
     progress: bool = True,
+    cluster: str | None = None,
+    order: str = "shuffle",
+    order_seed: int | None = None,
 ) -> dict[str, Any]:
-    """backend: (name, why) as choose_backend resolved it, once for every cell."""
+    """backend: (name, why) as choose_backend resolved it, once for every cell. cluster: a
+    scheduler's address, or None for the embedded cluster of `jobs` workers. order: shuffle
+    (with order_seed, recorded; random when None) or grid."""
+    from testbed.experiment.cluster import able_workers, open_cluster
 
+    seed = order_seed if order_seed is not None else random.SystemRandom().randrange(2**31)
+    stacks = {s for c in exp.configs for s in (c.stream.stack_of("sender"),
+                                               c.stream.stack_of("receiver"))}  # fmt: skip
+    need = needs(backend[0], stacks)
+    check_same(out, exp)  # before anything is started or written
+    with open_cluster(cluster, jobs, run) as cl:
+        able = able_workers(cl, need)
+        out.mkdir(parents=True, exist_ok=True)
+        with _results_lock(out):
+            return _run_on(cl, able, exp, out, jobs, backend, say, progress, cluster, order, seed,
+                           need)  # fmt: skip
+
+
+def _run_on(cl: Any, able: list[str], exp: Experiment, out: Path, jobs: int,
+            backend: tuple[str, str], say: Say, progress: bool, cluster: str | None, order: str,
+            seed: int, need: dict[str, float]) -> dict[str, Any]:  # fmt: skip
+    """run_experiment on a cluster whose workers can run the cells, the results locked."""
     from tqdm import tqdm
 
-    out.mkdir(parents=True, exist_ok=True)
-    with _results_lock(out):
-        previous = prepare_results(exp, out, backend[0], jobs)["sessions"][:-1]
-        if previous and "ended" not in previous[-1]:
-            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(previous[-1]["started"]))
-            say(f"note: the previous session on {out} (started {started}) never ended: its "
-                "`testbed run` was killed; its unfinished cells run again")  # fmt: skip
-        for stale in (out / "cells").glob(".tmp-*"):  # cells cut short by a crash: never results
-            shutil.rmtree(stale, ignore_errors=True)
-        finished = done_cells(out)
-        todo = [c for c in exp.cells if c.cell_id not in finished]
-        say(f"{exp.name}: {len(exp.cells)} cells, {len(finished)} already done, {len(todo)} to run, "
-            f"{jobs} at a time -> {out}")  # fmt: skip
-        names = [f"{run[:4]}{slot}" for slot in range(jobs)]
-        free = list(names)
-        running: dict[subprocess.Popen[bytes], tuple[Cell, str, Path]] = {}
-        failed: list[dict[str, Any]] = []
-        bar = tqdm(total=len(exp.cells), initial=len(finished), unit="cell", disable=not progress,
-                   dynamic_ncols=True)  # fmt: skip
-        queue = list(todo)
-        stop_reason: str | None = None
-        try:
-            while queue or running:
-                short = _no_room(out, queue[0]) if queue and free else None
-                if short:  # finish what runs, start nothing more: a cell would fill the disk
-                    stop_reason = short
-                    queue.clear()
-                while queue and free:
-                    cell = queue.pop(0)
-                    name = free.pop(0)
-                    log = out / "cells" / f".log-{cell.cell_id}"
-                    with open(log, "wb") as err:
-                        proc = subprocess.Popen(
-                            [sys.executable, "-m", "testbed.experiment.cell", "--job",
-                             _job(cell, exp, backend), "--out", str(out / "cells" / cell.cell_id),
-                             "--name", name],
-                            stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_die_with_parent,
-                        )  # fmt: skip
-                    running[proc] = (cell, name, log)
+    from testbed.experiment.cluster import scatter_inputs
+
+    session = {"jobs": jobs, "cluster": cluster or "embedded", "order": order,
+               "order_seed": seed if order == "shuffle" else None}  # fmt: skip
+    previous = prepare_results(exp, out, backend[0], session)["sessions"][:-1]
+    if previous and "ended" not in previous[-1]:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(previous[-1]["started"]))
+        say(f"note: the previous session on {out} (started {started}) never ended: its "
+            "`testbed run` was killed; its unfinished cells run again")  # fmt: skip
+    for stale in (out / "cells").glob(".tmp-*"):  # cells cut short by a crash: never results
+        shutil.rmtree(stale, ignore_errors=True)
+    remove_dead_work()  # and cells of this host's workers that were killed before sending
+    plan = Plan(exp, done_cells(out))
+    todo = plan.initial(order, seed)
+    where = f"{jobs} at a time" if cluster is None else f"on the cluster {cluster}"
+    say(f"{exp.name}: {sum(plan.scheduled)} cells, {len(plan.finished)} already done, "
+        f"{len(todo)} to run, {where} -> {out}")  # fmt: skip
+    failed: list[dict[str, Any]] = []
+    if cluster is not None:
+        say(f"{len(able)} of {len(cl.workers)} workers can run these cells: "
+            + ", ".join(sorted({cl.workers[a]['host']['name'] for a in able})))  # fmt: skip
+    _note_workers(out, cl.workers)
+    sweep = _Sweep(exp, out, backend, cl, need, scatter_inputs(cl, exp.inputs), plan)
+    bar = tqdm(total=sum(plan.scheduled), initial=len(plan.finished), unit="cell",
+               disable=not progress, dynamic_ncols=True)  # fmt: skip
+    try:
+        sweep.go(todo, bar, failed)
+    except KeyboardInterrupt as e:
+        sweep.cancel()
+        bar.close()
+        _end_session(out, failed, interrupted=str(e) or "SIGINT")
+        raise
+    bar.close()
+    _end_session(out, failed, precision=sweep.intervals())
+    if sweep.stop_reason:
+        raise TestbedError(f"{sweep.stop_reason}; finished cells are kept: free space (or use "
+                           "another -o) and rerun the same command")  # fmt: skip
+    if failed:
+        raise TestbedError(f"{len(failed)} cell(s) failed (the last: {failed[-1]['reason']}); "
+                           "rerun the same command to retry them")  # fmt: skip
+    return dict(json.loads((out / "run.json").read_text()))
+
+
+class _Sweep:
+    """The cells in flight: submitted as Dask tasks, settled as they finish (written whole
+    into the results, or failed with a reason), refined when precision: asks for more."""
+
+    def __init__(self, exp: Experiment, out: Path, backend: tuple[str, str], cl: Any,
+                 need: dict[str, float], blobs: dict[str, Any], plan: Plan) -> None:  # fmt: skip
+        self.exp, self.out, self.backend, self.cl = exp, out, backend, cl
+        self.need, self.blobs, self.plan = need, blobs, plan
+        self.futures: dict[Any, tuple[int, Cell]] = {}
+        self.running: dict[str, str] = {}  # cell id -> the worker running it
+        self.stop_reason: str | None = None
+        self._priority = 0
+        cl.client.subscribe_topic(TOPIC, self._event)
+
+    def _event(self, event: Any) -> None:
+        msg = event[1] if isinstance(event, tuple) else event
+        if msg.get("state") == "start":  # embedded workers are numbered; others say host-pid
+            worker = str(msg["worker"])
+            self.running[msg["cell"]] = f"w{worker}" if worker.isdigit() else worker
+        else:
+            self.running.pop(msg.get("cell"), None)
+
+    def submit(self, cells: list[tuple[int, Cell]], first: bool = False) -> None:
+        """Dask runs higher priorities first: the given order, added repetitions first."""
+        for i, (config, cell) in enumerate(cells):
+            job = addressed(json.loads(_job(cell, self.exp, self.backend)), self.exp.inputs)
+            blobs = {sha: self.blobs[sha] for sha in hashes_needed(job)}
+            priority = len(cells) - i if first else 10**9 - self._priority
+            self._priority += 1
+            fut = self.cl.client.submit(run_cell, job, blobs, key=f"cell-{cell.cell_id}-{uuid4().hex[:8]}",
+                                        resources=self.need, priority=priority, pure=False)  # fmt: skip
+            self.futures[fut] = (config, cell)
+
+    def go(self, todo: list[tuple[int, Cell]], bar: Any, failed: list[dict[str, Any]]) -> None:
+        if todo and (short := _no_room(self.out, todo[0][1])):
+            self.stop_reason = short
+            return
+        self.submit(todo, first=True)
+        for config in range(len(self.exp.configs)):  # a rerun: configurations already settled
+            self._refine(config, bar)
+        while self.futures:
+            done = [f for f in self.futures if f.done()]
+            if not done:
                 time.sleep(0.2)
-                for proc in [p for p in running if p.poll() is not None]:
-                    cell, name, log = running.pop(proc)
-                    free.append(name)
-                    if proc.returncode == 0:
-                        log.unlink(missing_ok=True)
-                        bar.update(1)
-                        continue
-                    reason = _failure(proc, cell, name, out, log)
+            for fut in done:
+                config, cell = self.futures.pop(fut)
+                reason = self._settle(fut, cell)
+                self.plan.settled(config, cell.cell_id, reason is None)
+                if reason is None:
+                    bar.update(1)
+                else:
                     failed.append(
                         {"cell_id": cell.cell_id, "params": cell.params, "reason": reason}
                     )
                     bar.write(f"cell {cell.cell_id} {cell.params} failed: {reason}")
-        except KeyboardInterrupt as e:
-            for proc in running:
-                proc.send_signal(signal.SIGTERM)
-            for proc in running:
-                proc.wait()
-            bar.close()
-            _end_session(out, failed, interrupted=str(e) or "SIGINT")
-            raise
-        bar.close()
-        _end_session(out, failed)
-        if stop_reason:
-            raise TestbedError(f"{stop_reason}; finished cells are kept: free space (or use another "
-                               "-o) and rerun the same command")  # fmt: skip
-        if failed:
-            raise TestbedError(f"{len(failed)} cell(s) failed (logs in {out}/cells/.log-*; the last: "
-                               f"{failed[-1]['reason']}); rerun the same command to retry them")  # fmt: skip
-        return dict(json.loads((out / "run.json").read_text()))
+                self._refine(config, bar)
+                if self.futures and (short := _no_room(self.out, cell)):
+                    self.stop_reason = short  # finish nothing more: a cell would fill the disk
+                    self.cancel()
+                    return
+            per_worker = sorted(collections.Counter(self.running.values()).items())
+            status = (f"running {' '.join(f'{w}:{n}' for w, n in per_worker) or '-'}, "
+                      f"failed {len(failed)}")  # fmt: skip
+            if status != bar.postfix:
+                bar.set_postfix_str(status, refresh=False)
+
+    def _refine(self, config: int, bar: Any) -> None:
+        more = self.plan.refine(config, self._statistic)
+        if more:
+            bar.total += len(more)
+            bar.refresh()
+            self.submit(more)
+
+    def _statistic(self, ids: Sequence[str]) -> list[float]:
+        from testbed.analysis.load import load_frames
+        from testbed.analysis.metrics import cell_table
+
+        assert self.exp.precision is not None
+        table = cell_table(load_frames(self.out, only=set(ids))).set_index("cell_id")
+        return [float(table.loc[i, f"latency_{self.exp.precision.metric}_ms"]) for i in ids]
+
+    def _settle(self, fut: Any, cell: Cell) -> str | None:
+        """Write a finished cell whole into the results (None), or say why it failed."""
+        from distributed import KilledWorker
+
+        if fut.status == "error":
+            exc = fut.exception()
+            if isinstance(exc, KilledWorker):
+                return (f"its worker died {ALLOWED_FAILURES + 1} times while running it (the last: "
+                        f"{exc.last_worker.address if exc.last_worker else '?'}): the cell was "
+                        "retried elsewhere and never finished")  # fmt: skip
+            return f"internal error on the worker: {type(exc).__name__}: {exc}"
+        if fut.status == "cancelled":
+            return "cancelled (its worker left the cluster?)"
+        res = fut.result()
+        if not res["ok"]:
+            return f"{res['reason']} (on {res['host']})"
+        write_cell(self.out / "cells" / cell.cell_id, res["tar"])
+        return None
+
+    def cancel(self) -> None:
+        """Every cell still in flight is told to stop: each unwinds its topology on its worker."""
+        from testbed.experiment.worker import stop_all
+
+        self.cl.client.cancel(list(self.futures))
+        if self.cl.address == "embedded":  # in this process: do not leave it to the next poll
+            stop_all()
+        self.futures.clear()
+
+    def intervals(self) -> list[dict[str, object]] | None:
+        if self.exp.precision is None:
+            return None
+        return [self.plan.interval(i, self._statistic) for i in range(len(self.exp.configs))
+                if self.plan.done_ids(i)]  # fmt: skip
+
+
+def write_cell(final: Path, tar_bytes: bytes) -> None:
+    """Unpack a cell that came back from a worker beside its place and rename it there: the
+    cell appears whole or not at all, and once (a cell that is already there stays)."""
+    if final.exists():
+        return
+    tmp = final.with_name(f".tmp-{final.name}-client{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+            tar.extractall(tmp, filter="data")
+        if not (tmp / "cell.json").exists():
+            raise TestbedError(f"cell {final.name} came back without its cell.json")
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    fsync_dir(final.parent)
+
+
+def _note_workers(out: Path, workers: dict[str, dict[str, Any]]) -> None:
+    meta = dict(json.loads((out / "run.json").read_text()))
+    meta["sessions"][-1]["workers"] = [
+        {"address": a, **w["host"], "capabilities": w["capabilities"]} for a, w in workers.items()
+    ]
+    write_json_atomic(out / "run.json", meta)
 
 
 def cell_bytes(cell: Cell) -> int:
@@ -217,32 +378,12 @@ def _no_room(out: Path, cell: Cell) -> str | None:
             f"a cell needs about {need / 1e6:.1f} MB")  # fmt: skip
 
 
-def _failure(proc: subprocess.Popen[bytes], cell: Cell, name: str, out: Path, log: Path) -> str:
-    """Why a cell failed, in words. A cell killed by a signal could not unwind: its topology
-    (its ledger, whose owner is now gone) and its partial folder are removed here, so the slot's
-    next cell starts clean."""
-    tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
-    for tmp in (out / "cells").glob(f".tmp-{cell.cell_id}-{proc.pid}"):  # what it could not remove
-        shutil.rmtree(tmp, ignore_errors=True)
-    if proc.returncode >= 0:
-        full = disk_full(out)  # the cell could not even write its log: say why
-        return " ".join(tail) or (f"{full}; the cell " if full else "") + exit_words(
-            proc.returncode
-        )
-    ledger = Ledger(name)
-    phase = ledger.phase()
-    removed = 0
-    if ledger.live() is None:
-        with contextlib.suppress(TestbedError):
-            removed = ledger.remove_all()
-    when = f" during {phase}" if phase else ""
-    return (f"the cell process (pid {proc.pid}) {exit_words(proc.returncode)}{when}; "
-            f"{removed} object(s) it left were removed")  # fmt: skip
-
-
-def _end_session(out: Path, failed: list[dict[str, Any]], interrupted: str | None = None) -> None:
+def _end_session(out: Path, failed: list[dict[str, Any]], interrupted: str | None = None,
+                 precision: list[dict[str, object]] | None = None) -> None:  # fmt: skip
     meta = dict(json.loads((out / "run.json").read_text()))
     meta["sessions"][-1].update(ended=time.time(), failed=failed)
+    if precision is not None:
+        meta["sessions"][-1]["precision"] = precision
     if interrupted:
         meta["sessions"][-1]["interrupted"] = interrupted
     meta["ended"] = time.time()

@@ -24,9 +24,12 @@ from testbed.config import (
 )
 from testbed.config.traffic import check_malformed_targets
 from testbed.errors import ConfigError
+from testbed.experiment.inputs import file_sha256, input_paths
+from testbed.experiment.precision import Precision, parse_precision
 from testbed.rtc.spec import StreamSpec, parse_stream, set_key
 
-EXPERIMENT_KEYS = ("name", "topology", "set", "stream", "grid", "repetitions", "seed", "max_cells")
+EXPERIMENT_KEYS = ("name", "topology", "set", "stream", "grid", "repetitions", "seed", "max_cells",
+                   "precision", "repetitions_max")  # fmt: skip
 DEFAULT_MAX_CELLS = 1000
 
 
@@ -42,18 +45,51 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class Config:
+    """One combination of grid values, resolved; its repetitions are its cells."""
+
+    values: dict[str, Any]
+    topology: TopologySpec
+    stream: StreamSpec
+
+
+@dataclass(frozen=True)
 class Experiment:
+    """cells: the first `repetitions` of every configuration; with `precision`, more
+    repetitions of a configuration (up to repetitions_max) come from cell()."""
+
     name: str
     source: str
     text: str
     topology_path: str
-    cells: tuple[Cell, ...]
+    topology_text: str
+    configs: tuple[Config, ...]
     repetitions: int
     grid: dict[str, list[Any]]
+    seed: int
+    inputs: dict[str, str]  # every input file the cells name -> its sha256
+    precision: Precision | None = None
+    repetitions_max: int = 0
+
+    def cell(self, config: int, repetition: int) -> Cell:
+        c = self.configs[config]
+        params = {**c.values, "repetition": repetition}
+        cell_seed = int(_cell_id({**params, "seed": self.seed}), 16) % (2**31)
+        return Cell(_cell_id(params), params, c.topology, c.stream, seed=cell_seed)
+
+    @property
+    def cells(self) -> tuple[Cell, ...]:
+        return tuple(self.cell(i, rep) for i in range(len(self.configs))
+                     for rep in range(self.repetitions))  # fmt: skip
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+        """Covers the experiment file, its topology file and what every input file holds."""
+        h = hashlib.sha256(self.text.encode())
+        h.update(b"\0topology\0" + self.topology_text.encode())
+        for path, sha in sorted(self.inputs.items()):
+            h.update(f"\0input\0{Path(path).name}\0{sha}".encode())
+        return h.hexdigest()[:16]
 
 
 def _cell_id(params: Mapping[str, Any]) -> str:
@@ -125,8 +161,16 @@ def load_experiment(path: str | Path, max_cells: int | None = None) -> Experimen
     if n_cells > limit:
         raise ConfigError(src, "grid", f"{n_cells} cells is more than the limit of {limit}; "
                           "pass --yes (or raise max_cells) to run them all")  # fmt: skip
+    precision = parse_precision(raw.get("precision"), src)
+    reps_max = raw.get("repetitions_max", repetitions if precision is None else 10 * repetitions)
+    if isinstance(reps_max, bool) or not isinstance(reps_max, int) or reps_max < repetitions:
+        raise ConfigError(src, "repetitions_max",
+                          f"{reps_max!r}: valid: a whole number >= repetitions ({repetitions})")  # fmt: skip
+    if precision is not None and repetitions < 2:
+        raise ConfigError(src, "repetitions", "with precision: valid: >= 2 (an interval needs "
+                          "two repetitions to start from)")  # fmt: skip
     keys = list(grid)
-    cells: list[Cell] = []
+    configs: list[Config] = []
     for combo in itertools.product(*(grid[k] for k in keys)):
         values = dict(zip(keys, combo, strict=True))
         stream_data = dict(stream)
@@ -152,9 +196,12 @@ def load_experiment(path: str | Path, max_cells: int | None = None) -> Experimen
             where = f"grid {values}" if values else "set/stream"
             key = f"grid.{e.key}" if e.key in values or f"stream.{e.key}" in values else e.key
             raise ConfigError(src, key, f"{e.message} (in {where})") from None
-        for rep in range(repetitions):
-            params = {**values, "repetition": rep}
-            cell_seed = int(_cell_id({**params, "seed": seed}), 16) % (2**31)
-            cells.append(Cell(_cell_id(params), params, topo, spec, seed=cell_seed))
-    return Experiment(name=name, source=src, text=Path(src).read_text(), topology_path=str(topo_path),
-                      cells=tuple(cells), repetitions=repetitions, grid=dict(grid))  # fmt: skip
+        configs.append(Config(values, topo, spec))
+    files = {f for c in configs for f in input_paths({"t": c.topology.to_dict(),
+                                                      "s": c.stream.to_dict()})}  # fmt: skip
+    return Experiment(
+        name=name, source=src, text=Path(src).read_text(), topology_path=str(topo_path),
+        topology_text=topo_path.read_text(), configs=tuple(configs), repetitions=repetitions,
+        grid=dict(grid), seed=seed, inputs={f: file_sha256(f) for f in sorted(files)},
+        precision=precision, repetitions_max=reps_max,
+    )  # fmt: skip
