@@ -34,7 +34,7 @@ from testbed.errors import TestbedError
 from testbed.experiment.inputs import materialise
 from testbed.files import disk_full
 from testbed.net.ledger import Ledger
-from testbed.procstat import exit_words
+from testbed.procstat import exit_words, read_stat
 
 PR_SET_PDEATHSIG = 1
 TOPIC = "rtc-testbed-cell"  # the event topic a task reports start and end on (the progress bar)
@@ -334,7 +334,8 @@ def remove_dead_work(root: Path | None = None) -> int:
         return 0
     for folder in base.glob("work-*"):
         pid = folder.name.removeprefix("work-")
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+        stat = read_stat(int(pid)) if pid.isdigit() else None
+        if pid.isdigit() and (stat is None or stat.finished):  # gone, or dead and not yet reaped
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     return removed

@@ -59,7 +59,7 @@ def test_run_report_plot_and_rerun_skips(run: str, tmp_path: Path) -> None:
     other = experiment(tmp_path, "[2]")
     other.write_text(other.read_text().replace("name: tiny", "name: tiny2"))
     mixed = run_cli("run", str(other), "-o", str(out), "--name", run)
-    assert mixed.returncode == 2 and "different experiment file" in mixed.stderr
+    assert mixed.returncode == 2 and "the experiment file differs" in mixed.stderr
 
 
 def test_kill_9_mid_sweep_then_clean_and_rerun_finishes_each_cell_once(

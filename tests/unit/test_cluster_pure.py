@@ -1,0 +1,109 @@
+"""The sweep's pure parts: inputs by content, the digest, the order, the precision rule."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from testbed.errors import ConfigError
+from testbed.experiment.inputs import addressed, hashes_needed, input_paths, materialise
+from testbed.experiment.plan import Plan
+from testbed.experiment.precision import Precision, more_repetitions
+from testbed.experiment.spec import load_experiment
+from tests.conftest import ROOT
+
+TRACE = "\n".join(str(t) for t in range(1, 200, 3)) + "\n"
+
+
+def write(tmp_path: Path, text: str, trace: str = TRACE) -> Path:
+    (tmp_path / "up.trace").write_text(trace)
+    p = tmp_path / "exp.yaml"
+    p.write_text(f"topology: {ROOT / 'topologies' / 'p2p.yaml'}\n" + text)
+    return p
+
+
+def test_inputs_travel_by_content_and_come_back_as_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = {"topology": {"links": [{"uplink": {"trace": str(tmp_path / "up.trace")}}]},
+           "stream": {"video": "builtin:document", "roi": {"regions": None}}}  # fmt: skip
+    (tmp_path / "up.trace").write_text(TRACE)
+    paths = input_paths(job)
+    assert paths == [str(tmp_path / "up.trace")]  # builtin: and None name no file
+    sha = hashlib.sha256(TRACE.encode()).hexdigest()
+    sent = addressed(job, {paths[0]: sha})
+    ref = sent["topology"]["links"][0]["uplink"]["trace"]
+    assert ref == f"cas:{sha}/up.trace" and str(tmp_path) not in str(sent)
+    assert hashes_needed(sent) == [sha]
+    monkeypatch.setenv("RTC_TESTBED_INPUT_CACHE", str(tmp_path / "cache"))
+    back = materialise(sent, {sha: TRACE.encode()})
+    got = Path(back["topology"]["links"][0]["uplink"]["trace"])
+    assert got.read_text() == TRACE and got.parent.name == sha and got.name == "up.trace"
+    other = addressed(job, {paths[0]: "0" * 64})
+    with pytest.raises(ValueError, match="do not match their hash"):
+        materialise(other, {"0" * 64: TRACE.encode()})
+
+
+def test_digest_covers_the_topology_and_every_input_file(tmp_path: Path) -> None:
+    p = write(tmp_path, "set: {uplink.rate_mbps: null, uplink.trace: up.trace}\n")
+    a = load_experiment(p)
+    assert list(a.inputs) == [str(tmp_path / "up.trace")]
+    assert load_experiment(p).digest == a.digest
+    write(tmp_path, "set: {uplink.rate_mbps: null, uplink.trace: up.trace}\n", TRACE + "400\n")
+    assert load_experiment(p).digest != a.digest
+
+
+def test_shuffle_is_seeded_and_grid_order_is_kept(tmp_path: Path) -> None:
+    exp = load_experiment(
+        write(tmp_path, "grid: {stream.bitrate_mbps: [1, 2, 3, 4]}\nrepetitions: 2\n")
+    )
+    grid = [c.cell_id for _, c in Plan(exp, set()).initial("grid", 0)]
+    assert grid == [c.cell_id for c in exp.cells]
+    one = [c.cell_id for _, c in Plan(exp, set()).initial("shuffle", 7)]
+    assert one == [c.cell_id for _, c in Plan(exp, set()).initial("shuffle", 7)]
+    assert one != grid and sorted(one) == sorted(grid)
+    assert one != [c.cell_id for _, c in Plan(exp, set()).initial("shuffle", 8)]
+    done = {grid[0], grid[3]}
+    assert len(Plan(exp, done).initial("shuffle", 7)) == 6
+
+
+def test_precision_adds_repetitions_only_where_the_interval_is_wide() -> None:
+    p = Precision("p95", ci_ms=2.0)
+    assert more_repetitions([50.0, 50.4], p, 2, 10)[0] == 0  # deterministic: stops
+    add, (lo, hi, _) = more_repetitions([50.0, 80.0, 62.0], p, 3, 10)
+    assert hi - lo > 2 and 1 <= add <= 7  # noisy: more, at most up to the cap
+    assert more_repetitions([50.0, 80.0, 62.0], p, 10, 10)[0] == 0  # at repetitions_max
+    pct = Precision("p95", ci_pct=5.0)
+    assert more_repetitions([100.0, 103.0], pct, 2, 10)[0] == 0
+    assert more_repetitions([100.0, 130.0], pct, 2, 10)[0] >= 1
+
+
+def test_precision_plan_refines_a_configuration_once_its_cells_settle(tmp_path: Path) -> None:
+    exp = load_experiment(write(tmp_path, "grid: {uplink.loss_pct: [0, 10]}\nrepetitions: 2\n"
+                                "repetitions_max: 5\nprecision: {metric: p95, ci_ms: 2}\n"))  # fmt: skip
+    plan = Plan(exp, set())
+    todo = plan.initial("grid", 0)
+    stats = {c.cell_id: v for (_, c), v in zip(todo, [40.0, 40.2, 40.0, 90.0], strict=True)}
+    for config, cell in todo[:3]:
+        plan.settled(config, cell.cell_id, True)
+    assert plan.refine(0, lambda ids: [stats[i] for i in ids]) == []  # met
+    assert plan.refine(1, lambda ids: [stats[i] for i in ids]) == []  # one cell still pending
+    plan.settled(*todo[3][0:1], todo[3][1].cell_id, True)
+    more = plan.refine(1, lambda ids: [stats[i] for i in ids])
+    assert 1 <= len(more) <= 3 and all(c.params["repetition"] >= 2 for _, c in more)
+    assert Plan(exp, {c.cell_id for _, c in [*todo, *more]}).scheduled[1] == 2 + len(more)
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("precision: {metric: p42, ci_ms: 2}\nrepetitions: 2\n", "precision.metric"),
+    ("precision: {metric: p95}\nrepetitions: 2\n", "precision"),
+    ("precision: {ci_ms: -1}\nrepetitions: 2\n", "precision.ci_ms"),
+    ("precision: {ci_ms: 2}\n", "repetitions"),
+    ("repetitions: 3\nrepetitions_max: 2\n", "repetitions_max"),
+])  # fmt: skip
+def test_bad_precision_is_one_line_naming_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_experiment(write(tmp_path, text))
+    assert e.value.key == key, str(e.value)
