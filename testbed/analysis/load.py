@@ -82,3 +82,32 @@ def media_link(cell: dict[str, Any]) -> dict[str, Any]:
     up = path.get("direction", "uplink") == "uplink"
     return {"media": link["uplink" if up else "downlink"],
             "feedback": link["downlink" if up else "uplink"]}  # fmt: skip
+
+
+HOST_KIND = ("kernel", "machine", "cpus", "backend", "testbed_revision")
+
+
+def mixed_hosts(results: str | Path) -> list[str]:
+    """A warning per configuration whose cells ran on different kinds of hosts (kernel,
+    machine, CPU count, link backend, testbed revision): their spread is partly the hosts'."""
+    kinds: dict[str, dict[tuple[Any, ...], list[str]]] = {}
+    for path in _cells(Path(results)):
+        cell = json.loads((path / "cell.json").read_text())
+        host = cell.get("host")
+        if not host:
+            continue
+        params = {k: v for k, v in cell.get("params", {}).items() if k != "repetition"}
+        config = json.dumps(params, sort_keys=True, default=str)
+        kind = tuple(host.get(k) for k in HOST_KIND)
+        kinds.setdefault(config, {}).setdefault(kind, []).append(str(host.get("name")))
+    out = []
+    for config, by_kind in kinds.items():
+        if len(by_kind) > 1:
+            said = "; ".join(
+                f"{len(names)} on {', '.join(sorted(set(names)))} ("
+                + ", ".join(f"{k} {v}" for k, v in zip(HOST_KIND, kind, strict=True))
+                + ")"
+                for kind, names in by_kind.items()
+            )
+            out.append(f"warning: configuration {config} ran on different kinds of hosts: {said}")
+    return out

@@ -263,3 +263,18 @@ def bench_viewer(scene: str, bitrates: str, judge_name: str | None, width: int, 
     if json_out:
         json_out.write_text(json.dumps({"points": table.to_dict("records"), "at_90pct": at,
                                         "ratio": ratio}, indent=1, default=str))  # fmt: skip
+
+
+@bench.command(name="sweep")
+@click.option("--cells", type=int, default=4, show_default=True, help="cells for the overhead")
+@name_option()
+def bench_sweep_cmd(cells: int, name: str) -> None:
+    """The executor's overhead per cell (the same cells run directly, through the embedded
+    cluster, through a scheduler and a worker) and two workers against one."""
+    from testbed.bench.sweep import bench_sweep
+
+    require_root()
+    if cells < 1:
+        fail(ConfigError("--cells", str(cells), "valid: a whole number >= 1"))
+    result = bench_sweep(name, lambda line: click.echo(line, err=True), cells=cells)
+    click.echo("\n".join(result.lines()))

@@ -155,6 +155,10 @@ def report(results: Path, csv_out: Path | None, by: str | None, metric: str, acc
 
         click.echo(side_by_side(configs, by, metric))
         return
+    from testbed.analysis.load import mixed_hosts
+
+    for warning in mixed_hosts(results):
+        click.echo(warning, err=True)
     varying = [v for v in VARIANTS if v in configs and configs[v].nunique() > 1]
     varying += other_params(configs)
     extra = []

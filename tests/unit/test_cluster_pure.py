@@ -107,3 +107,24 @@ def test_bad_precision_is_one_line_naming_the_key(tmp_path: Path, text: str, key
     with pytest.raises(ConfigError) as e:
         load_experiment(write(tmp_path, text))
     assert e.value.key == key, str(e.value)
+
+
+def test_report_warns_when_a_configuration_ran_on_different_kinds_of_hosts(tmp_path: Path) -> None:
+    import json
+
+    from testbed.analysis.load import mixed_hosts
+
+    def cell(cid: str, rep: int, loss: int, kernel: str) -> None:
+        (tmp_path / "cells" / cid).mkdir(parents=True)
+        host = {"name": f"h-{kernel}", "kernel": kernel, "machine": "x86_64", "cpus": 2,
+                "backend": "emu", "testbed_revision": "abc"}  # fmt: skip
+        (tmp_path / "cells" / cid / "cell.json").write_text(json.dumps(
+            {"params": {"uplink.loss_pct": loss, "repetition": rep}, "host": host}))  # fmt: skip
+
+    cell("a", 0, 0, "6.1")
+    cell("b", 1, 0, "6.1")
+    cell("c", 0, 5, "6.1")
+    assert mixed_hosts(tmp_path) == []
+    cell("d", 1, 5, "6.18")
+    (warning,) = mixed_hosts(tmp_path)
+    assert '"uplink.loss_pct": 5' in warning and "h-6.1" in warning and "kernel 6.18" in warning
