@@ -41,6 +41,7 @@ bench: setup
 	$(VENV)/bin/testbed bench link
 	$(VENV)/bin/testbed bench link --load
 	$(VENV)/bin/testbed bench floor
+	$(VENV)/bin/testbed bench sweep
 
 test: setup
 	$(VENV)/bin/pytest -q

@@ -40,6 +40,7 @@ Say = Callable[[str], None]
 @dataclass(frozen=True)
 class SweepBench:
     cells: int
+    direct_cells_s: tuple[float, ...]
     direct_s: float
     embedded_s: float
     remote_s: float
@@ -50,8 +51,8 @@ class SweepBench:
     def lines(self) -> list[str]:
         n = self.cells
         return [
-            f"{n} cells of the same experiment, each alone ({self.direct_s / n:.2f} s a cell "
-            "run directly: the floor)",
+            f"{n} cells of the same experiment; run directly (the floor) a cell takes "
+            f"{min(self.direct_cells_s):.2f}-{max(self.direct_cells_s):.2f} s",
             f"  direct, one after another    {self.direct_s:7.1f} s",
             f"  embedded cluster (1 worker)  {self.embedded_s:7.1f} s   overhead "
             f"{(self.embedded_s - self.direct_s) / n:+.2f} s a cell",
@@ -70,13 +71,16 @@ def _experiment(folder: Path, name: str, cells: int, bitrate: float, duration: f
     return p
 
 
-def _direct(exp: Experiment, folder: Path, run: str) -> float:
-    t0 = time.monotonic()
+def _direct(exp: Experiment, folder: Path, run: str) -> list[float]:
+    """Each cell's wall time, run as the cell process alone."""
+    times = []
     for cell in exp.cells:
         job = _job(cell, exp, ("emu", "bench: direct"))
+        t0 = time.monotonic()
         subprocess.run([sys.executable, "-m", "testbed.experiment.cell", "--job", job, "--out",
                         str(folder / cell.cell_id), "--name", f"{run[:4]}0"], check=True)  # fmt: skip
-    return time.monotonic() - t0
+        times.append(time.monotonic() - t0)
+    return times
 
 
 def _sweep(exp_path: Path, out: Path, run: str, cluster: str | None) -> float:
@@ -119,7 +123,8 @@ def bench_sweep(run: str, say: Say, cells: int = 4, light_cells: int = 6) -> Swe
     with tempfile.TemporaryDirectory(prefix="rtc-bench-sweep-") as tmp:
         folder = Path(tmp)
         same = _experiment(folder, "same", cells, 2, 3)
-        say(f"direct: {cells} cells")
+        say(f"direct: {cells} cells (and a first sweep to warm the caches)")
+        _sweep(same, folder / "warm", run, None)  # page cache, imports: not counted
         direct = _direct(load_experiment(same), folder / "direct", run)
         say("embedded cluster")
         embedded = _sweep(same, folder / "embedded", run, None)
@@ -132,7 +137,7 @@ def bench_sweep(run: str, say: Say, cells: int = 4, light_cells: int = 6) -> Swe
         with _cluster(folder, 2, f"{run[:3]}w") as address:
             say(f"{light_cells} light cells, two workers")
             two = _sweep(light, folder / "light2", run, address)
-    return SweepBench(cells, direct, embedded, remote, one, two, light_cells)
+    return SweepBench(cells, tuple(direct), sum(direct), embedded, remote, one, two, light_cells)
 
 
 if __name__ == "__main__":

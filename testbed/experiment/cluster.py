@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from testbed.errors import UnavailableError
@@ -35,14 +36,15 @@ def quiet() -> None:
 
 
 @contextlib.contextmanager
-def open_cluster(address: str | None, jobs: int, run: str) -> Iterator[Cluster]:
-    """The cluster the sweep's cells run on, closed (embedded) or left (remote) after."""
+def open_cluster(address: str | None, jobs: int, run: str, work: Path) -> Iterator[Cluster]:
+    """The cluster the sweep's cells run on, closed (embedded) or left (remote) after. work:
+    where the embedded cluster's cells are written (on the results' disk)."""
     import dask
     from distributed import Client, LocalCluster
 
     quiet()
     if address is None:
-        offer = worker_side.configure(run, worker_side.preflight())
+        offer = worker_side.configure(run, worker_side.preflight(), work)
         if offer.problems:
             raise UnavailableError("this host cannot run cells: " + "; ".join(offer.problems))
         with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,

@@ -40,6 +40,7 @@ from testbed.files import free_bytes, fsync_dir, write_json_atomic
 from testbed.versions import package_versions
 
 Say = Callable[[str], None]
+WORK = ".work-"  # results/NAME/cells/.work-PID: the embedded cluster's cells being written
 
 
 def default_jobs() -> int:
@@ -162,7 +163,7 @@ def run_experiment(
                                                c.stream.stack_of("receiver"))}  # fmt: skip
     need = needs(backend[0], stacks)
     check_same(out, exp)  # before anything is started or written
-    with open_cluster(cluster, jobs, run) as cl:
+    with open_cluster(cluster, jobs, run, out / "cells" / f"{WORK}{os.getpid()}") as cl:
         able = able_workers(cl, need)
         out.mkdir(parents=True, exist_ok=True)
         with _results_lock(out):
@@ -187,7 +188,7 @@ def _run_on(cl: Any, able: list[str], exp: Experiment, out: Path, jobs: int,
             "`testbed run` was killed; its unfinished cells run again")  # fmt: skip
     for stale in (out / "cells").glob(".tmp-*"):  # cells cut short by a crash: never results
         shutil.rmtree(stale, ignore_errors=True)
-    remove_dead_work()  # and cells of this host's workers that were killed before sending
+    remove_dead_work(out / "cells", WORK)  # an embedded cluster's, its `testbed run` killed
     plan = Plan(exp, done_cells(out))
     todo = plan.initial(order, seed)
     where = f"{jobs} at a time" if cluster is None else f"on the cluster {cluster}"

@@ -143,7 +143,7 @@ class Slots:
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[str]:
-        folder = work_root().parent / "slots"  # not under the state root: no run's folder
+        folder = WORK_BASE / "slots"  # not under the state root: no run's folder
         folder.mkdir(parents=True, exist_ok=True)
         with self._lock:
             for n in range(MAX_SLOTS):
@@ -169,14 +169,17 @@ class Slots:
 class _State:
     prefix: str = "wk"
     offer: Offer = field(default_factory=lambda: Offer((), ()))
+    work: Path | None = None  # where cells are written before they travel [WORK_BASE/work-PID]
 
 
 _STATE = _State()
+WORK_BASE = Path(os.environ.get("RTC_TESTBED_WORK_DIR", "/var/tmp/rtc-testbed"))
 
 
-def configure(prefix: str, offer: Offer) -> Offer:
-    """Set what this process's tasks run under: the prefix of their run names, the host record."""
-    _STATE.prefix, _STATE.offer = prefix[:4], offer
+def configure(prefix: str, offer: Offer, work: Path | None = None) -> Offer:
+    """Set what this process's tasks run under: the prefix of their run names, the host record,
+    the folder cells are written in (the embedded cluster: beside the results, on their disk)."""
+    _STATE.prefix, _STATE.offer, _STATE.work = prefix[:4], offer, work
     return offer
 
 
@@ -194,11 +197,9 @@ _SLOTS: dict[str, Slots] = {}
 
 
 def work_root() -> Path:
-    """Where this process's cells are written before they travel (one folder per process, so
-    `testbed clean` can tell a dead worker's leftovers by its pid)."""
-    return (
-        Path(os.environ.get("RTC_TESTBED_WORK_DIR", "/var/tmp/rtc-testbed")) / f"work-{os.getpid()}"
-    )
+    """Where this process's cells are written before they travel (a folder named for the
+    process, so a dead worker's leftovers are known by its pid)."""
+    return _STATE.work or WORK_BASE / f"work-{os.getpid()}"
 
 
 def stop_all(grace_s: float = 30.0) -> None:
@@ -326,14 +327,14 @@ def release_work() -> None:
         work_root().rmdir()
 
 
-def remove_dead_work(root: Path | None = None) -> int:
-    """`testbed clean`: remove the work folders of worker processes that are gone."""
-    base = root or work_root().parent
+def remove_dead_work(base: Path = WORK_BASE, pattern: str = "work-") -> int:
+    """Remove the work folders (base/PATTERN-PID) of worker processes that are gone: `testbed
+    clean` for workers, `testbed run` for the embedded cluster's folder in the results."""
     removed = 0
     if not base.is_dir():
         return 0
-    for folder in base.glob("work-*"):
-        pid = folder.name.removeprefix("work-")
+    for folder in base.glob(f"{pattern}*"):
+        pid = folder.name.removeprefix(pattern)
         stat = read_stat(int(pid)) if pid.isdigit() else None
         if pid.isdigit() and (stat is None or stat.finished):  # gone, or dead and not yet reaped
             shutil.rmtree(folder, ignore_errors=True)

@@ -214,3 +214,28 @@ stream: {{source: synthetic, fps: 30, duration_s: 1, drain_s: 0.5, bitrate_mbps:
     again = run_cli("run", str(exp), "-o", str(out), "--name", run, timeout=60)
     assert again.returncode == 2, again.stderr
     assert f"input file {trace} changed" in again.stderr and "refusing to mix" in again.stderr
+
+
+def test_precision_adds_repetitions_only_where_the_interval_is_wide(
+    run: str, tmp_path: Path
+) -> None:
+    exp, out = tmp_path / "precise.yaml", tmp_path / "res"
+    exp.write_text(f"""name: precise
+topology: {ROOT / "topologies" / "p2p.yaml"}
+set: {{uplink.rate_mbps: 10, uplink.delay_ms: 10, downlink.delay_ms: 10}}
+stream: {{source: synthetic, fps: 30, duration_s: 2, drain_s: 0.5, bitrate_mbps: 2}}
+grid: {{uplink.loss_pct: [0, 10]}}
+repetitions: 2
+repetitions_max: 4
+precision: {{metric: p95, ci_ms: 3}}
+""")
+    res = run_cli("run", str(exp), "-o", str(out), "--name", run, timeout=400)
+    assert res.returncode == 0, res.stderr[-2000:]
+    outcome = {o["params"]["uplink.loss_pct"]: o
+               for o in json.loads((out / "run.json").read_text())["sessions"][-1]["precision"]}  # fmt: skip
+    assert outcome[0]["repetitions"] == 2 and outcome[0]["met"], outcome  # lossless: stops early
+    for o in outcome.values():  # the rule: met, or as many as allowed
+        assert o["met"] == (o["hi_ms"] - o["lo_ms"] <= 3) and (o["met"] or o["repetitions"] == 4)
+    assert len(cells(out)) == sum(o["repetitions"] for o in outcome.values())
+    again = run_cli("run", str(exp), "-o", str(out), "--name", run, timeout=120)
+    assert again.returncode == 0 and "0 to run" in again.stdout, again.stdout + again.stderr
