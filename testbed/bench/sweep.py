@@ -42,6 +42,7 @@ class SweepBench:
     cells: int
     direct_cells_s: tuple[float, ...]
     direct_s: float
+    start_s: float  # `testbed run` of a finished sweep: process, preflight, cluster, nothing run
     embedded_s: float
     remote_s: float
     one_worker_s: float
@@ -55,9 +56,11 @@ class SweepBench:
             f"{min(self.direct_cells_s):.2f}-{max(self.direct_cells_s):.2f} s",
             f"  direct, one after another    {self.direct_s:7.1f} s",
             f"  embedded cluster (1 worker)  {self.embedded_s:7.1f} s   overhead "
-            f"{(self.embedded_s - self.direct_s) / n:+.2f} s a cell",
+            f"{(self.embedded_s - self.direct_s) / n:+.2f} s a cell, of which the start "
+            f"(`testbed run` with nothing to run: {self.start_s:.1f} s) "
+            f"{self.start_s / n:.2f}",
             f"  scheduler + testbed worker   {self.remote_s:7.1f} s   overhead "
-            f"{(self.remote_s - self.direct_s) / n:+.2f} s a cell",
+            f"{(self.remote_s - self.direct_s) / n:+.2f} s a cell (the cluster already up)",
             f"{self.light_cells} CPU-light cells (0.2 Mbps) on one host: one worker "
             f"{self.one_worker_s:.1f} s, two workers {self.two_workers_s:.1f} s, ratio "
             f"{self.two_workers_s / self.one_worker_s:.2f} (1.00 = no gain, 0.50 = perfect)",
@@ -128,6 +131,7 @@ def bench_sweep(run: str, say: Say, cells: int = 4, light_cells: int = 6) -> Swe
         direct = _direct(load_experiment(same), folder / "direct", run)
         say("embedded cluster")
         embedded = _sweep(same, folder / "embedded", run, None)
+        start = _sweep(same, folder / "embedded", run, None)  # all done: the fixed start
         with _cluster(folder, 1, f"{run[:3]}w") as address:
             say(f"scheduler + 1 worker at {address}")
             remote = _sweep(same, folder / "remote", run, address)
@@ -137,7 +141,8 @@ def bench_sweep(run: str, say: Say, cells: int = 4, light_cells: int = 6) -> Swe
         with _cluster(folder, 2, f"{run[:3]}w") as address:
             say(f"{light_cells} light cells, two workers")
             two = _sweep(light, folder / "light2", run, address)
-    return SweepBench(cells, tuple(direct), sum(direct), embedded, remote, one, two, light_cells)
+    return SweepBench(cells, tuple(direct), sum(direct), start, embedded, remote, one, two,
+                      light_cells)  # fmt: skip
 
 
 if __name__ == "__main__":

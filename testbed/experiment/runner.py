@@ -307,8 +307,9 @@ class _Sweep:
 
         if fut.status == "error":
             exc = fut.exception()
-            if isinstance(exc, KilledWorker):
-                return (f"its worker died {ALLOWED_FAILURES + 1} times while running it (the last: "
+            if isinstance(exc, KilledWorker):  # the scheduler's own limit (ours when embedded)
+                deaths = int(getattr(exc, "allowed_failures", ALLOWED_FAILURES)) + 1
+                return (f"its worker died {deaths} times while running it (the last: "
                         f"{exc.last_worker.address if exc.last_worker else '?'}): the cell was "
                         "retried elsewhere and never finished")  # fmt: skip
             return f"internal error on the worker: {type(exc).__name__}: {exc}"

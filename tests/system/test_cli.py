@@ -127,6 +127,14 @@ def test_bench_load_refuses_an_unknown_loop_before_anything(run: str) -> None:
     assert namespaces_of(run) == []
 
 
+def test_bench_sweep_and_worker_refuse_bad_numbers_before_anything(run: str) -> None:
+    res = run_cli("bench", "sweep", "--cells", "0", "--name", run)
+    assert res.returncode == 2
+    assert res.stderr.strip() == "testbed: error: --cells: 0: valid: a whole number >= 1"
+    res = run_cli("worker", "tcp://127.0.0.1:1", "--cores-per-cell", "0")
+    assert res.returncode == 2 and "--cores-per-cell: 0: valid: a whole number >= 1" in res.stderr
+
+
 def test_doctor_and_up_say_the_measured_ceiling(tmp_path: Path, run: str) -> None:
     import json
     import os

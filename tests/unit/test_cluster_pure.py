@@ -128,3 +128,37 @@ def test_report_warns_when_a_configuration_ran_on_different_kinds_of_hosts(tmp_p
     cell("d", 1, 5, "6.18")
     (warning,) = mixed_hosts(tmp_path)
     assert '"uplink.loss_pct": 5' in warning and "h-6.1" in warning and "kernel 6.18" in warning
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_a_cell_that_comes_back_is_written_whole_and_once(tmp_path: Path) -> None:
+    import tarfile
+
+    from testbed.errors import TestbedError
+    from testbed.experiment.runner import write_cell
+
+    final = tmp_path / "cells" / "abc"
+    final.parent.mkdir()
+    write_cell(final, _tar({"./cell.json": b'{"a": 1}', "./frames.parquet": b"x"}))
+    assert (final / "cell.json").read_bytes() == b'{"a": 1}'
+    write_cell(final, _tar({"./cell.json": b'{"a": 2}'}))  # a second copy (run twice): dropped
+    assert (final / "cell.json").read_bytes() == b'{"a": 1}'
+    other = tmp_path / "cells" / "def"
+    with pytest.raises(TestbedError, match="without its cell.json"):
+        write_cell(other, _tar({"./frames.parquet": b"x"}))
+    with pytest.raises(tarfile.TarError):  # a member outside the cell's folder
+        write_cell(other, _tar({"../evil": b"x", "./cell.json": b"{}"}))
+    assert sorted(p.name for p in (tmp_path / "cells").iterdir()) == ["abc"]
+    assert not (tmp_path / "evil").exists()
