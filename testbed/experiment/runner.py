@@ -229,6 +229,9 @@ class _Sweep:
         self.exp, self.out, self.backend, self.cl = exp, out, backend, cl
         self.need, self.blobs, self.plan = need, blobs, plan
         self.futures: dict[Any, tuple[int, Cell]] = {}
+        self.ids: set[str] = set()  # every cell this run submitted
+        self.labels = ({a: f"w{i}" for i, a in enumerate(sorted(cl.workers))}
+                       if cl.address == "embedded" else {})  # fmt: skip
         self.running: dict[str, str] = {}  # cell id -> the worker running it
         self.stop_reason: str | None = None
         self._priority = 0
@@ -236,9 +239,10 @@ class _Sweep:
 
     def _event(self, event: Any) -> None:
         msg = event[1] if isinstance(event, tuple) else event
-        if msg.get("state") == "start":  # embedded workers are numbered; others say host-pid
-            worker = str(msg["worker"])
-            self.running[msg["cell"]] = f"w{worker}" if worker.isdigit() else worker
+        if msg.get("cell") not in self.ids:  # another client's cell on a shared cluster
+            return
+        if msg.get("state") == "start":  # embedded workers: w0, w1, ...; others say host-pid
+            self.running[msg["cell"]] = self.labels.get(msg.get("address"), str(msg["worker"]))
         else:
             self.running.pop(msg.get("cell"), None)
 
@@ -247,6 +251,7 @@ class _Sweep:
         for i, (config, cell) in enumerate(cells):
             job = addressed(json.loads(_job(cell, self.exp, self.backend)), self.exp.inputs)
             blobs = {sha: self.blobs[sha] for sha in hashes_needed(job)}
+            self.ids.add(cell.cell_id)  # before its start event can arrive
             priority = len(cells) - i if first else 10**9 - self._priority
             self._priority += 1
             fut = self.cl.client.submit(run_cell, job, blobs, key=f"cell-{cell.cell_id}-{uuid4().hex[:8]}",

@@ -236,7 +236,8 @@ def _say(event: dict[str, Any]) -> None:
         from distributed import get_worker
 
         worker = get_worker()
-        worker.log_event(TOPIC, {**event, "worker": str(worker.name), "host": platform.node()})
+        worker.log_event(TOPIC, {**event, "worker": str(worker.name), "address": worker.address,
+                                 "host": platform.node()})  # fmt: skip
 
 
 def _pack(folder: Path) -> bytes:
@@ -273,7 +274,8 @@ def run_cell(job: dict[str, Any], blobs: Mapping[str, bytes]) -> dict[str, Any]:
             finally:
                 with _LIVE_LOCK:
                     LIVE.discard(proc)
-            if cancelled:
+            if cancelled:  # the cell unwound on SIGTERM; nothing of it is kept
+                log.unlink(missing_ok=True)
                 return {"ok": False, "reason": "cancelled", "host": host["name"]}
             if proc.returncode != 0:
                 return {"ok": False, "reason": failure(proc, cell_id, name, work, log),

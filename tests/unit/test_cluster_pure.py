@@ -156,7 +156,7 @@ def test_a_cell_that_comes_back_is_written_whole_and_once(tmp_path: Path) -> Non
     write_cell(final, _tar({"./cell.json": b'{"a": 2}'}))  # a second copy (run twice): dropped
     assert (final / "cell.json").read_bytes() == b'{"a": 1}'
     other = tmp_path / "cells" / "def"
-    with pytest.raises(TestbedError, match="without its cell.json"):
+    with pytest.raises(TestbedError, match=r"without its cell\.json"):
         write_cell(other, _tar({"./frames.parquet": b"x"}))
     with pytest.raises(tarfile.TarError):  # a member outside the cell's folder
         write_cell(other, _tar({"../evil": b"x", "./cell.json": b"{}"}))
