@@ -235,6 +235,7 @@ class _Sweep:
         self.running: dict[str, str] = {}  # cell id -> the worker running it
         self.stop_reason: str | None = None
         self._priority = 0
+        self._status = ""
         cl.client.subscribe_topic(TOPIC, self._event)
 
     def _event(self, event: Any) -> None:
@@ -288,7 +289,8 @@ class _Sweep:
             per_worker = sorted(collections.Counter(self.running.values()).items())
             status = (f"running {' '.join(f'{w}:{n}' for w, n in per_worker) or '-'}, "
                       f"failed {len(failed)}")  # fmt: skip
-            if status != bar.postfix:
+            if status != self._status:  # (a disabled bar has no postfix of its own)
+                self._status = status
                 bar.set_postfix_str(status, refresh=False)
 
     def _refine(self, config: int, bar: Any) -> None:
