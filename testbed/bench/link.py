@@ -148,11 +148,15 @@ def ping_rtt_ms(net: Network, count: int) -> dict[str, float]:
     return {"min": mn, "avg": avg, "max": mx, "mdev": mdev}
 
 
-def iperf3_udp(net: Network, rate_mbps: float, seconds: int) -> dict[str, Any]:
-    """Receiver-side result of an iperf3 UDP run: payload Mbps (middle intervals) and loss."""
+def iperf3_udp(
+    net: Network, rate_mbps: float, seconds: int, in_image: bool = False
+) -> dict[str, Any]:
+    """Receiver-side result of an iperf3 UDP run: payload Mbps (middle intervals) and loss.
+    in_image: a container receiver runs its image's iperf3 server."""
     server = net.popen(
         "receiver",
         ["iperf3", "-s", "-1", "-J", "-p", "5201"],
+        in_image=in_image,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

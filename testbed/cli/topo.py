@@ -71,7 +71,8 @@ def up(
         for line in links_over_ceiling(topo):
             click.echo(f"note: {line}", err=True)
     for host, h in info.hosts.items():
-        click.echo(f"  {host:<12} {h.address:<12} netns {h.netns}")
+        where = f"container {h.container.name} ({h.container.image})" if h.container else ""
+        click.echo(f"  {host:<12} {h.address:<12} netns {h.netns} {where}".rstrip())
     for lname, link in info.links.items():
         for direction in ("uplink", "downlink"):
             click.echo(f"  {lname}.{direction}: {describe_spec(link[direction]['spec'])}")
@@ -98,8 +99,15 @@ def exec_(host: str, command: tuple[str, ...], name: str) -> None:
         fail(ConfigError("exec", host, f"unknown host; valid: {', '.join(info.hosts)}"))
     env = dict(os.environ)
     env.update(info.env())
+    inside = info.hosts[host].container
     try:
-        enter_netns(info.hosts[host].netns)
+        if inside is None:
+            enter_netns(info.hosts[host].netns)
+        else:  # a container host: its files and its image's environment, as `docker exec`
+            from testbed.containers.hosts import entering, environment
+
+            env = environment(inside, info.env())
+            entering(inside)()
     except OSError as e:
         fail(TestbedError(f"cannot enter {host} ({e.strerror}): is {name!r} still up? "
                            "`testbed clean` removes a crashed topology"))  # fmt: skip
@@ -185,9 +193,13 @@ def clean(name: str | None, force: bool) -> None:
             total += ledger.remove_all(say=functools.partial(echo_prefixed, f"  {run}: "))
         except BusyError as e:
             click.echo(f"skipped {run}: {e}", err=True)
-        except LedgerError as e:
+        except (LedgerError, TestbedError) as e:  # unreadable, or a daemon that must answer
             click.echo(f"testbed: error: {e}", err=True)
             broken += 1
+    from testbed.containers import daemon
+
+    if daemon.stale():  # the testbed's own dockerd died without `testbed docker stop`
+        daemon.stop(say=functools.partial(echo_prefixed, "  dockerd: "))
     from testbed.experiment.worker import remove_dead_work
 
     work = remove_dead_work()  # cells of sweep workers that were killed, not yet sent back

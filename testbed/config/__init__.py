@@ -5,6 +5,7 @@ from testbed.config.schedule import GilbertElliottSpec, ScheduleSpec, Segment
 from testbed.config.topology import (
     BACKENDS,
     DEFAULT_QUEUE_PACKETS,
+    ContainerSpec,
     LinkDef,
     LinkSpec,
     Override,
@@ -23,6 +24,7 @@ from testbed.yamlio import read_yaml
 __all__ = [
     "BACKENDS",
     "DEFAULT_QUEUE_PACKETS",
+    "ContainerSpec",
     "GilbertElliottSpec",
     "LinkDef",
     "LinkSpec",

@@ -71,6 +71,33 @@ class LinkDef:
 
 
 @dataclass(frozen=True)
+class ContainerSpec:
+    """A host that is a container (`image:` on its host entry) instead of a bare namespace.
+
+    command: the container's own main process (default: the image's; it must keep running).
+    endpoint: the program that runs one endpoint inside it (it gets `ROLE --spec FILE --out DIR`
+    after it); default: the stack's own, with `python3` from the image's PATH.
+    env: extra environment for everything started inside it.
+    """
+
+    host: str
+    image: str
+    command: tuple[str, ...] | None = None
+    endpoint: tuple[str, ...] | None = None
+    env: tuple[tuple[str, str], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.host, "image": self.image}
+        if self.command is not None:
+            out["command"] = list(self.command)
+        if self.endpoint is not None:
+            out["endpoint"] = list(self.endpoint)
+        if self.env:
+            out["env"] = dict(self.env)
+        return out
+
+
+@dataclass(frozen=True)
 class TopologySpec:
     name: str
     hosts: tuple[str, ...]
@@ -82,13 +109,18 @@ class TopologySpec:
     # emu only: release wake-ups at most once per this many us (0: each release on time);
     # trades precision for CPU (docs/emulator.md). netem backends ignore it.
     emulator_tick_us: float = 0.0
+    containers: tuple[ContainerSpec, ...] = ()  # the hosts that are containers
+
+    def container(self, host: str) -> ContainerSpec | None:
+        """The host's container, or None for a namespace host."""
+        return next((c for c in self.containers if c.host == host), None)
 
     def to_dict(self) -> dict[str, Any]:
         """The topology as parse_topology reads it (trace paths absolute): what a cell's job
         carries, so a cell runs exactly what its experiment resolved, re-validated on arrival."""
         return {
             "name": self.name,
-            "hosts": list(self.hosts),
+            "hosts": [c.to_dict() if (c := self.container(h)) else h for h in self.hosts],
             "links": [{"name": lk.name, "between": list(lk.between), "uplink": lk.uplink.to_dict(),
                        "downlink": lk.downlink.to_dict()} for lk in self.links],
             "backend": self.backend,
@@ -269,7 +301,8 @@ def parse_topology(raw: Any, src: str, base_dir: Path) -> TopologySpec:
     hosts_raw = data.get("hosts")
     if not isinstance(hosts_raw, list) or not hosts_raw:
         raise ConfigError(src, "hosts", "expected a non-empty list of host names")
-    hosts = tuple(_name(h, src, f"hosts[{i}]") for i, h in enumerate(hosts_raw))
+    entries = [_host_entry(h, src, f"hosts[{i}]") for i, h in enumerate(hosts_raw)]
+    hosts = tuple(h for h, _ in entries)
     if len(set(hosts)) != len(hosts):
         raise ConfigError(src, "hosts", f"host names repeat: {list(hosts)}")
     links_raw = data.get("links")
@@ -323,7 +356,52 @@ def parse_topology(raw: Any, src: str, base_dir: Path) -> TopologySpec:
         emulator_tick_us=validate.number(
             data.get("emulator_tick_us", 0.0), src, "emulator_tick_us", 0.0, MAX_TICK_US
         ),
+        containers=tuple(c for _, c in entries if c is not None),
     )
+
+
+HOST_KEYS = ("name", "image", "command", "endpoint", "env")
+IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$", re.IGNORECASE)
+
+
+def _argv(value: Any, src: str, where: str) -> tuple[str, ...]:
+    """A command as a list of words (a string is one word per whitespace-separated part)."""
+    if isinstance(value, str):
+        value = value.split()
+    if not isinstance(value, list) or not value or not all(isinstance(w, str) for w in value):
+        raise ConfigError(src, where, f"{value!r}: expected a command as a list of words, "
+                          "e.g. [iperf3, -s]")  # fmt: skip
+    return tuple(value)
+
+
+def _host_entry(value: Any, src: str, where: str) -> tuple[str, ContainerSpec | None]:
+    """A host: a name (a namespace host) or a mapping with `image:` (a container host)."""
+    if not isinstance(value, Mapping):
+        return _name(value, src, where), None
+    _check_keys(value, HOST_KEYS, src, where)
+    name = _name(value.get("name"), src, f"{where}.name")
+    image = value.get("image")
+    if not isinstance(image, str) or not IMAGE_RE.match(image):
+        raise ConfigError(src, f"hosts.{name}.image", f"{image!r}: expected an image name "
+                          "of the local Docker daemon, e.g. rtc-testbed/endpoint:latest (a host "
+                          "without image: is a namespace host: give its name alone)")  # fmt: skip
+    env = validate.mapping(value.get("env", {}), src, f"hosts.{name}.env")
+    for k, v in env.items():
+        if (
+            not isinstance(k, str)
+            or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k)
+            or isinstance(v, (dict, list))
+        ):
+            raise ConfigError(src, f"hosts.{name}.env.{k}", "expected NAME: value (a word)")
+    return name, ContainerSpec(
+        host=name,
+        image=image,
+        command=_argv(value["command"], src, f"hosts.{name}.command")
+        if value.get("command") is not None else None,
+        endpoint=_argv(value["endpoint"], src, f"hosts.{name}.endpoint")
+        if value.get("endpoint") is not None else None,
+        env=tuple((str(k), "" if v is None else str(v)) for k, v in env.items()),
+    )  # fmt: skip
 
 
 # --- overrides (--set key=value) ---------------------------------------------------------

@@ -439,9 +439,16 @@ def _undo_process(entry: Entry) -> bool:
     return ended
 
 
+def _undo_container(entry: Entry) -> bool:
+    from testbed.containers.hosts import undo_container  # the Docker SDK only when one was made
+
+    return undo_container(entry)
+
+
 _UNDO: dict[str, Callable[[Entry], bool]] = {
     "netns": _undo_netns,
     "process": _undo_process,
+    "container": _undo_container,
 }
 
 

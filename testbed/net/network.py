@@ -12,6 +12,7 @@ created in the host's own namespace; everything is recorded in the run's ledger 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,6 +26,8 @@ from types import FrameType
 from typing import Any
 
 from testbed.config import LinkDef, TopologySpec, validate_run_name
+from testbed.containers import hosts as containers
+from testbed.containers.hosts import ContainerHostInfo
 from testbed.errors import BusyError, KernelError, TestbedError
 from testbed.net import names, netns
 from testbed.net.ledger import OWNED_FILE_ENV, Ledger, dead_link_processes, process_start_ticks
@@ -36,6 +39,7 @@ class HostInfo:
     name: str
     netns: str
     address: str
+    container: ContainerHostInfo | None = None  # a container host's container
 
 
 @dataclass
@@ -62,7 +66,11 @@ class NetworkInfo:
     @classmethod
     def from_json(cls, text: str) -> NetworkInfo:
         data = json.loads(text)
-        data["hosts"] = {k: HostInfo(**v) for k, v in data["hosts"].items()}
+        hosts = {}
+        for k, v in data["hosts"].items():
+            c = v.pop("container", None)
+            hosts[k] = HostInfo(**v, container=ContainerHostInfo(**c) if c else None)
+        data["hosts"] = hosts
         return cls(**data)
 
 
@@ -118,8 +126,12 @@ class Network:
         backend_reason: str = "",
         log_dir: str | Path | None = None,
         seed: int | None = None,
+        mounts: Sequence[Path] = (),
     ) -> None:
+        """mounts: folders every container host sees at the same path (a session's output)."""
         self.topology = topology
+        self.mounts = tuple(mounts)
+        self.containers: dict[str, ContainerHostInfo] = {}
         self.backend = backend
         self.run = validate_run_name(run)
         self.backend_reason = backend_reason
@@ -137,6 +149,7 @@ class Network:
         """Build the topology. detached: it outlives this process (`testbed up`), so `clean`
         keeps it while it is up; otherwise it is live while this process runs."""
         self.backend.check(self.topology)
+        containers.preflight(self.topology)
         self.ledger.lock()
         try:
             if not self.ledger.is_empty():
@@ -152,6 +165,8 @@ class Network:
                 except BaseException as e:
                     dead = self.died() if isinstance(e, Exception) else []  # the cause, if any
                     self.ledger.undo()
+                    with contextlib.suppress(OSError):  # an empty log folder is no trace to keep
+                        self.log_dir.rmdir()
                     if dead:
                         raise KernelError(f"building the topology failed: {'; '.join(dead)}") from e
                     raise
@@ -197,7 +212,14 @@ class Network:
         run, topo = self.run, self.topology
         hosts: dict[str, HostInfo] = {}
         for host in topo.hosts:
-            netns.create(self.ledger, names.netns_name(run, host))
+            spec = topo.container(host)
+            if spec is None:
+                netns.create(self.ledger, names.netns_name(run, host))
+            else:
+                say(f"host {host}: container of {spec.image}")
+                self.containers[host] = containers.start_host(
+                    self.ledger, spec, names.netns_name(run, host), self.mounts, topo.source
+                )
         links: dict[str, dict[str, Any]] = {}
         for i, link in enumerate(topo.links):
             links[link.name] = self._build_link(i, link, hosts, say)
@@ -248,7 +270,7 @@ class Network:
                     r.addr("add", index=idx, address=gateway, prefixlen=24)
                     r.link("set", index=idx, state="up")
                 self.configure_host_interface(host_ns, host_if, addr, gateway, far)
-                hosts.setdefault(host, HostInfo(host, host_ns, addr))
+                hosts.setdefault(host, self.host_info(host, host_ns, addr))
         except NetlinkError as e:
             raise KernelError(f"building link {link.name!r} failed: {e}") from e
         info = {"index": i, "router_netns": router, "between": list(link.between)}
@@ -289,27 +311,39 @@ class Network:
             h.link("set", index=idx, state="up")
             h.route("add", dst=f"{far_net}.0/24", gateway=gateway)
 
-    @staticmethod
-    def host_info(name: str, host_ns: str, address: str) -> HostInfo:
-        return HostInfo(name, host_ns, address)
+    def host_info(self, name: str, host_ns: str, address: str) -> HostInfo:
+        return HostInfo(name, host_ns, address, self.containers.get(name))
 
     # --- running things inside hosts ---------------------------------------------------------
     def popen(
-        self, host: str, cmd: Sequence[str], owns: str | None = None, **kw: Any
+        self,
+        host: str,
+        cmd: Sequence[str],
+        owns: str | None = None,
+        in_image: bool = False,
+        **kw: Any,
     ) -> subprocess.Popen[Any]:
         """Start CMD in HOST; recorded in the ledger, so `down` and `clean` end it too.
 
         owns: a name for the processes CMD itself starts (a browser and its helpers): CMD gets
         the path of a file in the run's state folder (env TESTBED_OWNED_FILE) to note them in
-        (ledger.note_owned), recorded before CMD starts, and ended with it."""
+        (ledger.note_owned), recorded before CMD starts, and ended with it. in_image: in a
+        container host, run CMD in the container (its files and environment), not only in its
+        network namespace (captures and traffic tools are the host's own)."""
         assert self.info is not None, "start() the network first"
         env = self.info.env()
+        info = self.info.hosts[host]
+        inside = info.container if in_image else None
         owned: str | None = None
-        if owns is not None:
+        if owns is not None and inside is None:  # the state folder is not in a container
             owned = str(self.ledger.dir / f"owned-{owns}.txt")
             env[OWNED_FILE_ENV] = owned
         index = self.ledger.record("process", what=f"{cmd[0]} in {host}", owned_file=owned)
-        proc = netns.popen(self.info.hosts[host].netns, cmd, env=env, **kw)
+        if inside is not None:
+            proc = subprocess.Popen(list(cmd), env=containers.environment(inside, env),
+                                    preexec_fn=containers.entering(inside), **kw)  # fmt: skip
+        else:
+            proc = netns.popen(info.netns, cmd, env=env, **kw)
         self.ledger.update(index, pid=proc.pid, start_ticks=process_start_ticks(proc.pid))
         return proc
 

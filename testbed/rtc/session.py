@@ -33,6 +33,7 @@ import pandas as pd
 
 from testbed.config import LinkSpec, TopologySpec
 from testbed.config.traffic import check_malformed_targets
+from testbed.containers import hosts as containers
 from testbed.errors import TestbedError
 from testbed.files import parquet_bytes, write_atomic, write_json_atomic
 from testbed.net import names
@@ -66,7 +67,10 @@ class Endpoint:
     def __init__(self, net: Network, role: str, host: str, argv: list[str], out: Path) -> None:
         self.role = role
         self.errfile = open(out / f"{role}.stderr", "w")  # noqa: SIM115 (closed in close())
-        self.proc = net.popen(host, argv, owns=role, stdin=subprocess.PIPE,
+        spec = net.topology.container(host)
+        if spec is not None:  # the stack's command as it runs in the container host
+            argv = containers.endpoint_argv(spec, argv, role)
+        self.proc = net.popen(host, argv, owns=role, in_image=True, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=self.errfile, text=True)  # fmt: skip
         self._buffer = b""  # what was read past the last whole line (read raw: see expect)
         self.watch: Callable[[], None] = lambda: None  # called each second while waiting
@@ -201,7 +205,7 @@ def run_stream(
     spec_path = out / "stream.json"
     write_json_atomic(spec_path, spec.to_dict())
     net = Network(topology, backend, run=run, backend_reason=backend_reason,
-                  log_dir=out / "links", seed=seed)  # fmt: skip
+                  log_dir=out / "links", seed=seed, mounts=_mounts(out, spec))  # fmt: skip
     started = time.time_ns()
     with net:
         info = net.info
@@ -302,6 +306,8 @@ def run_stream(
         "topology": {"source": topology.source, "hosts": list(topology.hosts),
                      "links": {lk.name: {"between": list(lk.between), "uplink": lk.uplink.to_dict(),
                                          "downlink": lk.downlink.to_dict()} for lk in topology.links}},
+        "containers": {h: containers.describe(c) for h, i in info.hosts.items()
+                       if (c := i.container) is not None},
         "path": media_path(topology, spec),
         "stream": spec.to_dict(), "seed": info.seed, "backend": info.backend,
         "backend_reason": info.backend_reason, "environment": _environment(info.backend),
@@ -312,6 +318,7 @@ def run_stream(
         "rtcp_received_by_sender": snd.info.get("rtcp_received"),
         "plis_sent": rcv.info.get("plis", 0),
         "cpu": {"sender": snd.info.get("cpu"), "receiver": rcv.info.get("cpu")},
+        "where": {"sender": snd.info.get("where"), "receiver": rcv.info.get("where")},
         "abr": snd.info.get("abr"), "fec_nacks_saved": rcv.info.get("fec_nacks_saved", 0),
         "keyframe_requests": snd.info.get("keyframe_requests", 0),
         "cross_traffic": cross_info, "connect_s": connect_s,
@@ -333,6 +340,15 @@ def run_stream(
     shutil.rmtree(out / "links", ignore_errors=True)
     write_atomic(out / "timeseries.csv", cell_series(out).to_csv(index=False))
     return StreamResult(out, frames, summary)
+
+
+def _mounts(out: Path, spec: StreamSpec) -> list[Path]:
+    """What a container host must see at the same path: the session's folder (its spec, where
+    its endpoint writes) and a video file's folder."""
+    found = [out.resolve()]
+    if spec.video and Path(spec.video).is_file():
+        found.append(Path(spec.video).resolve().parent)
+    return found
 
 
 LINK_DEATH_GRACE_S = 2.0  # after an error, how long a dying link process may take to show it

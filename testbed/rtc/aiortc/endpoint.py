@@ -14,6 +14,7 @@ import asyncio
 import os
 import re
 import resource
+import socket
 import sys
 import time
 from pathlib import Path
@@ -82,6 +83,11 @@ async def _connected(pc: RTCPeerConnection, timeout_s: float) -> None:
 STARTED = time.monotonic()
 
 
+def _where() -> dict[str, str]:
+    """Where this endpoint ran: a container host has its own hostname and the image's python."""
+    return {"hostname": socket.gethostname(), "python": sys.executable}
+
+
 def _cpu() -> dict[str, float]:
     """CPU seconds this process used, and for how long it ran."""
     u = resource.getrusage(resource.RUSAGE_SELF)
@@ -123,7 +129,7 @@ def sender_record(spec: StreamSpec, opts: AiortcOptions, track: SourceTrack,
     for name, rows in track.source.tables().items():
         tables[name] = record.table("sender", name).frame(rows)
     info = {
-        "cpu": _cpu(), "track_start_ns": track.pacer.start_ns, "rtcp_received": tap.rtcp_received,
+        "cpu": _cpu(), "where": _where(), "track_start_ns": track.pacer.start_ns, "rtcp_received": tap.rtcp_received,
         "keyframe_requests": tap.keyframe_requests, "rtt_samples": tap.rtt.samples, "abr": rate.summary(), "encrypted": True,
         "payload_types": {"media": tap.media_pt, "rtx": tap.rtx_pt, "fec": fec_pt},
         "history_packets": opts.history_packets,
@@ -209,7 +215,7 @@ def receiver_record(tap: compat.ReceiverTap, decoded: list[tuple[int, int]],
         "intake": record.table("receiver", "intake").frame(intake.rows if intake else []),
     }  # fmt: skip
     info = {
-        "cpu": _cpu(), "decoded": len(decoded), "plis": len(tap.plis),
+        "cpu": _cpu(), "where": _where(), "decoded": len(decoded), "plis": len(tap.plis),
         "fec_nacks_saved": tap.fec.nacks_saved if tap.fec else 0,
         "fec_malformed": tap.fec.malformed if tap.fec else 0,
         "frame_feedback_reports": frame_feedback.reports if frame_feedback else 0,

@@ -1,0 +1,1 @@
+"""Bitrate controllers (ABR): pure, time-injected code that turns feedback into a target."""

@@ -1,0 +1,46 @@
+"""What a controller sees and what it must do.
+
+A controller is constructed as Controller(initial_bps=..., fps=..., **params) and called with
+every feedback event the sender gets, in order, with the time (ms, monotonic). It returns the
+target bitrate in bits per second. No sockets, no clocks: a unit test drives it with a list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+KINDS = ("report", "remb", "nack", "frame", "tick")
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """One event. kind: report (RTCP receiver report), remb, nack, frame, tick (every 200 ms).
+
+    report: loss_fraction (since the previous report, 0..1), packets_lost (cumulative, as the
+    receiver counts them: RTX and FEC-rebuilt packets do not count as received), packets_sent
+    (cumulative media packets at that moment), rtt_ms (aiortc's smoothed estimate, None until
+    known). remb: remb_bps (the receiver's estimate). nack: nack_packets (entries in the NACK).
+    frame: a frame the receiver completed (testbed.abr.framefeedback; sent only when the
+    controller is not `fixed`): frame_rtp_ts, frame_assembly_ms (first packet to complete, on
+    the receiver), frame_latency_ms (the sender's estimate, assuming RTT/2 each way; None until
+    an RTT is known).
+    """
+
+    now_ms: float
+    kind: str
+    loss_fraction: float | None = None
+    packets_lost: int | None = None
+    packets_sent: int | None = None
+    rtt_ms: float | None = None
+    remb_bps: float | None = None
+    nack_packets: int = 0
+    frame_rtp_ts: int | None = None
+    frame_assembly_ms: float | None = None
+    frame_latency_ms: float | None = None
+
+
+class Controller(Protocol):
+    def update(self, feedback: Feedback) -> float:
+        """The target bitrate (bps) from now on."""
+        ...

@@ -1,0 +1,118 @@
+"""The built-in controllers: fixed, remb, budget."""
+
+from __future__ import annotations
+
+import math
+
+from testbed.abr.base import Feedback
+from testbed.models.latency import LinkModelInput, latency_quantile_ms
+from testbed.models.loss import WindowedLoss
+
+
+class FixedController:
+    """The configured bitrate, whatever happens (the testbed's default)."""
+
+    def __init__(self, initial_bps: float, fps: float) -> None:
+        self.target = initial_bps
+
+    def update(self, feedback: Feedback) -> float:
+        return self.target
+
+
+class RembController:
+    """Follow the receiver's estimate (aiortc's REMB), as aiortc does, minus its VP8 clamp."""
+
+    def __init__(
+        self, initial_bps: float, fps: float, min_mbps: float = 0.05, max_mbps: float = 1000.0
+    ) -> None:
+        if not 0 < min_mbps <= max_mbps:
+            raise ValueError("need 0 < min_mbps <= max_mbps")
+        self.lo, self.hi = min_mbps * 1e6, max_mbps * 1e6
+        self.target = initial_bps
+
+    def update(self, feedback: Feedback) -> float:
+        if feedback.kind == "remb" and feedback.remb_bps:
+            self.target = min(self.hi, max(self.lo, feedback.remb_bps))
+        return self.target
+
+
+class BudgetController:
+    """The paper's idea as a controller: stay in the yellow region.
+
+    On every receiver report it takes the loss rate over the last `window_s` (lost / sent, from
+    the cumulative counters, floored at loss_floor_pct) and the RTT, and picks the highest
+    bitrate on a ladder from min_mbps to the cap whose predicted frame latency at `quantile`
+    (testbed.models.latency: one-way delay = RTT/2, serialization at the link rate, one RTT plus
+    the detection gap per repair round) is within budget_ms. The cap is the receiver's estimate
+    (REMB) or link_mbps x headroom if the link rate is given; the model's link rate is link_mbps,
+    else the REMB estimate, else the current target / headroom.
+    """
+
+    def __init__(
+        self,
+        initial_bps: float,
+        fps: float,
+        budget_ms: float = 68.0,
+        quantile: float = 0.95,
+        min_mbps: float = 0.1,
+        max_mbps: float = 100.0,
+        link_mbps: float | None = None,
+        headroom: float = 0.85,
+        window_s: float = 5.0,
+        loss_floor_pct: float = 0.0,
+    ) -> None:
+        if (
+            budget_ms <= 0
+            or not 0 < quantile < 1
+            or not 0 < min_mbps <= max_mbps
+            or not 0 < headroom <= 1
+        ):
+            raise ValueError(
+                "need budget_ms > 0, 0 < quantile < 1, 0 < min_mbps <= max_mbps, 0 < headroom <= 1"
+            )
+        self.fps = fps
+        self.budget_ms, self.quantile = budget_ms, quantile
+        self.lo, self.hi = min_mbps, max_mbps
+        self.link_mbps, self.headroom = link_mbps, headroom
+        self.loss, self.loss_floor = WindowedLoss(window_s * 1000), loss_floor_pct
+        self.target = initial_bps
+        self.remb_mbps: float | None = None
+        self.rtt_ms: float | None = None
+        self.ladder = [min_mbps * (max_mbps / min_mbps) ** (i / 80) for i in range(81)]
+        self.last_prediction_ms: float | None = None
+        self.loss_pct = loss_floor_pct
+
+    def update(self, feedback: Feedback) -> float:
+        if feedback.kind == "remb" and feedback.remb_bps:
+            self.remb_mbps = feedback.remb_bps / 1e6
+        if feedback.kind != "report":
+            return self.target
+        if feedback.rtt_ms is not None:
+            self.rtt_ms = feedback.rtt_ms
+        if feedback.packets_lost is not None and feedback.packets_sent is not None:
+            self.loss.add(feedback.now_ms, feedback.packets_lost, feedback.packets_sent)
+        measured = self.loss.pct()
+        if self.rtt_ms is None or measured is None:
+            return self.target
+        self.loss_pct = max(self.loss_floor, measured)
+        self.target = self._choose() * 1e6
+        return self.target
+
+    def _choose(self) -> float:
+        assert self.rtt_ms is not None
+        if self.link_mbps:
+            rate, cap = self.link_mbps, self.link_mbps * self.headroom
+        elif self.remb_mbps:
+            rate, cap = self.remb_mbps, self.remb_mbps
+        else:
+            rate, cap = self.target / 1e6 / self.headroom, math.inf
+        link = LinkModelInput(rate, self.rtt_ms / 2, self.rtt_ms / 2, min(self.loss_pct, 99.0))
+        best = self.lo
+        for mbps in self.ladder:
+            if mbps > min(cap, self.hi):
+                break
+            predicted = latency_quantile_ms(link, mbps, self.fps, self.quantile)
+            if predicted <= self.budget_ms:
+                best = mbps
+                self.last_prediction_ms = predicted
+        return best

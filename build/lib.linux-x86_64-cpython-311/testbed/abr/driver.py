@@ -1,0 +1,46 @@
+"""Runs a controller safely: a controller that raises, or returns a negative, zero, NaN or
+infinite bitrate, leaves the last good target in place; the error is logged once and counted."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from testbed.abr.base import Controller, Feedback
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AbrDriver:
+    controller: Controller
+    target_bps: float
+    floor_bps: float = 0.0  # the source's smallest possible rate (synthetic: 16-byte frames)
+    events: list[tuple[float, str, float]] = field(default_factory=list)  # now_ms, kind, target
+    errors: int = 0
+    first_error: str | None = None
+
+    def feed(self, feedback: Feedback) -> float:
+        try:
+            value: Any = self.controller.update(feedback)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise ValueError(f"returned {value!r}, not a positive finite bitrate")
+        except Exception as e:  # a user's controller: keep streaming, record what went wrong
+            self.errors += 1
+            if self.first_error is None:
+                self.first_error = f"{type(e).__name__}: {e}"
+                log.error("ABR controller failed at %.0f ms (%s); keeping %.0f bps", feedback.now_ms,
+                          self.first_error, self.target_bps)  # fmt: skip
+        else:
+            self.target_bps = max(self.floor_bps, float(value))
+        frequent = feedback.kind in ("tick", "frame")  # logged only when the target moves
+        if not frequent or not self.events or self.events[-1][2] != self.target_bps:
+            self.events.append((feedback.now_ms, feedback.kind, self.target_bps))
+        return self.target_bps

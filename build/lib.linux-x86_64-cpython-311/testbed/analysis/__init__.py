@@ -1,0 +1,1 @@
+"""Analysis: load results (never writing to them), metrics, the analytic model, plots."""

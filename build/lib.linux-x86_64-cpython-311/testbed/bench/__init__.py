@@ -1,0 +1,1 @@
+"""Benchmarks: measured numbers printed next to references measured in the same run."""

@@ -1,0 +1,110 @@
+"""`testbed stream`: one session over a topology, up and down again."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from testbed.cli.common import fail, ms, name_option, require_root
+from testbed.errors import TestbedError
+
+
+@click.command()
+@click.argument("topology", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--bitrate-mbps", type=float, default=4.0, show_default=True)
+@click.option("--duration-s", type=float, default=20.0, show_default=True)
+@click.option("--source", default="synthetic", show_default=True, help="synthetic | video")
+@click.option("--fps", type=float, default=30.0, show_default=True)
+@click.option(
+    "--codec",
+    default=None,
+    help="vp8 | h264 (aiortc); vp8 | vp9 | h264 | av1 (chromium) [vp8; roi: h264]",
+)
+@click.option("--video", default=None, help="video file for --source video [a moving pattern]")
+@click.option(
+    "--stack",
+    default=None,
+    help="WebRTC stack of both ends: aiortc | chromium (receiver_stack=... for a mixed pair) [aiortc]",
+)
+@click.option("--nack", default=None, help="aiortc stack: aiortc | retry | off [aiortc]")
+@click.option("--history-packets", type=int, default=None, help="aiortc stack [128]")
+@click.option(
+    "--stream-set",
+    "stream_sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="any other stream key (e.g. keyframe_period_s=1, width=1280)",
+)
+@click.option("--backend", default=None, help="link backend: auto | emu | netem")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="topology override")
+@click.option("--seed", type=int, default=None, help="seed of the loss and jitter models")
+@click.option("-o", "--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@name_option()
+def stream(
+    topology: Path,
+    bitrate_mbps: float,
+    duration_s: float,
+    source: str,
+    fps: float,
+    codec: str | None,
+    video: str | None,
+    stack: str | None,
+    nack: str | None,
+    history_packets: int | None,
+    stream_sets: tuple[str, ...],
+    backend: str | None,
+    sets: tuple[str, ...],
+    seed: int | None,
+    out: Path,
+    name: str,
+) -> None:
+    """Bring TOPOLOGY up, run one WebRTC session sender -> receiver, tear down, write OUT."""
+    from testbed.config import load_topology, parse_set, validate_run_name
+    from testbed.net.network import terminate_unwinds
+    from testbed.rtc.session import run_stream
+    from testbed.rtc.spec import parse_stream, set_key
+    from testbed.shaping.backends import resolve_backend
+
+    data: dict[str, Any] = {
+        "bitrate_mbps": bitrate_mbps,
+        "duration_s": duration_s,
+        "source": source,
+        "fps": fps,
+    }
+    for key, value in (("video", video), ("codec", codec), ("stack", stack), ("nack", nack),
+                       ("history_packets", history_packets)):  # fmt: skip
+        if value is not None:
+            data[key] = value
+    try:
+        for item in stream_sets:
+            key, value = parse_set(item)
+            set_key(data, key, value)
+        validate_run_name(name)
+        spec = parse_stream(data, "--stream")
+        topo = load_topology(topology, sets)
+        chosen = resolve_backend(backend or topo.backend, name)
+        require_root()
+        click.echo(
+            f"streaming {spec.source} {spec.bitrate_mbps:g} Mbps for {spec.duration_s:g} s "
+            f"on {spec.stack_label()} over {topo.name} (backend {chosen.name}) -> {out}"
+        )
+        with terminate_unwinds():
+            result = run_stream(topo, spec, out, chosen.backend, chosen.reason, run=name,
+                                seed=seed, say=click.echo)  # fmt: skip
+    except TestbedError as e:
+        fail(e)
+    except KeyboardInterrupt:
+        click.echo("testbed: interrupted; the topology was removed", err=True)
+        sys.exit(130)
+    s = result.summary
+    lat = s["latency_ms"]
+    click.echo(
+        f"frames {s['frames']} (complete {s['complete']}, lost {s['lost']}), achieved "
+        f"{s['achieved_mbps']:.3f} Mbps, latency p50/p95/p99 {ms(lat['p50'])}/{ms(lat['p95'])}/"
+        f"{ms(lat['p99'])} ms, retransmissions {s['retransmissions']}, "
+        f"packets lost on first try {s['packets_lost_first_try']}"
+    )
+    click.echo(f"wrote {out}/frames.parquet, cell.json, pcaps and link logs")

@@ -1,0 +1,90 @@
+"""Run one cell in its own process (so a crash, or Ctrl-C, unwinds only that cell):
+
+  python -m testbed.experiment.cell --job JSON --out DIR --name RUN
+
+The cell is written into a temporary folder beside DIR and renamed to DIR only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--job", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--name", required=True)
+    args = ap.parse_args(argv)
+    from testbed.errors import TestbedError
+    from testbed.net.network import terminate_unwinds
+
+    job = json.loads(args.job)
+    final = Path(args.out)
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with terminate_unwinds():
+            _run(job, args.name, tmp, final)
+        return 0
+    except TestbedError as e:
+        said, code = f"cell {job['cell_id']}: {_full(final)}{e}", 1
+    except KeyboardInterrupt as e:
+        said, code = (
+            f"cell {job['cell_id']}: interrupted ({e or 'SIGINT'}); nothing of it is kept",
+            130,
+        )
+    except Exception as e:  # a bug, not a measurement: say so, keep no partial cell
+        import traceback
+
+        full = _full(final)
+        if not full:
+            with contextlib.suppress(OSError):
+                traceback.print_exc()
+        what = "" if full else "internal error "
+        said, code = f"cell {job['cell_id']}: {full}{what}{type(e).__name__}: {e}", 1
+    shutil.rmtree(tmp, ignore_errors=True)  # first: on a full disk even the message may fail
+    with contextlib.suppress(OSError):
+        print(said, file=sys.stderr, flush=True)
+    return code
+
+
+def _full(final: Path) -> str:
+    """A prefix naming a full results disk, the likely cause of whatever failed."""
+    from testbed.files import disk_full
+
+    full = disk_full(final.parent)
+    return f"{full} (nothing of this cell is kept); cause: " if full else ""
+
+
+def _run(job: dict[str, Any], name: str, tmp: Path, final: Path) -> None:
+    """The session into tmp, then tmp renamed to final: the cell exists whole or not at all."""
+    from testbed.config import topology_from_dict
+    from testbed.files import fsync_dir, write_json_atomic
+    from testbed.rtc.session import run_stream
+    from testbed.rtc.spec import parse_stream
+    from testbed.shaping.backends import make_backend
+
+    topo = topology_from_dict(job["topology"], job["topology_source"])
+    spec = parse_stream(job["stream"], f"cell {job['cell_id']}")
+    backend = make_backend(job["backend"])  # chosen once, by the runner
+    run_stream(topo, spec, tmp, backend, job["backend_reason"], run=name,
+               seed=job["seed"])  # fmt: skip
+    cell = json.loads((tmp / "cell.json").read_text())
+    cell.update(params=job["params"], cell_id=job["cell_id"], experiment=job["experiment"])
+    if "host" in job:  # the worker's host, and the backend the cell's links ran on
+        cell["host"] = {**job["host"], "backend": job["backend"]}
+    write_json_atomic(tmp / "cell.json", cell)
+    os.replace(tmp, final)  # atomic: the cell exists whole or not at all
+    fsync_dir(final.parent)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Hosts in network namespaces, the links between them, and the ledger that undoes them."""

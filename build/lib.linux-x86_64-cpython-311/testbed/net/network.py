@@ -1,0 +1,388 @@
+"""Build a TopologySpec into kernel state, and take it down again.
+
+For link i between hosts A and B there are three namespaces' worth of plumbing:
+
+    A: <run>-0a 10.77.2i.1/24 ===veth=== <run>-0ra 10.77.2i.254  [router ns <run>-<link>]
+                                          <run>-0rb 10.77.2i+1.254 ===veth=== <run>-0b 10.77.2i+1.1 :B
+
+The router namespace is the link: each direction is shaped there by the backend (uplink =
+A -> B on packets entering from <run>-0ra, downlink on those entering from <run>-0rb). Nothing is
+created in the host's own namespace; everything is recorded in the run's ledger first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from testbed.config import LinkDef, TopologySpec, validate_run_name
+from testbed.containers import hosts as containers
+from testbed.containers.hosts import ContainerHostInfo
+from testbed.errors import BusyError, KernelError, TestbedError
+from testbed.net import names, netns
+from testbed.net.ledger import OWNED_FILE_ENV, Ledger, dead_link_processes, process_start_ticks
+from testbed.net.shaper import Backend, DirectionPlan
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    name: str
+    netns: str
+    address: str
+    container: ContainerHostInfo | None = None  # a container host's container
+
+
+@dataclass
+class NetworkInfo:
+    """What `testbed up` leaves behind for `exec`, `down` and the analysis (state.json)."""
+
+    run: str
+    topology: str
+    backend: str
+    backend_reason: str
+    seed: int
+    log_dir: str
+    hosts: dict[str, HostInfo]
+    links: dict[str, dict[str, Any]] = field(default_factory=dict)
+    created_real_ns: int = 0
+
+    def env(self) -> dict[str, str]:
+        """TB_ADDR_<HOST> for every host: what `testbed exec` puts in the environment."""
+        return {f"TB_ADDR_{h.upper()}": info.address for h, info in self.hosts.items()}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> NetworkInfo:
+        data = json.loads(text)
+        hosts = {}
+        for k, v in data["hosts"].items():
+            c = v.pop("container", None)
+            hosts[k] = HostInfo(**v, container=ContainerHostInfo(**c) if c else None)
+        data["hosts"] = hosts
+        return cls(**data)
+
+
+def state_path(ledger: Ledger) -> Path:
+    return ledger.dir / "state.json"
+
+
+def load_state(run: str) -> NetworkInfo:
+    ledger = Ledger(run)
+    path = state_path(ledger)
+    if not path.exists() or ledger.is_empty():
+        raise TestbedError(f"no topology {run!r} is up; start one with `testbed up TOPOLOGY`")
+    return NetworkInfo.from_json(path.read_text())
+
+
+def _seed_for(base: int, link_index: int, direction: str) -> int:
+    return (base * 1_000_003 + link_index * 2 + (direction == "downlink")) % (2**63)
+
+
+@contextmanager
+def terminate_unwinds() -> Iterator[None]:
+    """SIGTERM/SIGHUP unwind like Ctrl-C (KeyboardInterrupt), so what was made is undone.
+
+    Main thread only; nests (the innermost handler wins, the outer one is restored after).
+    """
+
+    owner = os.getpid()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:  # a forked helper (pyroute2 forks one per NetNS) just exits
+            os._exit(128 + signum)
+        raise KeyboardInterrupt(f"signal {signum} ({signal.Signals(signum).name})")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+class Network:
+    """A topology brought up under a run name. Use as a context manager, or start()/stop().
+
+    start() undoes everything it made if it fails or is interrupted; stop() is idempotent.
+    """
+
+    def __init__(
+        self,
+        topology: TopologySpec,
+        backend: Backend,
+        run: str = "tb",
+        backend_reason: str = "",
+        log_dir: str | Path | None = None,
+        seed: int | None = None,
+        mounts: Sequence[Path] = (),
+    ) -> None:
+        """mounts: folders every container host sees at the same path (a session's output)."""
+        self.topology = topology
+        self.mounts = tuple(mounts)
+        self.containers: dict[str, ContainerHostInfo] = {}
+        self.backend = backend
+        self.run = validate_run_name(run)
+        self.backend_reason = backend_reason
+        self.ledger = Ledger(run)
+        self.log_dir = Path(log_dir) if log_dir else self.ledger.dir / "logs"
+        if seed is None:
+            seed = topology.seed if topology.seed is not None else int.from_bytes(os.urandom(4))
+        self.seed = seed
+        self.info: NetworkInfo | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def start(
+        self, say: Callable[[str], None] = lambda _: None, detached: bool = False
+    ) -> NetworkInfo:
+        """Build the topology. detached: it outlives this process (`testbed up`), so `clean`
+        keeps it while it is up; otherwise it is live while this process runs."""
+        self.backend.check(self.topology)
+        containers.preflight(self.topology)
+        self.ledger.lock()
+        try:
+            if not self.ledger.is_empty():
+                raise BusyError(
+                    f"topology {self.run!r} is already up; `testbed down --name {self.run}` "
+                    "first, or choose another --name"
+                )
+            self.ledger.claim(detached)
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            with terminate_unwinds():
+                try:
+                    self.info = self._build(say)
+                except BaseException as e:
+                    dead = self.died() if isinstance(e, Exception) else []  # the cause, if any
+                    self.ledger.undo()
+                    with contextlib.suppress(OSError):  # an empty log folder is no trace to keep
+                        self.log_dir.rmdir()
+                    if dead:
+                        raise KernelError(f"building the topology failed: {'; '.join(dead)}") from e
+                    raise
+            state_path(self.ledger).write_text(self.info.to_json())
+            return self.info
+        finally:
+            self.ledger.release_if_empty()  # after a failed build, nothing is left
+
+    def stop(self) -> None:
+        self.ledger.lock()
+        try:
+            self.ledger.undo()
+            state_path(self.ledger).unlink(missing_ok=True)
+        finally:
+            self.ledger.release_if_empty()
+
+    @staticmethod
+    def take_down(run: str) -> tuple[int, NetworkInfo | None] | None:
+        """Tear down what `up` left under RUN (from its ledger): (objects removed, the info it
+        recorded), or None if nothing is up. The same undo as stop(), without the spec."""
+        ledger = Ledger(run)
+        ledger.lock()
+        try:
+            if ledger.is_empty():
+                return None
+            state = state_path(ledger)
+            info = NetworkInfo.from_json(state.read_text()) if state.exists() else None
+            removed = ledger.undo()
+            state.unlink(missing_ok=True)
+            return removed, info
+        finally:
+            ledger.release_if_empty()
+
+    def __enter__(self) -> Network:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- building ----------------------------------------------------------------------------
+    def _build(self, say: Callable[[str], None]) -> NetworkInfo:
+        run, topo = self.run, self.topology
+        hosts: dict[str, HostInfo] = {}
+        for host in topo.hosts:
+            spec = topo.container(host)
+            if spec is None:
+                netns.create(self.ledger, names.netns_name(run, host))
+            else:
+                say(f"host {host}: container of {spec.image}")
+                self.containers[host] = containers.start_host(
+                    self.ledger, spec, names.netns_name(run, host), self.mounts, topo.source
+                )
+        links: dict[str, dict[str, Any]] = {}
+        for i, link in enumerate(topo.links):
+            links[link.name] = self._build_link(i, link, hosts, say)
+        return NetworkInfo(
+            run=run,
+            topology=topo.source,
+            backend=self.backend.name,
+            backend_reason=self.backend_reason,
+            seed=self.seed,
+            log_dir=str(self.log_dir),
+            hosts=hosts,
+            links=links,
+            created_real_ns=time.time_ns(),
+        )
+
+    def _build_link(
+        self, i: int, link: LinkDef, hosts: dict[str, HostInfo], say: Callable[[str], None]
+    ) -> dict[str, Any]:
+        from pyroute2 import NetNS
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        build_link = getattr(self.backend, "build_link", None)
+        if build_link is not None:  # the backend brings its own router (user-mode-linux)
+            info: dict[str, Any] = build_link(self, i, link, hosts, say)
+            return info
+        run = self.run
+        router = names.netns_name(run, link.name)
+        netns.create(self.ledger, router, router=True)
+        net_a, net_b = names.link_subnets(i)
+        a, b = link.between
+        sides = [
+            (a, names.ifname(run, i, "a"), names.ifname(run, i, "ra"), net_a, net_b),
+            (b, names.ifname(run, i, "b"), names.ifname(run, i, "rb"), net_b, net_a),
+        ]
+        try:
+            for host, host_if, router_if, net, far in sides:
+                host_ns = names.netns_name(run, host)
+                addr = f"{net}.{names.HOST_OCTET}"
+                gateway = f"{net}.{names.ROUTER_OCTET}"
+                with NetNS(router) as r:
+                    r.link(
+                        "add",
+                        ifname=router_if,
+                        kind="veth",
+                        peer={"ifname": host_if, "net_ns_fd": host_ns},
+                    )
+                    idx = r.link_lookup(ifname=router_if)[0]
+                    r.addr("add", index=idx, address=gateway, prefixlen=24)
+                    r.link("set", index=idx, state="up")
+                self.configure_host_interface(host_ns, host_if, addr, gateway, far)
+                hosts.setdefault(host, self.host_info(host, host_ns, addr))
+        except NetlinkError as e:
+            raise KernelError(f"building link {link.name!r} failed: {e}") from e
+        info = {"index": i, "router_netns": router, "between": list(link.between)}
+        for direction, spec, in_if, out_if in (
+            ("uplink", link.uplink, sides[0][2], sides[1][2]),
+            ("downlink", link.downlink, sides[1][2], sides[0][2]),
+        ):
+            plan = DirectionPlan(
+                run=run,
+                link=link.name,
+                link_index=i,
+                direction=direction,
+                router_ns=router,
+                in_ifname=in_if,
+                out_ifname=out_if,
+                spec=spec,
+                seed=_seed_for(self.seed, i, direction),
+                log_dir=self.log_dir,
+                tick_us=self.topology.emulator_tick_us,
+            )
+            info[direction] = {
+                "spec": spec.to_dict(),
+                "seed": plan.seed,
+                **self.backend.install(plan, self.ledger),
+            }
+            say(f"link {link.name} {direction}: {describe_spec(spec.to_dict())}")
+        return info
+
+    def configure_host_interface(
+        self, host_ns: str, ifname: str, addr: str, gateway: str, far_net: str
+    ) -> None:
+        """Address a host's side of a link, bring it up, route the far side via the router."""
+        from pyroute2 import NetNS
+
+        with NetNS(host_ns) as h:
+            idx = h.link_lookup(ifname=ifname)[0]
+            h.addr("add", index=idx, address=addr, prefixlen=24)
+            h.link("set", index=idx, state="up")
+            h.route("add", dst=f"{far_net}.0/24", gateway=gateway)
+
+    def host_info(self, name: str, host_ns: str, address: str) -> HostInfo:
+        return HostInfo(name, host_ns, address, self.containers.get(name))
+
+    # --- running things inside hosts ---------------------------------------------------------
+    def popen(
+        self,
+        host: str,
+        cmd: Sequence[str],
+        owns: str | None = None,
+        in_image: bool = False,
+        **kw: Any,
+    ) -> subprocess.Popen[Any]:
+        """Start CMD in HOST; recorded in the ledger, so `down` and `clean` end it too.
+
+        owns: a name for the processes CMD itself starts (a browser and its helpers): CMD gets
+        the path of a file in the run's state folder (env TESTBED_OWNED_FILE) to note them in
+        (ledger.note_owned), recorded before CMD starts, and ended with it. in_image: in a
+        container host, run CMD in the container (its files and environment), not only in its
+        network namespace (captures and traffic tools are the host's own)."""
+        assert self.info is not None, "start() the network first"
+        env = self.info.env()
+        info = self.info.hosts[host]
+        inside = info.container if in_image else None
+        owned: str | None = None
+        if owns is not None and inside is None:  # the state folder is not in a container
+            owned = str(self.ledger.dir / f"owned-{owns}.txt")
+            env[OWNED_FILE_ENV] = owned
+        index = self.ledger.record("process", what=f"{cmd[0]} in {host}", owned_file=owned)
+        if inside is not None:
+            proc = subprocess.Popen(list(cmd), env=containers.environment(inside, env),
+                                    preexec_fn=containers.entering(inside), **kw)  # fmt: skip
+        else:
+            proc = netns.popen(info.netns, cmd, env=env, **kw)
+        self.ledger.update(index, pid=proc.pid, start_ticks=process_start_ticks(proc.pid))
+        return proc
+
+    def died(self) -> list[str]:
+        """Link processes that stopped while the topology was up, in words (empty: none)."""
+        return dead_link_processes(self.ledger)
+
+    def run_in(
+        self, host: str, cmd: Sequence[str], timeout: float | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        assert self.info is not None, "start() the network first"
+        return netns.run(
+            self.info.hosts[host].netns, cmd, env=self.info.env(), timeout=timeout, check=check
+        )
+
+    def address(self, host: str) -> str:
+        assert self.info is not None, "start() the network first"
+        return self.info.hosts[host].address
+
+
+def describe_spec(spec: Mapping[str, Any]) -> str:
+    """A one-line human summary of a LinkSpec dict."""
+    parts = []
+    if spec.get("rate_mbps"):
+        parts.append(f"{spec['rate_mbps']:g} Mbps")
+    elif spec.get("trace"):
+        parts.append(f"trace {Path(spec['trace']).name}")
+    else:
+        parts.append("unlimited rate")
+    parts.append(f"{spec.get('delay_ms', 0):g} ms")
+    if spec.get("jitter_ms"):
+        parts.append(f"±{spec['jitter_ms']:g} ms jitter")
+    ge = spec.get("gilbert_elliott")
+    if ge:
+        parts.append(f"GE loss p={ge['p_pct']:g}% r={ge['r_pct']:g}%")
+    else:
+        parts.append(f"{spec.get('loss_pct', 0):g}% loss")
+    if spec.get("queue_packets"):
+        parts.append(f"queue {spec['queue_packets']} pkts")
+    if spec.get("queue_bytes"):
+        parts.append(f"queue {spec['queue_bytes']} B")
+    return ", ".join(parts)

@@ -1,0 +1,247 @@
+// rtc-testbed endpoint page. Python (testbed.rtc.chromium.endpoint) calls tb.* with
+// Runtime.evaluate; every time here is wall-clock ms (timeOrigin + now): identity, not timing.
+"use strict";
+const MAGIC = 0x54425044; // "TBPD": the trailer of a padded synthetic frame
+const now = () => performance.timeOrigin + performance.now();
+
+const tb = {
+  cfg: null, pc: null, frames: [], decoded: [], rates: [], errors: [], stats: null,
+
+  async _gathered() {
+    const pc = this.pc;
+    if (pc.iceGatheringState === "complete") return;
+    await new Promise((resolve) => {
+      pc.addEventListener("icegatheringstatechange", () => {
+        if (pc.iceGatheringState === "complete") resolve();
+      });
+    });
+  },
+
+  _peer() {
+    // no ICE servers: host candidates in the testbed's namespaces only
+    const pc = new RTCPeerConnection({ iceServers: [], encodedInsertableStreams: true });
+    pc.addEventListener("iceconnectionstatechange", () => {
+      if (pc.iceConnectionState === "failed") this.errors.push("ICE failed");
+    });
+    this.pc = pc;
+    return pc;
+  },
+
+  _codecs(kind) {
+    // the chosen codec first, then what loss repair needs; nothing else is offered
+    const cfg = this.cfg;
+    const caps = RTCRtpReceiver.getCapabilities(kind).codecs;
+    const mime = (c) => c.mimeType.toLowerCase();
+    const main = caps.filter((c) => mime(c) === "video/" + cfg.codec);
+    if (!main.length) throw new Error(`codec ${cfg.codec} is not offered by this browser`);
+    const extra = caps.filter((c) => {
+      const m = mime(c);
+      if (m === "video/rtx") return cfg.nack;
+      if (m === "video/red" || m === "video/ulpfec") return cfg.fec === "ulpfec";
+      if (m === "video/flexfec-03") return cfg.fec === "flexfec";
+      return false;
+    });
+    return main.concat(extra);
+  },
+
+  _pin(sdp) {
+    // fixed bitrate: x-google-min/max/start on every video codec's fmtp (added where none is)
+    const kbps = Math.round(this.cfg.bitrateBps / 1000);
+    const extra = `x-google-min-bitrate=${kbps};x-google-max-bitrate=${kbps};x-google-start-bitrate=${kbps}`;
+    const lines = sdp.split("\r\n");
+    const pts = new Set();
+    const withFmtp = new Set();
+    for (const l of lines) {
+      const r = l.match(/^a=rtpmap:(\d+) (VP8|VP9|H264|AV1)\/90000/i);
+      if (r) pts.add(r[1]);
+    }
+    for (const l of lines) {
+      const f = l.match(/^a=fmtp:(\d+) /);
+      if (f && pts.has(f[1])) withFmtp.add(f[1]);
+    }
+    const out = [];
+    for (const l of lines) {
+      const f = l.match(/^a=fmtp:(\d+) (.*)$/);
+      if (f && pts.has(f[1])) { out.push(`a=fmtp:${f[1]} ${f[2]};${extra}`); continue; }
+      out.push(l);
+      const r = l.match(/^a=rtpmap:(\d+) /);
+      if (r && pts.has(r[1]) && !withFmtp.has(r[1])) out.push(`a=fmtp:${r[1]} ${extra}`);
+    }
+    return out.join("\r\n");
+  },
+
+  _sendTransform(sender) {
+    const cfg = this.cfg;
+    const { readable, writable } = sender.createEncodedStreams();
+    const frames = this.frames;
+    const pad = new TransformStream({
+      transform(frame, controller) {
+        const data = new Uint8Array(frame.data);
+        const key = frame.type === "key";
+        let size = data.length;
+        if (cfg.synthetic) {
+          const target = key ? cfg.keyframeBytes : cfg.frameBytes;
+          if (data.length + 8 <= target) {
+            const out = new Uint8Array(target);
+            out.set(data);
+            const dv = new DataView(out.buffer);
+            dv.setUint32(target - 8, data.length);
+            dv.setUint32(target - 4, MAGIC);
+            frame.data = out.buffer;
+            size = target;
+          }
+        }
+        frames.push([frame.getMetadata().rtpTimestamp, now(), size, data.length, key]);
+        controller.enqueue(frame);
+      },
+    });
+    readable.pipeThrough(pad).pipeTo(writable).catch((e) => tb.errors.push("sender transform: " + e));
+  },
+
+  _recvTransform(receiver) {
+    const cfg = this.cfg;
+    const { readable, writable } = receiver.createEncodedStreams();
+    const frames = this.frames;
+    const strip = new TransformStream({
+      transform(frame, controller) {
+        const data = new Uint8Array(frame.data);
+        let size = data.length;
+        if (cfg.synthetic && data.length >= 8) {
+          const dv = new DataView(frame.data);
+          const n = dv.getUint32(data.length - 8);
+          if (dv.getUint32(data.length - 4) === MAGIC && n <= data.length - 8) {
+            frame.data = frame.data.slice(0, n);
+          }
+        }
+        frames.push([frame.getMetadata().rtpTimestamp, now(), size, frame.type === "key"]);
+        controller.enqueue(frame);
+      },
+    });
+    readable.pipeThrough(strip).pipeTo(writable).catch((e) => tb.errors.push("receiver transform: " + e));
+  },
+
+  async sender(cfg) {
+    this.cfg = cfg;
+    const stream = await navigator.mediaDevices.getUserMedia({
+      video: { width: { exact: cfg.width }, height: { exact: cfg.height }, frameRate: { exact: cfg.fps } },
+    });
+    const track = stream.getVideoTracks()[0];
+    track.contentHint = "motion";
+    const pc = this._peer();
+    const tr = pc.addTransceiver(track, { direction: "sendonly" });
+    tr.setCodecPreferences(this._codecs("video"));
+    this._sendTransform(tr.sender);
+    this.track = track;
+    this.rtpSender = tr.sender;
+    await pc.setLocalDescription(await pc.createOffer());
+    await this._gathered();
+    return pc.localDescription.sdp;
+  },
+
+  async answer(sdp) {
+    const cfg = this.cfg;
+    if (cfg.abr === "fixed") sdp = this._pin(sdp);
+    await this.pc.setRemoteDescription({ type: "answer", sdp });
+    const p = this.rtpSender.getParameters();
+    p.degradationPreference = "maintain-resolution";
+    for (const e of p.encodings) e.maxBitrate = cfg.encoderMaxBps;
+    await this.rtpSender.setParameters(p);
+    return this.pc.remoteDescription.sdp;
+  },
+
+  async receiver(cfg, offer) {
+    this.cfg = cfg;
+    const pc = this._peer();
+    const video = document.getElementById("v");
+    pc.addEventListener("track", (ev) => {
+      this._recvTransform(ev.receiver);
+      video.srcObject = new MediaStream([ev.track]);
+      const onFrame = (t, meta) => {
+        this.decoded.push([meta.rtpTimestamp, now()]);
+        video.requestVideoFrameCallback(onFrame);
+      };
+      video.requestVideoFrameCallback(onFrame);
+      video.play().catch((e) => this.errors.push("play: " + e));
+    });
+    await pc.setRemoteDescription({ type: "offer", sdp: offer });
+    const tr = pc.getTransceivers()[0];
+    tr.direction = "recvonly";
+    tr.setCodecPreferences(this._codecs("video"));
+    await pc.setLocalDescription(await pc.createAnswer());
+    await this._gathered();
+    return pc.localDescription.sdp;
+  },
+
+  up() {
+    // the media path is up (ICE connected; without encryption there is no DTLS after it)
+    const state = this.pc ? this.pc.iceConnectionState : "none";
+    if (state === "failed") throw new Error("ICE failed");
+    return ["connected", "completed"].includes(state);
+  },
+
+  started() {
+    // the session begins (Python saw up()): what came before is set-up
+    this.frames.length = 0;
+    this.decoded.length = 0;
+    this._every = setInterval(() => this._sample(), 1000);
+    return now();
+  },
+
+  async _sample() {
+    const report = await this.pc.getStats();
+    const row = { t: now() };
+    report.forEach((s) => {
+      if (s.type === "outbound-rtp" && s.kind === "video") {
+        row.target = s.targetBitrate ?? null;
+        row.bytes = s.bytesSent; row.headerBytes = s.headerBytesSent;
+        row.rtxBytes = s.retransmittedBytesSent ?? 0; row.encoded = s.framesEncoded;
+        row.limitation = s.qualityLimitationReason; row.width = s.frameWidth; row.height = s.frameHeight;
+      }
+      if (s.type === "inbound-rtp" && s.kind === "video") {
+        row.bytes = s.bytesReceived; row.headerBytes = s.headerBytesReceived;
+        row.decoded = s.framesDecoded; row.width = s.frameWidth; row.height = s.frameHeight;
+      }
+      if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
+        row.available = s.availableOutgoingBitrate ?? null;
+        row.rtt = s.currentRoundTripTime ?? null;
+      }
+    });
+    this.rates.push(row);
+  },
+
+  async state() {
+    // what a connection that does not come up is doing (for the error message)
+    const pc = this.pc;
+    if (!pc) return "no peer connection";
+    let pairs = [];
+    try {
+      const report = await pc.getStats();
+      report.forEach((s) => { if (s.type === "candidate-pair") pairs.push(`${s.state}${s.nominated ? "*" : ""}`); });
+    } catch (e) { pairs = ["stats: " + e]; }
+    return `ICE ${pc.iceConnectionState}, connection ${pc.connectionState}, gathering ` +
+      `${pc.iceGatheringState}, signaling ${pc.signalingState}, pairs [${pairs.join(" ")}], ` +
+      `errors [${this.errors.join("; ")}]`;
+  },
+
+  stopSending() {
+    if (this.rtpSender) return this.rtpSender.replaceTrack(null);
+    return null;
+  },
+
+  async collect() {
+    clearInterval(this._every);
+    const report = await this.pc.getStats();
+    const stats = {};
+    report.forEach((s) => {
+      if (["outbound-rtp", "inbound-rtp", "candidate-pair", "transport", "codec"].includes(s.type)) {
+        if (s.type === "candidate-pair" && !s.nominated) return;
+        stats[s.id] = s;
+      }
+    });
+    const local = this.pc.localDescription ? this.pc.localDescription.sdp : null;
+    const remote = this.pc.remoteDescription ? this.pc.remoteDescription.sdp : null;
+    return { frames: this.frames, decoded: this.decoded, rates: this.rates, errors: this.errors,
+             stats, local, remote };
+  },
+};
+window.tb = tb;

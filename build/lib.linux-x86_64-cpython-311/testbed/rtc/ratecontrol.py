@@ -1,0 +1,78 @@
+"""Rate control in a sender, stack-neutral: feedback -> controller (safely) -> the source.
+
+Every feedback event the stack turns into a testbed.abr.base.Feedback goes to the controller
+through the AbrDriver; its target goes to one place, the sink's set_target_bitrate (a source,
+or a stack's adapter that also tells its encoder). A 200 ms tick runs meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from testbed.abr.base import Feedback
+from testbed.abr.driver import AbrDriver
+from testbed.abr.framefeedback import latency_estimate_ms
+from testbed.abr.registry import make as make_controller
+from testbed.rtc.loops import BackgroundLoop
+from testbed.rtc.sources import min_bitrate_bps
+from testbed.rtc.spec import StreamSpec
+
+TICK_S = 0.2
+
+
+class BitrateSink(Protocol):
+    def set_target_bitrate(self, bps: float) -> None: ...
+
+
+class RateControl(BackgroundLoop):
+    def __init__(
+        self,
+        spec: StreamSpec,
+        sink: BitrateSink,
+        on_report: Callable[[Feedback], None] | None = None,
+    ) -> None:
+        self.spec, self.sink, self.on_report = spec, sink, on_report
+        controller = make_controller(spec.abr, spec.abr_params, spec.bitrate_mbps * 1e6, spec.fps)
+        self.driver = AbrDriver(
+            controller, spec.bitrate_mbps * 1e6, floor_bps=min_bitrate_bps(spec)
+        )
+        self.estimates: list[tuple[int, float | None]] = []  # rtp ts, latency estimate ms
+
+    def on_frame_report(
+        self,
+        entries: list[tuple[int, int, int]],
+        now_ns: int,
+        rtt_ms: float | None,
+        first_sent: Mapping[int, int],
+    ) -> None:
+        """Frames the receiver completed: one `frame` event each, latency estimated here."""
+        for ts, assembly_us, age_us in entries:
+            latency = latency_estimate_ms(now_ns, age_us, rtt_ms, first_sent.get(ts))
+            self.estimates.append((ts, latency))
+            event = Feedback(now_ns / 1e6, "frame", rtt_ms=rtt_ms, frame_rtp_ts=ts,
+                             frame_assembly_ms=assembly_us / 1000, frame_latency_ms=latency)  # fmt: skip
+            self.apply(self.driver.feed(event))
+
+    def on_feedback(self, event: Feedback) -> None:
+        if event.kind == "report" and self.on_report is not None:
+            self.on_report(event)
+        self.apply(self.driver.feed(event))
+
+    def apply(self, target_bps: float) -> None:
+        self.sink.set_target_bitrate(target_bps)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.apply(self.driver.feed(Feedback(time.monotonic_ns() / 1e6, "tick")))
+
+    def summary(self) -> dict[str, Any]:
+        d = self.driver
+        return {"controller": self.spec.abr, "params": self.spec.abr_params, "errors": d.errors,
+                "first_error": d.first_error, "final_target_bps": d.target_bps}  # fmt: skip
+
+    def controller_rows(self) -> list[tuple[int, str, float]]:
+        return [(round(t_ms * 1e6), kind, bps) for t_ms, kind, bps in self.driver.events]

@@ -1,0 +1,445 @@
+"""One WebRTC session over a topology: up, capture, stream, collect, down, write the cell.
+
+The cell folder (one cell of a sweep later):
+  frames.parquet, frames.csv   the per-frame table (testbed.rtc.framelog.COLUMNS)
+  timeseries.csv               per second: target vs achieved bitrate, latency, losses
+  cell.json                    resolved topology + stream config, environment, summary
+  stream.json                  the stream spec the endpoints were given (and re-validated)
+  sender.pcap, receiver.pcap   wire captures (kernel ns timestamps; open them in Wireshark)
+  link-*.log, link-*.stats.json  the emulator's per-packet link logs
+  sender/, receiver/           the endpoint records (testbed.rtc.record: identity, not timing)
+
+The session knows a stack only through testbed.rtc.stack (how to start an endpoint) and the
+endpoint records; the wire captures time everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import select
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pandas as pd
+
+from testbed.config import LinkSpec, TopologySpec
+from testbed.config.traffic import check_malformed_targets
+from testbed.errors import TestbedError
+from testbed.files import parquet_bytes, write_atomic, write_json_atomic
+from testbed.net import names
+from testbed.net.network import Network
+from testbed.net.shaper import Backend
+from testbed.net.traffic import CrossTraffic
+from testbed.procstat import exit_words
+from testbed.roi.quality import add_roi_columns
+from testbed.rtc.capture import Capture, read_pcap, to_frame
+from testbed.rtc.framelog import after_warmup, frame_table
+from testbed.rtc.record import EndpointRecord
+from testbed.rtc.signaling import candidate_port
+from testbed.rtc.spec import StreamSpec
+from testbed.rtc.stack import get_stack
+from testbed.rtc.timeseries import cell_series
+from testbed.rtc.wireid import (
+    PayloadTypes,
+    payload_padding,
+    receiver_feedback,
+    sender_packets,
+)
+from testbed.containers import hosts as containers
+from testbed.versions import package_versions
+from testbed.viewer.judging import intake_table, judge_cell
+
+Say = Callable[[str], None]
+
+
+class Endpoint:
+    """An endpoint process in its host, spoken to with JSON lines on stdin/stdout."""
+
+    def __init__(self, net: Network, role: str, host: str, argv: list[str], out: Path) -> None:
+        self.role = role
+        self.errfile = open(out / f"{role}.stderr", "w")  # noqa: SIM115 (closed in close())
+        spec = net.topology.container(host)
+        if spec is not None:  # the stack's command as it runs in the container host
+            argv = containers.endpoint_argv(spec, argv, role)
+        self.proc = net.popen(host, argv, owns=role, in_image=True, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=self.errfile, text=True)  # fmt: skip
+        self._buffer = b""  # what was read past the last whole line (read raw: see expect)
+        self.watch: Callable[[], None] = lambda: None  # called each second while waiting
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Say MESSAGE to the endpoint; to one that has exited, nothing (its exit status is
+        checked and said when the session ends)."""
+        stdin: IO[str] | None = self.proc.stdin
+        assert stdin is not None
+        try:
+            stdin.write(json.dumps(message) + "\n")
+            stdin.flush()
+        except BrokenPipeError:
+            pass
+
+    def _line(self, timeout_s: float) -> bytes | None:
+        """The next line the endpoint wrote (b"" once it exits; None on a timeout). Read from
+        the raw fd with our own buffer: a buffered readline may take two messages at once and
+        leave select() waiting for one already read."""
+        stdout = self.proc.stdout
+        assert stdout is not None
+        fd = stdout.fileno()
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            if not select.select([fd], [], [], min(left, 1.0))[0]:
+                self.watch()  # e.g. a dead link: say it now, not at the timeout
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b""
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line + b"\n"
+
+    def expect(self, kind: str, timeout_s: float) -> dict[str, Any]:
+        line = self._line(timeout_s)
+        if line is None:
+            raise TestbedError(f"{self.role}: no {kind!r} within {timeout_s:.0f} s{self._tail()}")
+        if not line:
+            try:
+                how = exit_words(self.proc.wait(timeout=5))
+            except subprocess.TimeoutExpired:
+                how = "closed its output"
+            raise TestbedError(f"{self.role} endpoint (pid {self.proc.pid}) {how} before "
+                               f"{kind!r}{self._tail()}")  # fmt: skip
+        message: dict[str, Any] = json.loads(line)
+        if message.get("type") == "error":
+            raise TestbedError(f"{self.role} failed: {message['error']}{self._tail()}")
+        if message.get("type") != kind:
+            raise TestbedError(f"{self.role}: expected {kind!r}, got {message.get('type')!r}")
+        return message
+
+    def _tail(self) -> str:
+        if not self.errfile.closed:
+            self.errfile.flush()
+        try:
+            lines = Path(self.errfile.name).read_text().strip().splitlines()[-3:]
+        except OSError:
+            lines = []
+        return (": " + " | ".join(lines)) if lines else ""
+
+    def close(self, timeout_s: float = 15) -> None:
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):  # what a dead endpoint was not told
+                self.proc.stdin.close()
+        self.errfile.close()
+
+
+@dataclass
+class StreamResult:
+    out: Path
+    frames: pd.DataFrame
+    summary: dict[str, Any]
+
+
+def _environment(backend: str) -> dict[str, Any]:
+    return {
+        "kernel": platform.release(), "python": platform.python_version(),
+        "machine": platform.machine(), "cpus": os.cpu_count(), "link_backend": backend,
+        "versions": package_versions(),
+    }  # fmt: skip
+
+
+def summarize(frames: pd.DataFrame, spec: StreamSpec) -> dict[str, Any]:
+    """Short numbers for the terminal and cell.json; warm-up frames excluded."""
+    f = after_warmup(frames, spec.warmup_s)
+    sent = f[f.status != "not_sent"]
+    done = sent[sent.status == "complete"]
+    lat = done.latency_ns.astype("float64").to_numpy() / 1e6
+    span = (sent.sent_first_ns.max() - sent.sent_first_ns.min()) / 1e9 if len(sent) > 1 else 0
+    achieved = float(sent.size_bytes.sum() * 8 / span / 1e6) if span else float("nan")
+
+    def q(p: float) -> float | None:
+        return float(np.percentile(lat, p)) if len(lat) else None
+
+    return {
+        "frames": len(sent), "complete": len(done), "lost": int((sent.status == "lost").sum()),
+        "achieved_mbps": achieved, "latency_ms": {"p50": q(50), "p95": q(95), "p99": q(99)},
+        "retransmissions": int(sent.retransmissions.sum()),
+        "packets_lost_first_try": int(sent.packets_lost_first_try.sum()),
+    }  # fmt: skip
+
+
+def run_stream(
+    topology: TopologySpec,
+    spec: StreamSpec,
+    out: Path,
+    backend: Backend,
+    backend_reason: str,
+    run: str = "tb",
+    seed: int | None = None,
+    say: Say = lambda _: None,
+) -> StreamResult:
+    out.mkdir(parents=True, exist_ok=True)
+    for host in (spec.sender, spec.receiver):
+        if host not in topology.hosts:
+            raise TestbedError(f"stream.{'sender' if host == spec.sender else 'receiver'}: "
+                               f"{host!r} is not a host of the topology ({', '.join(topology.hosts)})")  # fmt: skip
+    check_malformed_targets(topology.cross_traffic, (spec.sender, spec.receiver), topology.source)
+    link_index = media_link_index(topology, spec)
+    link = topology.links[link_index]
+    side = {link.between[0]: "a", link.between[1]: "b"}
+    stacks = {role: get_stack(spec.stack_of(role), "stream") for role in ("sender", "receiver")}
+    spec_path = out / "stream.json"
+    write_json_atomic(spec_path, spec.to_dict())
+    net = Network(topology, backend, run=run, backend_reason=backend_reason,
+                  log_dir=out / "links", seed=seed, mounts=_mounts(out, spec))  # fmt: skip
+    started = time.time_ns()
+    with net:
+        info = net.info
+        assert info is not None
+        offset = time.time_ns() - time.monotonic_ns()
+        caps = {
+            role: Capture(
+                net, host, names.ifname(run, link_index, side[host]), out / f"{role}.pcap"
+            )
+            for role, host in (("sender", spec.sender), ("receiver", spec.receiver))
+        }
+        endpoints: list[Endpoint] = []
+        cross: CrossTraffic | None = None
+        cross_info: dict[str, Any] = {}
+        finished = False
+        ports: tuple[int, int] | None = None
+        try:
+            net.ledger.note_phase("setup")
+            for cap in caps.values():
+                cap.wait_ready()
+            receiver = Endpoint(net, "receiver", spec.receiver,
+                                stacks["receiver"].endpoint_argv("receiver", spec_path, out), out)  # fmt: skip
+            endpoints.append(receiver)
+            sender = Endpoint(net, "sender", spec.sender,
+                              stacks["sender"].endpoint_argv("sender", spec_path, out), out)  # fmt: skip
+            endpoints.append(sender)
+            for ep in endpoints:
+                ep.watch = lambda: _check_link(net, started)
+            net.ledger.note_phase("connecting")
+            offer = sender.expect("offer", spec.connect_timeout_s)
+            receiver.send({"type": "offer", "sdp": offer["sdp"]})
+            answer = receiver.expect("answer", spec.connect_timeout_s)
+            sender.send({"type": "answer", "sdp": answer["sdp"]})
+            connected = sender.expect("connected", spec.connect_timeout_s)
+            receiver.expect("connected", spec.connect_timeout_s)
+            connect_s = (connected["t_ns"] - offer["t_ns"]) / 1e9
+            ports = media_ports(offer["sdp"], answer["sdp"], net.address(spec.sender),
+                                net.address(spec.receiver))  # fmt: skip
+            if topology.cross_traffic:
+                cross = CrossTraffic(net, topology.cross_traffic, out)
+                cross.start(spec.duration_s, {spec.sender: ports[0], spec.receiver: ports[1]}
+                            if ports else None)  # fmt: skip
+            say(f"connected in {connect_s:.2f} s; streaming {spec.duration_s:g} s")
+            net.ledger.note_phase("streaming")
+            sender.expect("done", spec.duration_s + spec.drain_s + 30)
+            net.ledger.note_phase("teardown")
+            _check_link(net, started)
+            if cross is not None:
+                cross_info = cross.stop()
+            for ep in endpoints:
+                ep.send({"type": "stop"})
+            finished = True
+        except LinkFailed:
+            raise
+        except Exception as e:
+            _check_link(net, started, cause=e)  # a dead link explains what the endpoints saw
+            raise
+        finally:
+            if cross is not None and not cross_info:  # an error: end the flows at once
+                cross.stop(timeout_s=0)
+            for ep in endpoints:  # after an error or Ctrl-C, do not wait for them
+                ep.close(timeout_s=15 if finished else 0)
+            # what the endpoints sent while closing is still on the link: let it arrive
+            flight_ms = max(_longest_flight_ms(d) for d in (link.uplink, link.downlink))
+            time.sleep(flight_ms / 1000 + 0.2)
+            capture_stats = {role: cap.stop() for role, cap in caps.items()}
+        if finished:  # a link process or a capture that died after the stream still cost data
+            _check_link(net, started)
+            for cap in caps.values():
+                if cap.ended_early:
+                    raise TestbedError(f"{cap.ended_early} before the session ended: its wire "
+                                       "record is incomplete; nothing of this session is kept")  # fmt: skip
+    for ep in endpoints:
+        if ep.proc.returncode != 0:
+            raise TestbedError(f"{ep.role} endpoint (pid {ep.proc.pid}) "
+                               f"{exit_words(ep.proc.returncode)}{ep._tail()}")  # fmt: skip
+    sender_ip, receiver_ip = info.hosts[spec.sender].address, info.hosts[spec.receiver].address
+    complete_from_wire(out, sender_ip, receiver_ip, offset, ports)
+    snd = EndpointRecord.read(out, "sender")
+    rcv = EndpointRecord.read(out, "receiver")
+    sent_wire = to_frame(read_pcap(out / "sender.pcap"), offset)
+    recv_wire = to_frame(read_pcap(out / "receiver.pcap"), offset)
+    strays = {"sender": stray_datagrams(sent_wire, sender_ip, ports, 0),
+              "receiver": stray_datagrams(recv_wire, receiver_ip, ports, 1)}  # fmt: skip
+    sent_wire = media_flow(sent_wire, sender_ip, receiver_ip, ports)
+    recv_wire = media_flow(recv_wire, sender_ip, receiver_ip, ports)
+    frames = frame_table(snd, rcv, sent_wire, recv_wire, int(spec.giveup_ms * 1e6),
+                         sizes_from_wire=spec.source == "video")  # fmt: skip
+    if spec.source == "roi":
+        frames = add_roi_columns(frames, snd["roi_frames"], rcv["quality"])
+    summary = summarize(frames, spec)
+    viewer = spec.viewer_spec()
+    if viewer.enabled:
+        write_atomic(out / "intake.parquet", parquet_bytes(intake_table(rcv["intake"], frames)))
+    write_atomic(out / "frames.parquet", parquet_bytes(frames))
+    write_atomic(out / "frames.csv", frames.to_csv(index=False))
+    cell = {
+        "topology": {"source": topology.source, "hosts": list(topology.hosts),
+                     "links": {lk.name: {"between": list(lk.between), "uplink": lk.uplink.to_dict(),
+                                         "downlink": lk.downlink.to_dict()} for lk in topology.links}},
+        "containers": {h: containers.describe(c) for h, i in info.hosts.items()
+                       if (c := i.container) is not None},
+        "path": media_path(topology, spec),
+        "stream": spec.to_dict(), "seed": info.seed, "backend": info.backend,
+        "backend_reason": info.backend_reason, "environment": _environment(info.backend),
+        "stack": {"sender": snd.stack, "receiver": rcv.stack, "label": spec.stack_label()},
+        "encrypted": snd.info.get("encrypted"),
+        "from_wire": {"sender_packets": snd.info.get("packets_from") == "wire",
+                      "receiver_feedback": rcv.info.get("feedback_from") == "wire"},
+        "rtcp_received_by_sender": snd.info.get("rtcp_received"),
+        "plis_sent": rcv.info.get("plis", 0),
+        "cpu": {"sender": snd.info.get("cpu"), "receiver": rcv.info.get("cpu")},
+        "where": {"sender": snd.info.get("where"), "receiver": rcv.info.get("where")},
+        "abr": snd.info.get("abr"), "fec_nacks_saved": rcv.info.get("fec_nacks_saved", 0),
+        "keyframe_requests": snd.info.get("keyframe_requests", 0),
+        "cross_traffic": cross_info, "connect_s": connect_s,
+        "media_ports": {"sender": ports[0], "receiver": ports[1]} if ports else None,
+        "stray_datagrams": strays,
+        "browser": {"sender": snd.info.get("browser"), "receiver": rcv.info.get("browser")},
+        "capture": capture_stats, "clock_offset_real_minus_mono_ns": offset,
+        "started_real_ns": started, "ended_real_ns": time.time_ns(), "summary": summary,
+        "pcap_bytes": {r: (out / f"{r}.pcap").stat().st_size for r in ("sender", "receiver")},
+    }  # fmt: skip
+    write_json_atomic(out / "cell.json", cell)
+    if viewer.enabled and viewer.judge_after:  # after the session: a slow judge disturbs nothing
+        say(f"judging the viewer's frames ({viewer.judge})")
+        cell["viewer"] = judge_cell(out)
+        write_json_atomic(out / "cell.json", cell)
+    for p in (out / "links").glob("*"):
+        if p.suffix in (".log", ".json"):
+            shutil.copy(p, out / p.name)
+    shutil.rmtree(out / "links", ignore_errors=True)
+    write_atomic(out / "timeseries.csv", cell_series(out).to_csv(index=False))
+    return StreamResult(out, frames, summary)
+
+
+def _mounts(out: Path, spec: StreamSpec) -> list[Path]:
+    """What a container host must see at the same path: the session's folder (its spec, where
+    its endpoint writes) and a video file's folder."""
+    found = [out.resolve()]
+    if spec.video and Path(spec.video).is_file():
+        found.append(Path(spec.video).resolve().parent)
+    return found
+
+
+LINK_DEATH_GRACE_S = 2.0  # after an error, how long a dying link process may take to show it
+
+
+class LinkFailed(TestbedError):
+    """A link process died under a session."""
+
+
+def _check_link(net: Network, started_real_ns: int, cause: Exception | None = None) -> None:
+    """Fail the session in words if a link process died under it (a SIGKILLed emulator, a
+    crashed router): which, how, and when it was noticed."""
+    dead = net.died()
+    deadline = time.monotonic() + (LINK_DEATH_GRACE_S if cause is not None else 0)
+    while not dead and time.monotonic() < deadline:  # a router shutting down takes a moment
+        time.sleep(0.1)
+        dead = net.died()
+    if dead:
+        after = (time.time_ns() - started_real_ns) / 1e9
+        raise LinkFailed(f"the emulated link failed: {'; '.join(dead)} (noticed {after:.1f} s "
+                           "into the session); nothing of this session is kept") from cause  # fmt: skip
+
+
+def media_link_index(topology: TopologySpec, spec: StreamSpec) -> int:
+    """The link that carries the media: the first one joining the two hosts."""
+    for i, link in enumerate(topology.links):
+        if set(link.between) == {spec.sender, spec.receiver}:
+            return i
+    raise TestbedError(f"no link joins {spec.sender} and {spec.receiver} in {topology.source}")
+
+
+def media_path(topology: TopologySpec, spec: StreamSpec) -> dict[str, str]:
+    """Which link and direction carry the media: its uplink when the sender is its first end
+    (cell.json's `path`: analysis reads this, never assumes)."""
+    link = topology.links[media_link_index(topology, spec)]
+    return {"link": link.name,
+            "direction": "uplink" if link.between[0] == spec.sender else "downlink"}  # fmt: skip
+
+
+def media_ports(
+    offer: str, answer: str, sender_ip: str, receiver_ip: str
+) -> tuple[int, int] | None:
+    """(sender port, receiver port) of the media, from the host candidates each end offered;
+    None when either is unclear (then the wire is filtered by address only)."""
+    sport, dport = candidate_port(offer, sender_ip), candidate_port(answer, receiver_ip)
+    return (sport, dport) if sport is not None and dport is not None else None
+
+
+def media_flow(wire: pd.DataFrame, sender_ip: str, receiver_ip: str,
+               ports: tuple[int, int] | None) -> pd.DataFrame:  # fmt: skip
+    """The captured packets of the media direction (sender -> receiver), stray datagrams
+    between the same hosts (cross traffic, hostile bursts) left out when the ports are known."""
+    keep = (wire.src == sender_ip) & (wire.dst == receiver_ip)
+    if ports is not None:
+        keep &= (wire.sport == ports[0]) & (wire.dport == ports[1])
+    return wire[keep]
+
+
+def stray_datagrams(wire: pd.DataFrame, ip: str, ports: tuple[int, int] | None,
+                    side: int) -> dict[str, int] | None:  # fmt: skip
+    """UDP datagrams that reached an endpoint's media port from anywhere but its peer's media
+    port (hostile bursts; the endpoint must drop them), counted from its own capture."""
+    if ports is None:
+        return None
+    mine, peer = ports[side], ports[1 - side]
+    to_me = wire[(wire.dst == ip) & (wire.dport == mine) & (wire.sport != peer)]
+    return {"datagrams": len(to_me), "ip_bytes": int(to_me.ip_bytes.sum())}
+
+
+def complete_from_wire(
+    out: Path, sender_ip: str, receiver_ip: str, offset: int, ports: tuple[int, int] | None = None
+) -> None:
+    """Fill the record tables a stack could not log itself (its info says `packets_from:
+    wire` / `feedback_from: wire`) from the cell's captures, once, before the cell is whole."""
+    back = (ports[1], ports[0]) if ports else None  # the feedback direction's ports
+    snd_info = json.loads((out / "sender" / "info.json").read_text())["info"]
+    if snd_info.get("packets_from") == "wire":
+        pts = PayloadTypes.from_dict(snd_info["payload_types"])
+        packets = sender_packets(out / "sender.pcap", sender_ip, receiver_ip, pts, offset,
+                                 bool(snd_info.get("encrypted")), ports)  # fmt: skip
+        if not snd_info.get("encrypted"):  # NACKs readable: tell probes from retransmissions
+            asked = receiver_feedback(out / "sender.pcap", receiver_ip, sender_ip, offset, back)
+            packets = payload_padding(packets, asked)
+        write_atomic(out / "sender" / "packets.parquet", parquet_bytes(packets))
+    rcv_info = json.loads((out / "receiver" / "info.json").read_text())["info"]
+    if rcv_info.get("feedback_from") == "wire":
+        feedback = receiver_feedback(out / "receiver.pcap", receiver_ip, sender_ip, offset, back)
+        write_atomic(out / "receiver" / "feedback.parquet", parquet_bytes(feedback))
+
+
+def _longest_flight_ms(spec: LinkSpec) -> float:
+    """The longest a packet can still be on the link: its (scheduled) delay plus jitter."""
+    segments = spec.schedule.segments if spec.schedule is not None else [spec]
+    return max(s.delay_ms + 4 * s.jitter_ms for s in segments)

@@ -1,0 +1,1 @@
+"""Link shaping: the pure link model, the userspace emulator, and the backends."""
