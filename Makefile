@@ -3,11 +3,13 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := iproute2 nftables iperf3 iputils-ping tcpdump ethtool kmod procps user-mode-linux \
-	tesseract-ocr tesseract-ocr-eng chromium
+	tesseract-ocr tesseract-ocr-eng chromium gcc libc6-dev python3-dev
+# container hosts (docs/docker.md); not inside the testbed's own image (no Docker in Docker)
+APT_PACKAGES += $(if $(RTC_TESTBED_IN_IMAGE),,docker.io debootstrap)
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 
-.PHONY: setup run test drill test-unit lint bench clean-kernel help
+.PHONY: setup run test drill test-unit lint bench clean-kernel help dockerd image test-image
 
 help:
 	@echo "make setup   apt packages + .venv with pinned Python dependencies"
@@ -16,6 +18,9 @@ help:
 	@echo "make drill   setup, then the on-demand drills: the whole fault matrix, a soak"
 	@echo "make lint    ruff + mypy --strict on testbed/"
 	@echo "make bench   the link fidelity and frame-latency floor benchmarks"
+	@echo "make dockerd start the testbed's own Docker daemon (unless one answers)"
+	@echo "make image   build rtc-testbed/testbed:latest with no registry (docs/docker.md)"
+	@echo "make test-image  build it and run the quick sweep inside (on demand, ~15 min)"
 
 setup: $(STAMP_APT) $(STAMP_PIP)
 
@@ -56,6 +61,15 @@ lint: setup
 	$(VENV)/bin/ruff check testbed tests
 	$(VENV)/bin/ruff format --check testbed tests
 	$(VENV)/bin/mypy
+
+dockerd: setup
+	$(VENV)/bin/testbed docker start
+
+image: dockerd
+	$(VENV)/bin/testbed docker image --kind testbed
+
+test-image: setup
+	$(VENV)/bin/pytest -q -m image
 
 clean-kernel: setup
 	$(VENV)/bin/testbed clean

@@ -17,7 +17,7 @@ def docker() -> None:
 def start() -> None:
     """Start the testbed's own dockerd (own data root, no bridge, no iptables, no forwarding),
     unless a daemon already answers; the host's forwarding and firewall stay as they were."""
-    from testbed.containers import daemon
+    from testbed.net.containers import daemon
 
     require_root()
     try:
@@ -30,7 +30,7 @@ def start() -> None:
 @docker.command()
 def stop() -> None:
     """Stop the testbed's own dockerd (a daemon it did not start is never touched)."""
-    from testbed.containers import daemon
+    from testbed.net.containers import daemon
 
     require_root()
     if not daemon.stop(say=click.echo):
@@ -40,7 +40,7 @@ def stop() -> None:
 @docker.command()
 def status() -> None:
     """Which daemon the testbed would use, and whether it answers."""
-    from testbed.containers import daemon
+    from testbed.net.containers import daemon
 
     click.echo(daemon.describe())
 
@@ -53,7 +53,7 @@ def status() -> None:
 @click.option("--if-stale", is_flag=True, help="only when missing or built from other sources")
 def image(kind: str, rebuild_base: bool, if_stale: bool) -> None:
     """Build an image with no registry: base by debootstrap, then a Dockerfile on it."""
-    from testbed.containers import image as images
+    from testbed.net.containers import image as images
 
     require_root()
     try:

@@ -104,7 +104,7 @@ def exec_(host: str, command: tuple[str, ...], name: str) -> None:
         if inside is None:
             enter_netns(info.hosts[host].netns)
         else:  # a container host: its files and its image's environment, as `docker exec`
-            from testbed.containers.hosts import entering, environment
+            from testbed.net.containers.hosts import entering, environment
 
             env = environment(inside, info.env())
             entering(inside)()
@@ -196,7 +196,7 @@ def clean(name: str | None, force: bool) -> None:
         except (LedgerError, TestbedError) as e:  # unreadable, or a daemon that must answer
             click.echo(f"testbed: error: {e}", err=True)
             broken += 1
-    from testbed.containers import daemon
+    from testbed.net.containers import daemon
 
     if daemon.stale():  # the testbed's own dockerd died without `testbed docker stop`
         daemon.stop(say=functools.partial(echo_prefixed, "  dockerd: "))
@@ -238,5 +238,8 @@ def doctor(name: str) -> None:
 
     loop = "compiled" if emucore.available() else f"python ({emucore.WHY_NOT})"
     click.echo(f"  emulator loop: {loop}; {ceiling_words()}")
+    from testbed.net.containers import daemon
+
+    click.echo(f"  container hosts: {daemon.describe()}")
     chosen, why = choose_backend("auto", name)
     click.echo(f"backend auto -> {chosen} ({why})")

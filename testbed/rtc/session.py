@@ -33,10 +33,10 @@ import pandas as pd
 
 from testbed.config import LinkSpec, TopologySpec
 from testbed.config.traffic import check_malformed_targets
-from testbed.containers import hosts as containers
 from testbed.errors import TestbedError
 from testbed.files import parquet_bytes, write_atomic, write_json_atomic
 from testbed.net import names
+from testbed.net.containers import hosts as containers
 from testbed.net.network import Network
 from testbed.net.shaper import Backend
 from testbed.net.traffic import CrossTraffic

@@ -31,7 +31,7 @@ ENDPOINT = "rtc-testbed/endpoint:latest"
 def docker_ready() -> Iterator[None]:
     """A daemon that answers (the testbed's own, started here and stopped after, when none
     does) and a current endpoint image (built when missing or built from other sources)."""
-    from testbed.containers import daemon, image
+    from testbed.net.containers import daemon, image
 
     started = False
     if not daemon.answers(daemon.address()):
@@ -47,7 +47,7 @@ def docker_ready() -> Iterator[None]:
 
 
 def containers_of(run: str) -> list[str]:
-    from testbed.containers import daemon
+    from testbed.net.containers import daemon
 
     found = daemon.connect().containers.list(all=True, filters={"label": f"rtc-testbed.run={run}"})
     return [c.name for c in found]
@@ -140,8 +140,9 @@ def test_aiortc_session_into_a_container_host(docker_ready: None, run: str, tmp_
     assert containers_of(run) == [] and namespaces_of(run) == []
 
 
+@pytest.mark.parametrize("how", ["kill-9", "ctrl-c"])
 def test_kill_9_then_clean_removes_the_container_and_its_links(
-    docker_ready: None, run: str, tmp_path: Path
+    docker_ready: None, run: str, tmp_path: Path, how: str
 ) -> None:
     path = topology(tmp_path, {"image": ENDPOINT})
     proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "stream", str(path),
@@ -153,6 +154,12 @@ def test_kill_9_then_clean_removes_the_container_and_its_links(
         time.sleep(0.2)
     assert ledger.phase() == "streaming", "the session did not start streaming"
     assert containers_of(run) == [f"{run}-receiver"] and namespaces_of(run)
+    if how == "ctrl-c":  # the session unwinds itself: nothing for clean to do
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+        assert containers_of(run) == [] and namespaces_of(run) == []
+        assert not (state_root() / run).exists()
+        return
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert containers_of(run) == [f"{run}-receiver"]  # nothing unwound: it was kill -9
@@ -194,3 +201,31 @@ def test_no_daemon_one_line_nothing_left(run: str, tmp_path: Path) -> None:
     assert len(lines) == 1 and "hosts.receiver" in lines[0], res.stderr
     assert "no Docker daemon answers" in lines[0] and "testbed docker start" in lines[0]
     assert namespaces_of(run) == [] and not (state_root() / run).exists()
+
+
+def test_own_daemon_leaves_the_hosts_forwarding_as_it_was(tmp_path: Path) -> None:
+    """`testbed docker start` / `stop` of a second, private daemon: forwarding and the FORWARD
+    policy unchanged (dockerd's defaults change both), its folder gone after stop."""
+    from testbed.net.containers.daemon import SYSTEM_ADDRESS, answers, host_forwarding
+
+    if answers(SYSTEM_ADDRESS):
+        pytest.skip("a system Docker daemon runs here: `start` would use it as it is")
+    own = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+    env.update(RTC_TESTBED_DOCKER_RUN=str(own), RTC_TESTBED_DOCKER_ROOT=str(tmp_path / "data"))
+    before = host_forwarding()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "testbed.cli", "docker", *args],
+                              capture_output=True, text=True, env=env, timeout=90)  # fmt: skip
+
+    started = cli("start")
+    try:
+        assert started.returncode == 0, started.stderr
+        assert f"DOCKER_HOST=unix://{own}/docker.sock" in started.stdout
+        assert "(the testbed's own)" in cli("status").stdout
+        assert host_forwarding() == before
+    finally:
+        stopped = cli("stop")
+    assert stopped.returncode == 0 and "stopped dockerd" in stopped.stdout, stopped.stderr
+    assert host_forwarding() == before and not own.exists()

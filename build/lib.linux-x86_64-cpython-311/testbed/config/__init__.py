@@ -4,8 +4,8 @@ follow. Pure data: building them into kernel state is testbed.net's job."""
 from testbed.config.schedule import GilbertElliottSpec, ScheduleSpec, Segment
 from testbed.config.topology import (
     BACKENDS,
-    ContainerSpec,
     DEFAULT_QUEUE_PACKETS,
+    ContainerSpec,
     LinkDef,
     LinkSpec,
     Override,
@@ -23,8 +23,8 @@ from testbed.yamlio import read_yaml
 
 __all__ = [
     "BACKENDS",
-    "ContainerSpec",
     "DEFAULT_QUEUE_PACKETS",
+    "ContainerSpec",
     "GilbertElliottSpec",
     "LinkDef",
     "LinkSpec",

@@ -387,8 +387,10 @@ def _host_entry(value: Any, src: str, where: str) -> tuple[str, ContainerSpec | 
                           "without image: is a namespace host: give its name alone)")  # fmt: skip
     env = validate.mapping(value.get("env", {}), src, f"hosts.{name}.env")
     for k, v in env.items():
-        if not isinstance(k, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k) or isinstance(
-            v, (dict, list)
+        if (
+            not isinstance(k, str)
+            or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k)
+            or isinstance(v, (dict, list))
         ):
             raise ConfigError(src, f"hosts.{name}.env.{k}", "expected NAME: value (a word)")
     return name, ContainerSpec(

@@ -440,7 +440,7 @@ def _undo_process(entry: Entry) -> bool:
 
 
 def _undo_container(entry: Entry) -> bool:
-    from testbed.containers.hosts import undo_container  # the Docker SDK only when one was made
+    from testbed.net.containers.hosts import undo_container  # the Docker SDK only when one was made
 
     return undo_container(entry)
 

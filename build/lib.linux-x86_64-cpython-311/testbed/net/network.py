@@ -26,10 +26,10 @@ from types import FrameType
 from typing import Any
 
 from testbed.config import LinkDef, TopologySpec, validate_run_name
-from testbed.containers import hosts as containers
-from testbed.containers.hosts import ContainerHostInfo
 from testbed.errors import BusyError, KernelError, TestbedError
 from testbed.net import names, netns
+from testbed.net.containers import hosts as containers
+from testbed.net.containers.hosts import ContainerHostInfo
 from testbed.net.ledger import OWNED_FILE_ENV, Ledger, dead_link_processes, process_start_ticks
 from testbed.net.shaper import Backend, DirectionPlan
 

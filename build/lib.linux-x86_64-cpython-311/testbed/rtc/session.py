@@ -36,6 +36,7 @@ from testbed.config.traffic import check_malformed_targets
 from testbed.errors import TestbedError
 from testbed.files import parquet_bytes, write_atomic, write_json_atomic
 from testbed.net import names
+from testbed.net.containers import hosts as containers
 from testbed.net.network import Network
 from testbed.net.shaper import Backend
 from testbed.net.traffic import CrossTraffic
@@ -54,7 +55,6 @@ from testbed.rtc.wireid import (
     receiver_feedback,
     sender_packets,
 )
-from testbed.containers import hosts as containers
 from testbed.versions import package_versions
 from testbed.viewer.judging import intake_table, judge_cell
 

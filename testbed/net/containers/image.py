@@ -29,7 +29,7 @@ IMAGES = {"endpoint": "rtc-testbed/endpoint:latest", "testbed": "rtc-testbed/tes
 BASE_PACKAGES = ("python3", "python3-venv", "iproute2", "iputils-ping", "iperf3", "procps", "make")
 LABEL_SOURCE = "rtc-testbed.source"
 DOCKERFILE = Path(__file__).with_name("Dockerfile")
-PROJECT = Path(__file__).resolve().parents[2]  # a checkout (editable install): pyproject here
+PROJECT = Path(__file__).resolve().parents[3]  # a checkout (editable install): pyproject here
 WORK = Path("/var/tmp/rtc-testbed")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
@@ -81,7 +81,7 @@ def _unmount_under(path: Path) -> None:
 
 def build_base(say: Say = lambda _: None) -> str:
     """debootstrap a minimal bookworm from apt's mirror and import it (about a minute)."""
-    from testbed.containers import daemon
+    from testbed.net.containers import daemon
 
     if shutil.which("debootstrap") is None:
         raise UnavailableError("debootstrap is not installed: `apt-get install debootstrap` "
@@ -131,7 +131,7 @@ def current(kind: str) -> bool:
     """The image of KIND is there and was built from these sources."""
     from docker.errors import ImageNotFound
 
-    from testbed.containers import daemon
+    from testbed.net.containers import daemon
 
     try:
         image = daemon.client("testbed docker image").images.get(IMAGES[kind])
@@ -142,9 +142,9 @@ def current(kind: str) -> bool:
 
 def build(kind: str, say: Say = lambda _: None, rebuild_base: bool = False) -> str:
     """Build the image of KIND (endpoint | testbed), the base image first if it is missing."""
-    from docker.errors import BuildError, ImageNotFound
+    from docker.errors import ImageNotFound
 
-    from testbed.containers import daemon
+    from testbed.net.containers import daemon
 
     if kind not in IMAGES:
         raise TestbedError(f"unknown image {kind!r}; valid: {', '.join(IMAGES)}")
@@ -163,13 +163,20 @@ def build(kind: str, say: Say = lambda _: None, rebuild_base: bool = False) -> s
         if kind == "testbed":
             _sources(ctx / "src")
         say(f"docker build {IMAGES[kind]}")
-        try:
-            c.images.build(path=str(ctx), tag=IMAGES[kind], target=kind, network_mode="host",
-                           rm=True, forcerm=True, buildargs={"BASE": BASE_TAG},
-                           labels={LABEL_SOURCE: source_digest()})  # fmt: skip
-        except BuildError as e:
-            tail = [str(x.get("stream", x.get("error", ""))).strip() for x in e.build_log][-4:]
-            raise TestbedError(f"docker build of {IMAGES[kind]} failed: {e.msg} "
-                               f"({' | '.join(t for t in tail if t)})") from None  # fmt: skip
+        log: list[str] = []
+        for chunk in c.api.build(path=str(ctx), tag=IMAGES[kind], target=kind,
+                                 network_mode="host", rm=True, forcerm=True, decode=True,
+                                 buildargs={"BASE": BASE_TAG},
+                                 labels={LABEL_SOURCE: source_digest()}):  # fmt: skip
+            line = str(chunk.get("stream", "")).strip()
+            if line:
+                log.append(line)
+                if line.startswith("Step "):  # the build's progress: Step 3/9 : RUN ...
+                    say(f"  {line[:100]}")
+            if "error" in chunk:
+                saved = WORK / f"build-{kind}.log"
+                saved.write_text("\n".join(log) + "\n")
+                raise TestbedError(f"docker build of {IMAGES[kind]} failed: "
+                                   f"{str(chunk['error']).strip()} (the whole log: {saved})")  # fmt: skip
     say(f"built {IMAGES[kind]}")
     return IMAGES[kind]

@@ -64,7 +64,7 @@ def preflight(topology: TopologySpec) -> None:
         return
     from docker.errors import ImageNotFound
 
-    from testbed.containers import daemon
+    from testbed.net.containers import daemon
 
     first = topology.containers[0].host
     c = daemon.client(f"{topology.source}: hosts.{first} (a container host)")
@@ -87,7 +87,7 @@ def start_host(
     from docker.errors import APIError
     from pyroute2 import NetNS, netns
 
-    from testbed.containers import daemon
+    from testbed.net.containers import daemon
     from testbed.net.nsenter import NETNS_DIR, netns_sysctl
 
     at = daemon.address()
@@ -147,7 +147,7 @@ def undo_container(entry: Entry) -> bool:
     """The ledger's undo of a container: remove it (and its processes) by name."""
     from docker.errors import DockerException, NotFound
 
-    from testbed.containers import daemon
+    from testbed.net.containers import daemon
 
     try:
         ct = daemon.connect(entry["docker_host"], timeout_s=30).containers.get(entry["name"])

@@ -1,0 +1,65 @@
+"""The testbed as an image: `make image` builds it with no registry; a container of it with
+the documented capabilities runs `make run` (the quick sweep and its plot). On demand
+(`make test-image`, `pytest -m image`): building it installs everything `make setup` does."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testbed.net.ledger import Ledger
+
+pytestmark = [
+    pytest.mark.image,
+    pytest.mark.skipif(os.environ.get("RTC_TESTBED_IN_IMAGE") == "1", reason="inside the image"),
+]
+IMAGE = "rtc-testbed/testbed:latest"
+RUN_TIMEOUT_S = 1200
+
+
+@pytest.fixture
+def daemon_up() -> Iterator[None]:
+    from testbed.net.containers import daemon
+
+    started = not daemon.answers(daemon.address())
+    if started:
+        daemon.start()
+    try:
+        yield
+    finally:
+        if started:
+            daemon.stop()
+
+
+def test_the_image_builds_and_runs_make_run(daemon_up: None, run: str, tmp_path: Path) -> None:
+    from testbed.net.containers import daemon, image
+
+    if not image.current("testbed"):
+        image.build("testbed", say=lambda line: print(line, file=sys.stderr))
+    results = tmp_path / "results"
+    results.mkdir()
+    name = f"{run}-image"
+    ledger = Ledger(run)  # owned like any container: `testbed clean` removes it after a crash
+    ledger.lock()
+    ledger.claim()
+    ledger.record("container", name=name, docker_host=daemon.address())
+    try:
+        ct = daemon.connect().containers.run(
+            IMAGE, ["make", "run"], name=name, detach=True, network_mode="none",
+            cap_add=["ALL"], cap_drop=["SYS_RESOURCE"], security_opt=["seccomp=unconfined"],
+            devices=["/dev/net/tun:/dev/net/tun:rwm"], shm_size="1g",
+            volumes={str(results): {"bind": "/opt/rtc-testbed-src/results", "mode": "rw"}},
+        )  # fmt: skip
+        status = ct.wait(timeout=RUN_TIMEOUT_S)
+        logs = ct.logs().decode(errors="replace")
+        assert status["StatusCode"] == 0, logs[-3000:]
+        assert (results / "quick-fig3.pdf").stat().st_size > 10_000
+        assert list((results / "quick" / "cells").glob("*/frames.parquet"))
+    finally:
+        ledger.undo()
+        ledger.release_if_empty()
+    assert not daemon.connect().containers.list(all=True, filters={"name": name})
