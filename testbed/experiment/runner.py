@@ -141,6 +141,19 @@ def _results_lock(out: Path) -> Iterator[None]:
         os.close(lock)
 
 
+def containers_ready(exp: Experiment) -> None:
+    """Container hosts: a daemon answers here and has every image (one line otherwise), before
+    any cell starts. Workers on other machines check their own daemon when a cell starts."""
+    from testbed.net.containers.hosts import preflight
+
+    seen: set[tuple[str, ...]] = set()
+    for config in exp.configs:
+        images = tuple(c.image for c in config.topology.containers)
+        if images and images not in seen:
+            seen.add(images)
+            preflight(config.topology)
+
+
 def run_experiment(
     exp: Experiment,
     out: Path,
@@ -163,6 +176,7 @@ def run_experiment(
                                                c.stream.stack_of("receiver"))}  # fmt: skip
     need = needs(backend[0], stacks)
     check_same(out, exp)  # before anything is started or written
+    containers_ready(exp)
     with open_cluster(cluster, jobs, run, out / "cells" / f"{WORK}{os.getpid()}") as cl:
         able = able_workers(cl, need)
         out.mkdir(parents=True, exist_ok=True)

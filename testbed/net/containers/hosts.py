@@ -84,7 +84,7 @@ def start_host(
 ) -> ContainerHostInfo:
     """Create and start the container NAME (recorded in the ledger first), check that it keeps
     running, and bind its network namespace to /run/netns/NAME (recorded too)."""
-    from docker.errors import APIError
+    from docker.errors import APIError, NotFound
     from pyroute2 import NetNS, netns
 
     from testbed.net.containers import daemon
@@ -92,7 +92,15 @@ def start_host(
 
     at = daemon.address()
     c = daemon.client(f"{source}: hosts.{spec.host}")
-    ledger.record("container", name=name, docker_host=at)
+    try:
+        c.containers.get(name)
+    except NotFound:
+        pass
+    else:  # never ours to remove: the ledger would take it for the one made below
+        raise ContainerError(f"{source}: hosts.{spec.host}: a container named {name} already "
+                             "exists; if a testbed run crashed, `testbed clean`; otherwise "
+                             "choose another --name")  # fmt: skip
+    ledger.record("container", name=name, docker_host=at, run=ledger.run)
     try:
         ct = c.containers.run(
             spec.image, list(spec.command) if spec.command else None, name=name, detach=True,
@@ -151,6 +159,8 @@ def undo_container(entry: Entry) -> bool:
 
     try:
         ct = daemon.connect(entry["docker_host"], timeout_s=30).containers.get(entry["name"])
+        if (ct.labels or {}).get(LABEL_RUN) != entry.get("run", (ct.labels or {}).get(LABEL_RUN)):
+            return False  # a container of that name that this run did not make
         ct.remove(force=True)
     except NotFound:
         return False

@@ -105,12 +105,13 @@ def build_base(say: Say = lambda _: None) -> str:
     return BASE_TAG
 
 
-def _wheels(into: Path, say: Say) -> None:
-    """Wheels of the testbed and everything it needs (dev tools too), from pip's own cache and
-    indexes on this machine: the image build then needs no index at all."""
+def _wheels(src: Path, into: Path, say: Say) -> None:
+    """Wheels of the testbed (from its copy SRC: the build leaves nothing in the checkout) and
+    everything it needs, dev tools too, from pip's own cache and indexes on this machine: the
+    image build then needs no index at all."""
     say("building wheels of the testbed and its dependencies")
     run = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(into),
-                          f"{PROJECT}[dev]", "setuptools>=77", "wheel"],
+                          f"{src}[dev]", "setuptools>=77", "wheel"],
                          capture_output=True, text=True)  # fmt: skip
     if run.returncode != 0:
         raise TestbedError(f"pip wheel failed: {run.stderr.strip().splitlines()[-1:]}")
@@ -159,9 +160,10 @@ def build(kind: str, say: Say = lambda _: None, rebuild_base: bool = False) -> s
         shutil.copy(DOCKERFILE, ctx / "Dockerfile")
         (ctx / "wheels").mkdir()
         (ctx / "src").mkdir()
-        _wheels(ctx / "wheels", say)
-        if kind == "testbed":
-            _sources(ctx / "src")
+        _sources(ctx / "src")
+        _wheels(ctx / "src", ctx / "wheels", say)
+        for left in [ctx / "src" / "build", *(ctx / "src").glob("*.egg-info")]:
+            shutil.rmtree(left, ignore_errors=True)  # what the wheel build left in the copy
         say(f"docker build {IMAGES[kind]}")
         log: list[str] = []
         for chunk in c.api.build(path=str(ctx), tag=IMAGES[kind], target=kind,

@@ -1,1 +1,0 @@
-"""Bitrate controllers (ABR): pure, time-injected code that turns feedback into a target."""

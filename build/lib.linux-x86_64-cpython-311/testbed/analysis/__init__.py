@@ -1,1 +1,0 @@
-"""Analysis: load results (never writing to them), metrics, the analytic model, plots."""

@@ -1,1 +1,0 @@
-"""Benchmarks: measured numbers printed next to references measured in the same run."""

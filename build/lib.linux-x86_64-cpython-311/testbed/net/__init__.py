@@ -1,1 +1,0 @@
-"""Hosts in network namespaces, the links between them, and the ledger that undoes them."""

@@ -1,1 +1,0 @@
-"""Link shaping: the pure link model, the userspace emulator, and the backends."""
