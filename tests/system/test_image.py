@@ -48,12 +48,19 @@ def test_the_image_builds_and_runs_make_run(daemon_up: None, run: str, tmp_path:
     ledger.claim()
     ledger.record("container", name=name, docker_host=daemon.address(), run=run)
     try:
-        ct = daemon.connect().containers.run(
-            IMAGE, ["make", "run"], name=name, detach=True, network_mode="none",
-            cap_add=["ALL"], cap_drop=["SYS_RESOURCE"], security_opt=["seccomp=unconfined", "systempaths=unconfined"],
-            devices=["/dev/net/tun:/dev/net/tun:rwm"], shm_size="1g",
-            volumes={str(results): {"bind": "/opt/rtc-testbed-src/results", "mode": "rw"}},
+        c = daemon.connect()
+        host_config = c.api.create_host_config(
+            network_mode="none", cap_add=["ALL"], cap_drop=["SYS_RESOURCE"],
+            security_opt=["seccomp=unconfined"], devices=["/dev/net/tun:/dev/net/tun:rwm"],
+            shm_size="1g", binds={str(results): {"bind": "/opt/rtc-testbed-src/results",
+                                                 "mode": "rw"}},
         )  # fmt: skip
+        # what the CLI's --security-opt systempaths=unconfined means (the SDK has no word for it)
+        host_config.update(MaskedPaths=[], ReadonlyPaths=[])
+        made = c.api.create_container(IMAGE, ["make", "run"], name=name, host_config=host_config,
+                                      volumes=["/opt/rtc-testbed-src/results"])  # fmt: skip
+        c.api.start(made["Id"])
+        ct = c.containers.get(made["Id"])
         status = ct.wait(timeout=RUN_TIMEOUT_S)
         logs = ct.logs().decode(errors="replace")
         assert status["StatusCode"] == 0, logs[-3000:]

@@ -162,3 +162,23 @@ def test_a_cell_that_comes_back_is_written_whole_and_once(tmp_path: Path) -> Non
         write_cell(other, _tar({"../evil": b"x", "./cell.json": b"{}"}))
     assert sorted(p.name for p in (tmp_path / "cells").iterdir()) == ["abc"]
     assert not (tmp_path / "evil").exists()
+
+
+def test_without_tarfiles_data_filter_the_same_members_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debian 12's own Python (3.11.2) has no tarfile data filter: the check by hand refuses
+    what it would (found running `make run` in the testbed's image)."""
+    import tarfile
+
+    from testbed.errors import TestbedError
+    from testbed.experiment.runner import write_cell
+
+    monkeypatch.delattr(tarfile, "data_filter")
+    good = tmp_path / "cells" / "abc"
+    good.parent.mkdir()
+    write_cell(good, _tar({"./cell.json": b"{}", "./sender/info.json": b"{}"}))
+    assert (good / "sender" / "info.json").exists()
+    with pytest.raises(TestbedError, match="not a plain file inside its folder"):
+        write_cell(tmp_path / "cells" / "def", _tar({"../evil": b"x", "./cell.json": b"{}"}))
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "cells" / "def").exists()
