@@ -37,6 +37,7 @@ def daemon_up() -> Iterator[None]:
 
 def test_the_image_builds_and_runs_make_run(daemon_up: None, run: str, tmp_path: Path) -> None:
     from testbed.net.containers import daemon, image
+    from testbed.net.containers.hosts import LABEL_RUN
 
     if not image.current("testbed"):
         image.build("testbed", say=lambda line: print(line, file=sys.stderr))
@@ -58,7 +59,8 @@ def test_the_image_builds_and_runs_make_run(daemon_up: None, run: str, tmp_path:
         # what the CLI's --security-opt systempaths=unconfined means (the SDK has no word for it)
         host_config.update(MaskedPaths=[], ReadonlyPaths=[])
         made = c.api.create_container(IMAGE, ["make", "run"], name=name, host_config=host_config,
-                                      volumes=["/opt/rtc-testbed-src/results"])  # fmt: skip
+                                      volumes=["/opt/rtc-testbed-src/results"],
+                                      labels={LABEL_RUN: run})  # fmt: skip
         c.api.start(made["Id"])
         ct = c.containers.get(made["Id"])
         status = ct.wait(timeout=RUN_TIMEOUT_S)
