@@ -104,6 +104,10 @@ class Ledger:
                 with contextlib.suppress(FileNotFoundError):
                     done.unlink()
             try:
+                for p in self.dir.iterdir():  # an empty folder (logs nobody wrote) is no trace
+                    if p.is_dir():
+                        with contextlib.suppress(OSError):
+                            p.rmdir()
                 leftovers = {p.name for p in self.dir.iterdir()} - {"lock"}
             except FileNotFoundError:
                 leftovers = set()

@@ -12,7 +12,6 @@ created in the host's own namespace; everything is recorded in the run's ledger 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -165,8 +164,6 @@ class Network:
                 except BaseException as e:
                     dead = self.died() if isinstance(e, Exception) else []  # the cause, if any
                     self.ledger.undo()
-                    with contextlib.suppress(OSError):  # an empty log folder is no trace to keep
-                        self.log_dir.rmdir()
                     if dead:
                         raise KernelError(f"building the topology failed: {'; '.join(dead)}") from e
                     raise

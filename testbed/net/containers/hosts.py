@@ -90,6 +90,9 @@ def start_host(
     from testbed.net.containers import daemon
     from testbed.net.nsenter import NETNS_DIR, netns_sysctl
 
+    if os.path.exists(os.path.join(NETNS_DIR, name)):
+        raise KernelError(f"network namespace {name!r} already exists; if a testbed run "
+                          "crashed, run `testbed clean`; otherwise choose another --name")  # fmt: skip
     at = daemon.address()
     c = daemon.client(f"{source}: hosts.{spec.host}")
     try:
