@@ -229,3 +229,5 @@ def test_own_daemon_leaves_the_hosts_forwarding_as_it_was(tmp_path: Path) -> Non
         stopped = cli("stop")
     assert stopped.returncode == 0 and "stopped dockerd" in stopped.stdout, stopped.stderr
     assert host_forwarding() == before and not own.exists()
+    with open("/proc/mounts") as f:  # dockerd binds its netns in its exec root: unmounted
+        assert str(own) not in f.read()

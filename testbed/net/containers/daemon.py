@@ -174,15 +174,21 @@ def stop(say: Callable[[str], None] = lambda _: None) -> bool:
     for member, member_ticks in session_members(pid, ticks):  # its containerd and shims
         end_process(member, member_ticks, grace_s=3.0)
     restore_forwarding(owner["host_before"], say)
-    exec_root = OWN_DIR / "exec"
-    if exec_root.exists():
-        subprocess.run(["umount", "-R", "-l", str(exec_root)], capture_output=True)
+    unmount_under(OWN_DIR)  # dockerd binds its netns in its exec root (exec/netns/default)
     shutil.rmtree(OWN_DIR, ignore_errors=True)
     if ran:
         say(f"stopped dockerd (pid {pid}); its images stay in {owner['data_root']}")
     else:
         say("removed what a dockerd that had died left behind")
     return True
+
+
+def unmount_under(path: Path) -> None:
+    """Every mount below PATH, deepest first (lazily: nothing there is in use any more)."""
+    with open("/proc/mounts") as f:
+        points = [line.split()[1] for line in f]
+    for point in sorted((p for p in points if p.startswith(str(path) + "/")), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 def stale() -> bool:

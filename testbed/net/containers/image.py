@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from testbed.errors import TestbedError, UnavailableError
+from testbed.net.containers.daemon import unmount_under
 
 BASE_TAG = "rtc-testbed/debian:bookworm"
 IMAGES = {"endpoint": "rtc-testbed/endpoint:latest", "testbed": "rtc-testbed/testbed:latest"}
@@ -67,16 +68,8 @@ def _scratch(what: str) -> Iterator[Path]:
     try:
         yield path
     finally:
-        _unmount_under(path)
+        unmount_under(path)  # what an interrupted debootstrap mounted (proc, sys, dev/pts)
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _unmount_under(path: Path) -> None:
-    """What debootstrap mounted inside its target (proc, sys, dev/pts), if it was interrupted."""
-    with open("/proc/mounts") as f:
-        points = [line.split()[1] for line in f]
-    for point in sorted((p for p in points if p.startswith(str(path) + "/")), reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 def build_base(say: Say = lambda _: None) -> str:
