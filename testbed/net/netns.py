@@ -22,7 +22,7 @@ def create(ledger: Ledger, name: str, router: bool = False) -> None:
     A router forwards IPv4 and does no reverse-path filtering (the emulator re-injects packets
     through a TUN whose reverse path is elsewhere). All sysctls are the namespace's own.
     """
-    from pyroute2 import NetNS, netns
+    from pyroute2 import netns
 
     if exists(name):
         raise KernelError(
@@ -32,14 +32,22 @@ def create(ledger: Ledger, name: str, router: bool = False) -> None:
     ledger.record("netns", name=name)
     with deferred_signals():
         netns.create(name)
-    with NetNS(name) as ns:
-        ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
-    for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"):
-        netns_sysctl(name, key, "1")
+    prepare(name)
     if router:
         netns_sysctl(name, "net.ipv4.ip_forward", "1")
         for key in ("net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"):
             netns_sysctl(name, key, "0")
+
+
+def prepare(name: str) -> None:
+    """Loopback up, IPv6 off (keeps links quiet): every host's namespace, made here or a
+    container's bound to NAME."""
+    from pyroute2 import NetNS
+
+    with NetNS(name) as ns:
+        ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+    for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"):
+        netns_sysctl(name, key, "1")
 
 
 def popen(

@@ -85,10 +85,11 @@ def start_host(
     """Create and start the container NAME (recorded in the ledger first), check that it keeps
     running, and bind its network namespace to /run/netns/NAME (recorded too)."""
     from docker.errors import APIError, NotFound
-    from pyroute2 import NetNS, netns
+    from pyroute2 import netns
 
     from testbed.net.containers import daemon
-    from testbed.net.nsenter import NETNS_DIR, netns_sysctl
+    from testbed.net.netns import prepare
+    from testbed.net.nsenter import NETNS_DIR
 
     if os.path.exists(os.path.join(NETNS_DIR, name)):
         raise KernelError(f"network namespace {name!r} already exists; if a testbed run "
@@ -123,10 +124,7 @@ def start_host(
     netns.attach(name, pid)
     if not os.path.exists(os.path.join(NETNS_DIR, name)):
         raise KernelError(f"could not bind the namespace of container {name} to {NETNS_DIR}")
-    with NetNS(name) as ns:
-        ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
-    for key in ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"):
-        netns_sysctl(name, key, "1")
+    prepare(name)
     config = ct.attrs.get("Config") or {}
     env = dict(e.split("=", 1) for e in (config.get("Env") or []) if "=" in e)
     return ContainerHostInfo(name=name, image=spec.image, image_id=str(ct.attrs.get("Image")),
