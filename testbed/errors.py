@@ -40,3 +40,23 @@ class BusyError(TestbedError):
 
 class LedgerError(TestbedError):
     """A run's ledger cannot be read: what the run made is unknown, so nothing is removed."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal asked us to stop (Ctrl-C, SIGTERM, SIGHUP): unwind as for Ctrl-C, then exit
+    128 + the signal's number, as a shell reports a process the signal ended."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        super().__init__(f"signal {signum} ({signal.Signals(signum).name})")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def interrupt_exit_code(e: KeyboardInterrupt) -> int:
+    """128 + the signal that interrupted us; 130 (SIGINT) for a plain KeyboardInterrupt."""
+    return e.exit_code if isinstance(e, Interrupted) else 130

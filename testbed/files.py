@@ -69,6 +69,32 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+def staging_folder(final: Path) -> Path:
+    """Where this process writes a folder before it is whole: beside FINAL (same file system,
+    so publish_folder's rename is atomic), named for FINAL and this process."""
+    return final.with_name(f".tmp-{final.name}-{os.getpid()}")
+
+
+def publish_folder(staged: Path, final: Path) -> None:
+    """Rename the whole STAGED folder to FINAL (absent or an empty folder), durably."""
+    os.replace(staged, final)
+    fsync_dir(final.parent)
+
+
+def remove_dead_staging(final: Path) -> list[Path]:
+    """Remove the staging folders for FINAL that processes no longer alive left (a kill -9
+    cannot clean up): they were never results. Returns what was removed."""
+    import shutil
+
+    removed = []
+    for p in final.parent.glob(f".tmp-{final.name}-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 def read_input_file(path: str | Path, what: str = "file") -> str:
     """The text of a user's input file; a missing or unreadable one is a ConfigError."""
     p = Path(path)

@@ -9,7 +9,18 @@ from __future__ import annotations
 
 import click
 
-from testbed.cli import bench, containers, roi, stream, sweep, topo, trace, viewer, worker
+from testbed.cli import (
+    bench,
+    cluster,
+    containers,
+    roi,
+    stream,
+    sweep,
+    topo,
+    trace,
+    viewer,
+    worker,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,7 +31,8 @@ def cli() -> None:
 
 for command in (topo.up, topo.exec_, topo.down, topo.clean, topo.doctor, stream.stream,
                 sweep.run_cmd, sweep.report, sweep.plot, bench.bench, roi.roi, viewer.judge,
-                viewer.devibench, trace.trace, worker.worker, containers.docker):  # fmt: skip
+                viewer.devibench, trace.trace, worker.worker, containers.docker, cluster.cluster,
+                cluster.scheduler):  # fmt: skip
     cli.add_command(command)
 roi.roi.add_command(viewer.questions)
 

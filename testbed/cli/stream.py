@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,14 @@ from typing import Any
 import click
 
 from testbed.cli.common import fail, ms, name_option, require_root
-from testbed.errors import TestbedError
+from testbed.errors import ConfigError, TestbedError, interrupt_exit_code
+
+
+def check_out_free(out: Path) -> None:
+    """A stream's folder is written once: OUT must not exist yet, or be an empty folder."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError("-o", str(out), "exists and is not empty; a stream's results are "
+                          "written once: choose another folder or remove it")  # fmt: skip
 
 
 @click.command()
@@ -61,8 +69,12 @@ def stream(
     out: Path,
     name: str,
 ) -> None:
-    """Bring TOPOLOGY up, run one WebRTC session sender -> receiver, tear down, write OUT."""
+    """Bring TOPOLOGY up, run one WebRTC session sender -> receiver, tear down, write OUT.
+
+    OUT appears whole (with its cell.json) or not at all: the session writes into a folder
+    beside it, renamed to OUT once complete; a failure or a signal removes it."""
     from testbed.config import load_topology, parse_set, validate_run_name
+    from testbed.files import publish_folder, remove_dead_staging, staging_folder
     from testbed.net.network import terminate_unwinds
     from testbed.rtc.session import run_stream
     from testbed.rtc.spec import parse_stream, set_key
@@ -84,6 +96,7 @@ def stream(
             set_key(data, key, value)
         validate_run_name(name)
         spec = parse_stream(data, "--stream")
+        check_out_free(out)
         topo = load_topology(topology, sets)
         chosen = resolve_backend(backend or topo.backend, name)
         require_root()
@@ -91,14 +104,22 @@ def stream(
             f"streaming {spec.source} {spec.bitrate_mbps:g} Mbps for {spec.duration_s:g} s "
             f"on {spec.stack_label()} over {topo.name} (backend {chosen.name}) -> {out}"
         )
-        with terminate_unwinds():
-            result = run_stream(topo, spec, out, chosen.backend, chosen.reason, run=name,
-                                seed=seed, say=click.echo)  # fmt: skip
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_dead_staging(out)
+        staged = staging_folder(out)
+        try:
+            with terminate_unwinds():
+                result = run_stream(topo, spec, staged, chosen.backend, chosen.reason,
+                                    run=name, seed=seed, say=click.echo)  # fmt: skip
+                publish_folder(staged, out)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
     except TestbedError as e:
         fail(e)
-    except KeyboardInterrupt:
-        click.echo("testbed: interrupted; the topology was removed", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        click.echo(f"testbed: interrupted ({e or 'SIGINT'}); the topology was removed and "
+                   f"nothing was written to {out}", err=True)  # fmt: skip
+        sys.exit(interrupt_exit_code(e))
     s = result.summary
     lat = s["latency_ms"]
     click.echo(

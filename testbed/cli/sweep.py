@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from testbed.cli.common import fail, name_option, require_root
-from testbed.errors import ConfigError, TestbedError
+from testbed.errors import ConfigError, TestbedError, interrupt_exit_code
 
 
 @click.command(name="run")
@@ -30,7 +30,7 @@ from testbed.errors import ConfigError, TestbedError
     "--cluster",
     default=None,
     metavar="ADDRESS",
-    help="a Dask scheduler (tcp://HOST:8786) whose `testbed worker`s run the cells "
+    help="a Dask scheduler (tls://HOST:8786 with --certs) whose `testbed worker`s run the cells "
     "[an embedded cluster of --jobs workers]",
 )
 @click.option(
@@ -41,6 +41,10 @@ from testbed.errors import ConfigError, TestbedError
     help="cell order: shuffled (so a machine's drift does not follow a grid axis) or the grid's",
 )
 @click.option("--order-seed", type=int, default=None, help="the shuffle's seed [random, recorded]")
+@click.option("--certs", type=click.Path(path_type=Path), default=None,
+              help="the cluster's certificates (`testbed cluster certs DIR`) for --cluster tls://")  # fmt: skip
+@click.option("--insecure", is_flag=True, help="allow --cluster tcp:// off this machine "
+              "(unauthenticated: only on a network only you use)")  # fmt: skip
 @name_option()
 def run_cmd(
     experiment: Path,
@@ -51,6 +55,8 @@ def run_cmd(
     cluster: str | None,
     order: str,
     order_seed: int | None,
+    certs: Path | None,
+    insecure: bool,
     name: str,
 ) -> None:
     """Run every cell of EXPERIMENT (skipping cells already done) as tasks on a Dask cluster
@@ -66,17 +72,22 @@ def run_cmd(
         exp = load_experiment(experiment, max_cells=10**9 if yes else None)
         if jobs is not None and jobs < 1:
             raise ConfigError("--jobs", str(jobs), "valid: a whole number >= 1")
+        tls = None
         if cluster is not None:
             from testbed.cli.worker import check_address
+            from testbed.experiment.tls import cluster_files
 
             check_address("--cluster", cluster)
+            tls = cluster_files("--cluster", cluster, certs, insecure, "client")
+        elif certs is not None:
+            raise ConfigError("--certs", str(certs), "only with --cluster tls://HOST:PORT")
         chosen = choose_backend(backend, name)
         require_root()
         target = out or Path("results") / exp.name
         start = time.monotonic()
         with terminate_unwinds():
             run_experiment(exp, target, jobs or default_jobs(), name, chosen, click.echo,
-                           cluster=cluster, order=order, order_seed=order_seed)  # fmt: skip
+                           cluster=cluster, order=order, order_seed=order_seed, tls=tls)  # fmt: skip
     except TestbedError as e:
         fail(e)
     except OSError as e:
@@ -84,9 +95,12 @@ def run_cmd(
             raise
         fail(TestbedError(f"{e.filename or 'the results folder'}: no space left on its disk; "
                           "free space (or use another -o) and rerun; finished cells are kept"))  # fmt: skip
-    except KeyboardInterrupt:
-        click.echo("testbed: interrupted; finished cells are kept, rerun to continue", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        click.echo(
+            f"testbed: interrupted ({e or 'SIGINT'}); finished cells are kept, rerun to continue",
+            err=True,
+        )
+        sys.exit(interrupt_exit_code(e))
     click.echo(f"done in {time.monotonic() - start:.0f} s: {target}  (next: testbed plot {target})")
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from testbed.cli.common import echo_prefixed, fail, name_option, require_root
-from testbed.errors import ConfigError, TestbedError
+from testbed.errors import ConfigError, TestbedError, interrupt_exit_code
 
 
 @click.command()
@@ -58,9 +58,9 @@ def up(
         info = net.start(detached=True)
     except TestbedError as e:
         fail(e)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         click.echo("testbed: interrupted; everything created was removed", err=True)
-        sys.exit(130)
+        sys.exit(interrupt_exit_code(e))
     click.echo(
         f"topology {topo.name} is up as {name!r} (backend {chosen.name}: {chosen.reason}; "
         f"seed {info.seed})"

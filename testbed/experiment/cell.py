@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -23,12 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--name", required=True)
     args = ap.parse_args(argv)
-    from testbed.errors import TestbedError
+    from testbed.errors import TestbedError, interrupt_exit_code
+    from testbed.files import staging_folder
     from testbed.net.network import terminate_unwinds
 
     job = json.loads(args.job)
     final = Path(args.out)
-    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    tmp = staging_folder(final)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         with terminate_unwinds():
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         said, code = (
             f"cell {job['cell_id']}: interrupted ({e or 'SIGINT'}); nothing of it is kept",
-            130,
+            interrupt_exit_code(e),
         )
     except Exception as e:  # a bug, not a measurement: say so, keep no partial cell
         import traceback
@@ -67,7 +67,7 @@ def _full(final: Path) -> str:
 def _run(job: dict[str, Any], name: str, tmp: Path, final: Path) -> None:
     """The session into tmp, then tmp renamed to final: the cell exists whole or not at all."""
     from testbed.config import topology_from_dict
-    from testbed.files import fsync_dir, write_json_atomic
+    from testbed.files import publish_folder, write_json_atomic
     from testbed.rtc.session import run_stream
     from testbed.rtc.spec import parse_stream
     from testbed.shaping.backends import make_backend
@@ -82,8 +82,7 @@ def _run(job: dict[str, Any], name: str, tmp: Path, final: Path) -> None:
     if "host" in job:  # the worker's host, and the backend the cell's links ran on
         cell["host"] = {**job["host"], "backend": job["backend"]}
     write_json_atomic(tmp / "cell.json", cell)
-    os.replace(tmp, final)  # atomic: the cell exists whole or not at all
-    fsync_dir(final.parent)
+    publish_folder(tmp, final)  # atomic: the cell exists whole or not at all
 
 
 if __name__ == "__main__":

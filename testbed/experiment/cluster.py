@@ -3,8 +3,12 @@ workers can run the experiment's cells, and the cells' input files scattered onc
 
 Embedded (the default): a scheduler and `jobs` workers in this process (one thread each), so a
 cell is a Dask task either way and kill -9 of `testbed run` takes every cell with it (each gets
-SIGTERM from the kernel and unwinds). Remote: `--cluster tcp://HOST:8786`, workers started on
-each host with `testbed worker` (docs/sweeps.md).
+SIGTERM from the kernel and unwinds). Remote: `--cluster tls://HOST:8786 --certs DIR`, workers started on
+each host with `testbed worker` (docs/sweeps.md); mutual TLS with the cluster's own CA
+(testbed.experiment.tls), plain tcp:// only on loopback or when the user insists.
+
+The embedded cluster listens on nothing: its scheduler and workers talk through Dask's inproc://
+comm (queues in this process), and it has no dashboard.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 from testbed.errors import UnavailableError
 from testbed.experiment import worker as worker_side
+from testbed.experiment.tls import TlsFiles
 
 ALLOWED_FAILURES = 2  # a cell whose worker died this many times more is failed, with the reason
 CONNECT_TIMEOUT_S = 10
@@ -30,15 +35,32 @@ class Cluster:
     workers: dict[str, dict[str, Any]]  # address -> worker_info()
 
 
+# Dask starts an HTTP server in every scheduler and worker, dashboard or not: no routes, and
+# loopback, so that while it exists it serves nothing to anyone
+NO_HTTP = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
+
+
+def _stop_http(local: Any) -> None:
+    """Close the embedded cluster's HTTP servers: then nothing of it listens on any interface
+    (tested); Dask's own close() stops them again, harmlessly."""
+    for node in (local.scheduler, *local.workers.values()):
+        server = getattr(node, "http_server", None)
+        if server is not None:
+            server.stop()
+
+
 def quiet() -> None:
     for name in ("distributed", "distributed.worker", "distributed.scheduler", "tornado"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager
-def open_cluster(address: str | None, jobs: int, run: str, work: Path) -> Iterator[Cluster]:
+def open_cluster(
+    address: str | None, jobs: int, run: str, work: Path, tls: TlsFiles | None = None
+) -> Iterator[Cluster]:
     """The cluster the sweep's cells run on, closed (embedded) or left (remote) after. work:
-    where the embedded cluster's cells are written (on the results' disk)."""
+    where the embedded cluster's cells are written (on the results' disk); tls: the client's
+    certificates for a tls:// scheduler."""
     import dask
     from distributed import Client, LocalCluster
 
@@ -48,15 +70,18 @@ def open_cluster(address: str | None, jobs: int, run: str, work: Path) -> Iterat
         if offer.problems:
             raise UnavailableError("this host cannot run cells: " + "; ".join(offer.problems))
         with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
-                              "distributed.worker.daemon": False}):  # fmt: skip
+                              "distributed.worker.daemon": False, **NO_HTTP}):  # fmt: skip
             local = LocalCluster(  # type: ignore[no-untyped-call]
                 n_workers=jobs,
                 threads_per_worker=1,
                 processes=False,
-                dashboard_address=None,
+                protocol="inproc://",  # no socket: nobody else can submit to it
+                dashboard_address="127.0.0.1:0",
+                worker_dashboard_address="127.0.0.1:0",
                 resources=worker_side.resources(offer, 1),
                 silence_logs=logging.ERROR,
             )
+        _stop_http(local)
         try:
             with Client(local, set_as_default=True) as client:  # type: ignore[no-untyped-call]
                 yield Cluster(client, "embedded", _workers(client, "embedded"))
@@ -64,14 +89,20 @@ def open_cluster(address: str | None, jobs: int, run: str, work: Path) -> Iterat
             local.close()
             worker_side.release_work()
         return
+    settings = tls.config() if tls else {}
     try:
-        client = Client(  # type: ignore[no-untyped-call]
-            address, timeout=CONNECT_TIMEOUT_S, set_as_default=True
-        )
+        with dask.config.set(settings):
+            client = Client(  # type: ignore[no-untyped-call]
+                address, timeout=CONNECT_TIMEOUT_S, set_as_default=True,
+                security=tls.security() if tls else None,
+            )  # fmt: skip
     except (OSError, TimeoutError, ValueError) as e:
+        tls_hint = ("; with TLS, check that the scheduler's certificates and --certs come from "
+                    "one `testbed cluster certs`") if tls else ""  # fmt: skip
         raise UnavailableError(
             f"cannot reach the Dask scheduler at {address} ({type(e).__name__}: {e}); start one "
-            "(`dask scheduler`) and workers (`testbed worker ADDRESS`), or check the address"
+            f"(`testbed scheduler`) and workers (`testbed worker ADDRESS`), or check the "
+            f"address{tls_hint}"
         ) from None
     try:
         yield Cluster(client, address, _workers(client, address))

@@ -35,6 +35,7 @@ from testbed.experiment.cluster import ALLOWED_FAILURES
 from testbed.experiment.inputs import addressed, hashes_needed
 from testbed.experiment.plan import Plan
 from testbed.experiment.spec import Cell, Experiment
+from testbed.experiment.tls import TlsFiles
 from testbed.experiment.worker import TOPIC, git_revision, needs, remove_dead_work, run_cell
 from testbed.files import free_bytes, fsync_dir, write_json_atomic
 from testbed.versions import package_versions
@@ -165,10 +166,12 @@ def run_experiment(
     cluster: str | None = None,
     order: str = "shuffle",
     order_seed: int | None = None,
+    tls: TlsFiles | None = None,
 ) -> dict[str, Any]:
     """backend: (name, why) as choose_backend resolved it, once for every cell. cluster: a
-    scheduler's address, or None for the embedded cluster of `jobs` workers. order: shuffle
-    (with order_seed, recorded; random when None) or grid."""
+    scheduler's address, or None for the embedded cluster of `jobs` workers; tls: the client's
+    checked certificates for a tls:// cluster. order: shuffle (with order_seed, recorded; random
+    when None) or grid."""
     from testbed.experiment.cluster import able_workers, open_cluster
 
     seed = order_seed if order_seed is not None else random.SystemRandom().randrange(2**31)
@@ -177,7 +180,7 @@ def run_experiment(
     need = needs(backend[0], stacks)
     check_same(out, exp)  # before anything is started or written
     containers_ready(exp)
-    with open_cluster(cluster, jobs, run, out / "cells" / f"{WORK}{os.getpid()}") as cl:
+    with open_cluster(cluster, jobs, run, out / "cells" / f"{WORK}{os.getpid()}", tls) as cl:
         able = able_workers(cl, need)
         out.mkdir(parents=True, exist_ok=True)
         with _results_lock(out):

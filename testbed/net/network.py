@@ -25,7 +25,7 @@ from types import FrameType
 from typing import Any
 
 from testbed.config import LinkDef, TopologySpec, validate_run_name
-from testbed.errors import BusyError, KernelError, TestbedError
+from testbed.errors import BusyError, Interrupted, KernelError, TestbedError
 from testbed.net import names, netns
 from testbed.net.containers import hosts as containers
 from testbed.net.containers.hosts import ContainerHostInfo
@@ -89,10 +89,17 @@ def _seed_for(base: int, link_index: int, direction: str) -> int:
     return (base * 1_000_003 + link_index * 2 + (direction == "downlink")) % (2**63)
 
 
+UNWIND_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 @contextmanager
 def terminate_unwinds() -> Iterator[None]:
-    """SIGTERM/SIGHUP unwind like Ctrl-C (KeyboardInterrupt), so what was made is undone.
+    """Ctrl-C, SIGTERM and SIGHUP raise Interrupted (a KeyboardInterrupt), so what was made is
+    undone and the command exits 128 + the signal.
 
+    SIGINT is set here too, not left as inherited: a process started in the background by a
+    non-interactive shell inherits SIGINT *ignored*, and Python then never raises
+    KeyboardInterrupt; a `kill -INT` of such a stream was lost and it ran on to exit 0.
     Main thread only; nests (the innermost handler wins, the outer one is restored after).
     """
 
@@ -101,9 +108,9 @@ def terminate_unwinds() -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         if os.getpid() != owner:  # a forked helper (pyroute2 forks one per NetNS) just exits
             os._exit(128 + signum)
-        raise KeyboardInterrupt(f"signal {signum} ({signal.Signals(signum).name})")
+        raise Interrupted(signum)
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    old = {s: signal.signal(s, handler) for s in UNWIND_SIGNALS}
     try:
         yield
     finally:

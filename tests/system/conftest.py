@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -51,3 +54,42 @@ def run_cli(
         timeout=timeout,
         check=check,
     )
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each (by pid), then wait; kill what does not end within 30 s."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+Start = Callable[..., subprocess.Popen[bytes]]
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Start]:
+    """Start `testbed worker` processes; each is stopped (by its pid) after the test."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(address: str, *args: str, wait: bool = True) -> subprocess.Popen[bytes]:
+        log = tmp_path / f"worker{len(started)}.log"
+        with open(log, "wb") as f:
+            proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "worker", address, *args],
+                                    stdout=f, stderr=subprocess.STDOUT)  # fmt: skip
+        started.append(proc)
+        deadline = time.monotonic() + 30
+        while wait and "joining" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.2)
+        if wait:
+            time.sleep(1.5)  # registered with the scheduler
+        return proc
+
+    yield start
+    stop_processes(started)

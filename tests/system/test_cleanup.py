@@ -134,7 +134,7 @@ def test_sigterm_during_stream_removes_everything(run: str, tmp_path: Path) -> N
     assert len(pids) >= 4  # 2 emulators, 2 captures, 2 endpoints
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted" in err
+    assert proc.returncode == 143 and "interrupted (signal 15 (SIGTERM))" in err
     assert namespaces_of(run) == []
     assert not any(_alive(pid, ticks) for pid, ticks in pids)
 

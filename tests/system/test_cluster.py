@@ -9,28 +9,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
-from tests.system.conftest import run_cli
+from tests.system.conftest import Start, run_cli, stop_processes
 from tests.system.test_sweep import cells, experiment
 
 DASK = Path(sys.executable).with_name("dask")
-
-
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 @pytest.fixture
@@ -47,33 +35,7 @@ def scheduler(tmp_path: Path) -> Iterator[str]:
     assert info.exists(), "the scheduler did not start"
     time.sleep(0.3)
     yield str(json.loads(info.read_text())["address"])
-    _stop([proc])
-
-
-Start = Callable[..., subprocess.Popen[bytes]]
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Start]:
-    """Start `testbed worker` processes; each is stopped (by its pid) after the test."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(address: str, *args: str, wait: bool = True) -> subprocess.Popen[bytes]:
-        log = tmp_path / f"worker{len(started)}.log"
-        with open(log, "wb") as f:
-            proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "worker", address, *args],
-                                    stdout=f, stderr=subprocess.STDOUT)  # fmt: skip
-        started.append(proc)
-        deadline = time.monotonic() + 30
-        while wait and "joining" not in log.read_text() and time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()
-            time.sleep(0.2)
-        if wait:
-            time.sleep(1.5)  # registered with the scheduler
-        return proc
-
-    yield start
-    _stop(started)
+    stop_processes([proc])
 
 
 def _cells_of(pid: int) -> list[int]:
