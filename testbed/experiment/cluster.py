@@ -37,7 +37,10 @@ class Cluster:
 
 # Dask starts an HTTP server in every scheduler and worker, dashboard or not: no routes, and
 # loopback, so that while it exists it serves nothing to anyone
-NO_HTTP = {"distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
+NO_HTTP: dict[str, list[str]] = {
+    "distributed.scheduler.http.routes": [],
+    "distributed.worker.http.routes": [],
+}
 
 
 def _stop_http(local: Any) -> None:
