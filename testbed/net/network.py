@@ -29,7 +29,13 @@ from testbed.errors import BusyError, Interrupted, KernelError, TestbedError
 from testbed.net import names, netns
 from testbed.net.containers import hosts as containers
 from testbed.net.containers.hosts import ContainerHostInfo
-from testbed.net.ledger import OWNED_FILE_ENV, Ledger, dead_link_processes, process_start_ticks
+from testbed.net.ledger import (
+    OWNED_FILE_ENV,
+    Ledger,
+    dead_link_processes,
+    deferred_signals,
+    process_start_ticks,
+)
 from testbed.net.shaper import Backend, DirectionPlan
 
 
@@ -90,6 +96,8 @@ def _seed_for(base: int, link_index: int, direction: str) -> int:
 
 
 UNWIND_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_unwinding: list[int] = []  # the signal being unwound from, once one came (this process)
+_depth: list[int] = []  # one entry per terminate_unwinds block open in this process
 
 
 @contextmanager
@@ -100,6 +108,9 @@ def terminate_unwinds() -> Iterator[None]:
     SIGINT is set here too, not left as inherited: a process started in the background by a
     non-interactive shell inherits SIGINT *ignored*, and Python then never raises
     KeyboardInterrupt; a `kill -INT` of such a stream was lost and it ran on to exit 0.
+    Only the first signal raises: one that comes while the first is being unwound (Ctrl-C
+    pressed twice, or a cell's SIGTERM from its runner and from its parent's death) would cut
+    the unwind in half and leave what it had not yet removed; it is said and ignored.
     Main thread only; nests (the innermost handler wins, the outer one is restored after).
     """
 
@@ -108,14 +119,23 @@ def terminate_unwinds() -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         if os.getpid() != owner:  # a forked helper (pyroute2 forks one per NetNS) just exits
             os._exit(128 + signum)
+        if _unwinding:
+            os.write(2, f"testbed: {signal.Signals(signum).name} ignored: still removing what "
+                     f"was made; to force: kill -9 {owner}, then `testbed clean`\n".encode())  # fmt: skip
+            return
+        _unwinding.append(signum)
         raise Interrupted(signum)
 
     old = {s: signal.signal(s, handler) for s in UNWIND_SIGNALS}
+    _depth.append(owner)
     try:
         yield
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        _depth.pop()
+        if not _depth:  # the outermost block: a later run in this process starts afresh
+            _unwinding.clear()
 
 
 class Network:
@@ -170,7 +190,8 @@ class Network:
                     self.info = self._build(say)
                 except BaseException as e:
                     dead = self.died() if isinstance(e, Exception) else []  # the cause, if any
-                    self.ledger.undo()
+                    with deferred_signals():  # a second signal must not cut the undo in half
+                        self.ledger.undo()
                     if dead:
                         raise KernelError(f"building the topology failed: {'; '.join(dead)}") from e
                     raise
@@ -180,9 +201,12 @@ class Network:
             self.ledger.release_if_empty()  # after a failed build, nothing is left
 
     def stop(self) -> None:
+        """Undo everything, with signals held until it is done (one that came meanwhile is
+        raised after: the command still exits 128 + N, with nothing left)."""
         self.ledger.lock()
         try:
-            self.ledger.undo()
+            with deferred_signals():
+                self.ledger.undo()
             state_path(self.ledger).unlink(missing_ok=True)
         finally:
             self.ledger.release_if_empty()

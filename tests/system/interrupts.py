@@ -1,0 +1,229 @@
+"""The interrupt drill: `testbed stream` or `testbed run` is sent Ctrl-C (SIGINT) or SIGTERM at
+one phase, then the promises are checked: it exits 128 + the signal (130 / 143), nothing of
+the topology is left (namespaces, links, processes, containers, the state folder), and no
+partial output exists: a stream's folder is whole (with cell.json) or absent, a sweep has no
+partial cell, and a rerun of the sweep completes it with the cell exactly once.
+
+  python -m tests.system.interrupts                 the whole matrix, a Markdown table (root)
+  python -m tests.system.interrupts stream chromium only cases whose labels contain these
+
+The command is started with SIGINT *ignored*, as a non-interactive shell starts a background
+job (CI's case, where a Ctrl-C test of container hosts once failed): the testbed must take the
+signal anyway. Variants: aiortc between namespace hosts, Chromium between namespace hosts, and
+aiortc into a container host (needs the Docker daemon and the endpoint image).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from testbed.net.ledger import Ledger
+from tests.conftest import ROOT
+from tests.system.drill import _leftovers, _moment_past, _moment_reached, _settle, _whole_cells
+
+COMMANDS = ("stream", "run")
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+MOMENTS = ("setup", "mid", "teardown", "writing")
+VARIANTS = ("aiortc", "chromium", "container")
+ENDPOINT = "rtc-testbed/endpoint:latest"
+STREAM_ARGS = ["--bitrate-mbps", "1", "--duration-s", "4", "--set", "uplink.loss_pct=1",
+               "--stream-set", "warmup_s=0", "--stream-set", "drain_s=0.5"]  # fmt: skip
+EXPERIMENT = """name: interrupt
+topology: {topology}
+stream: {{source: synthetic, bitrate_mbps: 1, duration_s: 4, warmup_s: 0, drain_s: 0.5,
+          stack: {stack}}}
+grid: {{uplink.loss_pct: [1]}}
+repetitions: 1
+seed: 1
+"""
+CONTAINER_TOPOLOGY = f"""name: interrupt-container
+hosts:
+  - sender
+  - name: receiver
+    image: {ENDPOINT}
+links:
+  - name: path
+    between: [sender, receiver]
+    uplink: {{rate_mbps: 10, delay_ms: 30}}
+    downlink: {{rate_mbps: 10, delay_ms: 30}}
+"""
+
+
+@dataclass
+class Outcome:
+    command: str
+    variant: str
+    signal: str
+    moment: str
+    killed: str  # "pid N during PHASE", or why no signal was sent
+    exit_code: int | None
+    output: str  # "absent", "whole" or what partial output was found
+    left: list[str]
+    rerun: str  # run: "1 cell" when the rerun completed the sweep; stream: "-"
+    seconds: float
+
+    def expected_exit(self) -> int:
+        return 128 + signal.Signals[self.signal].value
+
+    def ok(self) -> bool:
+        """Promises kept (a signal that never found its moment is no failure of the testbed)."""
+        if not self.killed.startswith("pid"):
+            return not self.left
+        good_exit = self.exit_code == self.expected_exit() or (
+            self.exit_code == 0 and self.output == "whole"  # the signal came after the end
+        )
+        return good_exit and self.output in ("absent", "whole") and not self.left and (
+            self.command == "stream" or self.rerun == "1 cell")  # fmt: skip
+
+
+def _topology(workdir: Path, variant: str) -> Path:
+    if variant != "container":
+        return ROOT / "topologies" / "p2p.yaml"
+    p = workdir / "container.yaml"
+    p.write_text(CONTAINER_TOPOLOGY)
+    return p
+
+
+def _containers(run: str) -> list[str]:
+    from testbed.net.containers import daemon
+
+    if not daemon.answers(daemon.address()):
+        return []
+    found = daemon.connect().containers.list(all=True, filters={"label": f"rtc-testbed.run={run}"})
+    return [f"container {c.name}" for c in found]
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `cmd &` in a non-interactive shell
+
+
+def _command(command: str, variant: str, workdir: Path, run: str) -> tuple[list[str], Path]:
+    topology = _topology(workdir, variant)
+    stack = "chromium" if variant == "chromium" else "aiortc"
+    base = [sys.executable, "-m", "testbed.cli", command]
+    if command == "stream":
+        out = workdir / "stream"
+        return [*base, str(topology), *STREAM_ARGS, "--stack", stack, "-o", str(out), "--name",
+                run, "--backend", "emu"], out  # fmt: skip
+    exp = workdir / "interrupt.yaml"
+    exp.write_text(EXPERIMENT.format(topology=topology, stack=stack))
+    out = workdir / "results"
+    return [*base, str(exp), "-o", str(out), "--name", run, "--backend", "emu"], out
+
+
+def _stream_output(out: Path) -> str:
+    staged = [p.name for p in out.parent.glob(f".tmp-{out.name}-*")]
+    if staged:
+        return "partial: " + ", ".join(staged)
+    if not out.exists():
+        return "absent"
+    names = {p.name for p in out.iterdir()}
+    if {"cell.json", "frames.parquet"} <= names:
+        return "whole"
+    return "partial: " + ", ".join(sorted(names))
+
+
+def _run_output(out: Path) -> str:
+    partial = [p.name for p in (out / "cells").glob(".tmp-*")] if (out / "cells").is_dir() else []
+    if partial:
+        return "partial: " + ", ".join(partial)
+    return "whole" if _whole_cells(out) else "absent"
+
+
+def run_case(command: str, variant: str, sig: signal.Signals, moment: str, workdir: Path,
+             run: str) -> Outcome:  # fmt: skip
+    """One drill: COMMAND streaming VARIANT, sent SIG at MOMENT, then the checks."""
+    t0 = time.monotonic()
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv, out = _command(command, variant, workdir, run)
+    before = {int(p) for p in os.listdir("/proc") if p.isdigit()}
+    root_ns = os.stat("/proc/self/ns/net").st_ino
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_ignore_sigint)  # fmt: skip
+    watched = Ledger(run if command == "stream" else f"{run[:4]}0")
+    killed = _signal_at(proc, sig, moment, watched)
+    try:
+        said, _ = proc.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        said, _ = proc.communicate()
+    _settle(watched.run, before, root_ns)
+    left = _leftovers(watched.run, before, root_ns) + _containers(watched.run)
+    output = _stream_output(out) if command == "stream" else _run_output(out)
+    rerun = "-"
+    if command == "run":
+        again = subprocess.run(argv, capture_output=True, text=True, timeout=150)
+        cells = _whole_cells(out)
+        rerun = "1 cell" if again.returncode == 0 and len(cells) == 1 else (
+            f"exit {again.returncode}, {len(cells)} cell(s): {again.stderr.strip()[-200:]}")  # fmt: skip
+        left = sorted(set(left) | set(_leftovers(watched.run, before, root_ns)))
+    if proc.returncode not in (0, 128 + sig.value) and said:
+        killed += f" (it said: {said.strip().splitlines()[-1][:160]})"
+    return Outcome(command, variant, sig.name, moment, killed, proc.returncode, output, left,
+                   rerun, time.monotonic() - t0)  # fmt: skip
+
+
+def _signal_at(proc: subprocess.Popen[str], sig: signal.Signals, moment: str,
+               watched: Ledger) -> str:  # fmt: skip
+    seen: set[str] = set()
+    streaming_since = 0.0
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        phase = watched.phase()
+        if phase and phase not in seen:
+            seen.add(phase)
+            streaming_since = time.monotonic() if phase == "streaming" else streaming_since
+        if _moment_reached(moment, phase, seen, streaming_since):
+            os.kill(proc.pid, sig)
+            return f"pid {proc.pid} during {phase or 'writing'}"
+        if _moment_past(moment, phase, seen):
+            return f"{moment} passed unseen"
+        time.sleep(0.005)
+    return f"the moment never came (phases seen: {', '.join(sorted(seen)) or 'none'})"
+
+
+def matrix(variants: tuple[str, ...] = VARIANTS) -> list[tuple[str, str, signal.Signals, str]]:
+    return [(c, v, s, m) for c in COMMANDS for v in variants for s in SIGNALS for m in MOMENTS]
+
+
+def label(command: str, variant: str, sig: signal.Signals, moment: str) -> str:
+    return f"{command}-{variant}-{sig.name}-{moment}"
+
+
+def table(outcomes: list[Outcome]) -> str:
+    rows = ["| command | stack / host | signal | moment | sent | exit | output | left behind "
+            "| rerun |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for o in outcomes:
+        rows.append(f"| {o.command} | {o.variant} | {o.signal} | {o.moment} | {o.killed} | "
+                    f"{o.exit_code} | {o.output} | {', '.join(o.left) or 'nothing'} | "
+                    f"{o.rerun} |")  # fmt: skip
+    return "\n".join(rows)
+
+
+def main(argv: list[str]) -> int:
+    import secrets
+    import tempfile
+
+    from tqdm import tqdm
+
+    cases = [c for c in matrix() if all(word in label(*c) for word in argv)]
+    outcomes = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, case in enumerate(tqdm(cases, unit="case")):
+            run = "i" + secrets.token_hex(2)[:3] + "x"
+            outcomes.append(run_case(*case, Path(tmp) / str(i), run))
+    print(table(outcomes))
+    bad = [o for o in outcomes if not o.ok()]
+    print(f"\n{len(outcomes)} cases, {len(bad)} not kept their promises, "
+          f"{sum(o.seconds for o in outcomes):.0f} s")  # fmt: skip
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
