@@ -3,7 +3,8 @@
 1. Overhead per cell: N identical cells, each `python -m testbed.experiment.cell` run directly
    one after another (the floor: what a cell costs with no executor), then the same N cells as
    a sweep through the embedded cluster and through a scheduler + one `testbed worker`
-   (processes on this machine); overhead = (sweep wall time - direct wall time) / N.
+   (processes on this machine), over plain tcp:// and over mutual TLS (`testbed cluster
+   certs`); overhead = (sweep wall time - direct wall time) / N.
 2. Scaling: CPU-light cells through one worker, then two workers on the same scheduler.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from testbed.experiment.runner import _job
 from testbed.experiment.spec import Experiment, load_experiment
+from testbed.experiment.tls import make_certs
 
 TOPOLOGY = Path(__file__).resolve().parents[2] / "topologies" / "p2p.yaml"
 EXPERIMENT = """name: {name}
@@ -45,6 +47,7 @@ class SweepBench:
     start_s: float  # `testbed run` of a finished sweep: process, preflight, cluster, nothing run
     embedded_s: float
     remote_s: float
+    tls_s: float  # the same through a TLS scheduler and worker (testbed cluster certs)
     one_worker_s: float
     two_workers_s: float
     light_cells: int
@@ -61,6 +64,9 @@ class SweepBench:
             f"{self.start_s / n:.2f}",
             f"  scheduler + testbed worker   {self.remote_s:7.1f} s   overhead "
             f"{(self.remote_s - self.direct_s) / n:+.2f} s a cell (the cluster already up)",
+            f"  the same over mutual TLS     {self.tls_s:7.1f} s   overhead "
+            f"{(self.tls_s - self.direct_s) / n:+.2f} s a cell; TLS against tcp "
+            f"{(self.tls_s - self.remote_s) / n:+.2f} s a cell",
             f"{self.light_cells} CPU-light cells (0.2 Mbps) on one host: one worker "
             f"{self.one_worker_s:.1f} s, two workers {self.two_workers_s:.1f} s, ratio "
             f"{self.two_workers_s / self.one_worker_s:.2f} (1.00 = no gain, 0.50 = perfect)",
@@ -86,8 +92,11 @@ def _direct(exp: Experiment, folder: Path, run: str) -> list[float]:
     return times
 
 
-def _sweep(exp_path: Path, out: Path, run: str, cluster: str | None) -> float:
+def _sweep(
+    exp_path: Path, out: Path, run: str, cluster: str | None, certs: Path | None = None
+) -> float:
     args = ["--cluster", cluster] if cluster else ["--jobs", "1"]
+    args += ["--certs", str(certs)] if certs else []
     t0 = time.monotonic()
     subprocess.run([sys.executable, "-m", "testbed.cli", "run", str(exp_path), "-o", str(out),
                     "--name", run, "--backend", "emu", *args], check=True,
@@ -96,13 +105,14 @@ def _sweep(exp_path: Path, out: Path, run: str, cluster: str | None) -> float:
 
 
 @contextmanager
-def _cluster(folder: Path, workers: int, prefix: str) -> Iterator[str]:
-    """A scheduler and `workers` testbed workers on this machine, stopped by pid after."""
-    info = folder / f"scheduler-{workers}.json"
-    procs = [subprocess.Popen([str(Path(sys.executable).with_name("dask")), "scheduler", "--host",
-                               "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file",
-                               str(info)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)]  # fmt: skip
+def _cluster(folder: Path, workers: int, prefix: str, certs: Path | None = None) -> Iterator[str]:
+    """A scheduler and `workers` testbed workers on this machine (over TLS with certs), stopped
+    by pid after."""
+    info = folder / f"scheduler-{workers}{'-tls' if certs else ''}.json"
+    tls = ["--certs", str(certs)] if certs else ["--insecure"]
+    procs = [subprocess.Popen([sys.executable, "-m", "testbed.cli", "scheduler", "--host",
+                               "127.0.0.1", "--port", "0", "--scheduler-file", str(info), *tls],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]  # fmt: skip
     try:
         deadline = time.monotonic() + 30
         while not info.exists() and time.monotonic() < deadline:
@@ -111,7 +121,8 @@ def _cluster(folder: Path, workers: int, prefix: str) -> Iterator[str]:
         address = str(json.loads(info.read_text())["address"])
         for _ in range(workers):
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "testbed.cli", "worker", address, "--name", prefix],
+                [sys.executable, "-m", "testbed.cli", "worker", address, "--name", prefix,
+                 *(["--certs", str(certs)] if certs else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
         time.sleep(6)  # preflight and registration: not part of any sweep's time
         yield address
@@ -138,10 +149,15 @@ def bench_sweep(run: str, say: Say, cells: int = 4, light_cells: int = 6) -> Swe
             light = _experiment(folder, "light", light_cells, 0.2, 3)
             say(f"{light_cells} light cells, one worker")
             one = _sweep(light, folder / "light1", run, address)
+        certs = folder / "certs"
+        make_certs(certs)
+        with _cluster(folder, 1, f"{run[:3]}t", certs) as address:
+            say(f"TLS scheduler + 1 worker at {address}")
+            tls = _sweep(same, folder / "tls", run, address, certs)
         with _cluster(folder, 2, f"{run[:3]}w") as address:
             say(f"{light_cells} light cells, two workers")
             two = _sweep(light, folder / "light2", run, address)
-    return SweepBench(cells, tuple(direct), sum(direct), start, embedded, remote, one, two,
+    return SweepBench(cells, tuple(direct), sum(direct), start, embedded, remote, tls, one, two,
                       light_cells)  # fmt: skip
 
 

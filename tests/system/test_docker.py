@@ -145,9 +145,12 @@ def test_kill_9_then_clean_removes_the_container_and_its_links(
     docker_ready: None, run: str, tmp_path: Path, how: str
 ) -> None:
     path = topology(tmp_path, {"image": ENDPOINT})
+    # started with SIGINT ignored, as a non-interactive shell starts a background job (CI's
+    # case: the stream once ran on to exit 0 there, its Ctrl-C lost)
     proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "stream", str(path),
                              "--duration-s", "30", "-o", str(tmp_path / "cell"), "--name", run],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # fmt: skip
     ledger = Ledger(run)
     deadline = time.monotonic() + 60
     while ledger.phase() != "streaming" and time.monotonic() < deadline and proc.poll() is None:
@@ -159,6 +162,7 @@ def test_kill_9_then_clean_removes_the_container_and_its_links(
         assert proc.wait(timeout=60) == 130
         assert containers_of(run) == [] and namespaces_of(run) == []
         assert not (state_root() / run).exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["ctr.yaml"]  # no partial output
         return
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -231,3 +235,22 @@ def test_own_daemon_leaves_the_hosts_forwarding_as_it_was(tmp_path: Path) -> Non
     assert host_forwarding() == before and not own.exists()
     with open("/proc/mounts") as f:  # dockerd binds its netns in its exec root: unmounted
         assert str(own) not in f.read()
+
+
+@pytest.mark.parametrize(
+    ("command", "sig", "moment"),
+    [("stream", signal.SIGTERM, "setup"), ("run", signal.SIGINT, "mid")],
+    ids=["stream-SIGTERM-setup", "run-SIGINT-mid"],
+)
+def test_interrupt_with_a_container_receiver(
+    docker_ready: None, run: str, tmp_path: Path, command: str, sig: signal.Signals, moment: str
+) -> None:
+    """The interrupt drill's container cases (tests.system.interrupts): exit 128 + N, no
+    container, namespace or partial output left, and a rerun of the sweep makes its cell."""
+    from tests.system import interrupts
+
+    outcome = interrupts.run_case(command, "container", sig, moment, tmp_path, run)
+    assert outcome.killed.startswith("pid"), outcome
+    assert outcome.exit_code == outcome.expected_exit(), outcome
+    assert outcome.output == "absent" and outcome.left == [], outcome
+    assert command == "stream" or outcome.rerun == "1 cell", outcome

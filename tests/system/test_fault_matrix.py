@@ -2,7 +2,12 @@
 is whole or absent, the failure is said in words, nothing is left, a rerun completes it once.
 
 CI runs one case per process kind and moment class; `pytest -m drill` runs the whole matrix
-(every kind x SIGKILL/SIGTERM x setup/mid/teardown/writing, ~40 min)."""
+(every kind x SIGKILL/SIGTERM x setup/mid/teardown/writing, ~40 min).
+
+The interrupt drill (tests.system.interrupts): `testbed stream` / `testbed run` sent SIGINT or
+SIGTERM at a phase exit 130 / 143, leave nothing and no partial output. CI runs one case per
+command, signal and stack (container hosts: tests/system/test_docker.py); `pytest -m drill`
+runs the whole matrix."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import pytest
 
 from testbed.rtc.chromium.browser import missing
 from testbed.shaping.uml import uml_available
+from tests.system import interrupts
 from tests.system.drill import matrix, run_case
 
 # (kind, signal, moment, what the failure must say: the process and the signal when knowable)
@@ -64,3 +70,43 @@ def test_fault_matrix(
     assert outcome.left == [] and outcome.rerun == "1 cell", outcome
     if outcome.killed.startswith("pid") and outcome.result != "cell whole":
         assert "pid" in outcome.result or "interrupted" in outcome.result, outcome
+
+
+INTERRUPT_CI_CASES = [
+    ("stream", "aiortc", signal.SIGINT, "mid"),
+    ("stream", "aiortc", signal.SIGTERM, "writing"),
+    ("stream", "chromium", signal.SIGINT, "setup"),
+    ("run", "aiortc", signal.SIGINT, "teardown"),
+    ("run", "aiortc", signal.SIGTERM, "mid"),
+    ("run", "chromium", signal.SIGTERM, "mid"),
+]
+
+
+def _check_interrupt(outcome: interrupts.Outcome) -> None:
+    assert outcome.killed.startswith("pid"), outcome
+    assert outcome.exit_code == outcome.expected_exit(), outcome
+    assert outcome.output == "absent", outcome
+    assert outcome.left == [], outcome
+    assert outcome.command == "stream" or outcome.rerun == "1 cell", outcome
+
+
+@pytest.mark.parametrize(("command", "variant", "sig", "moment"), INTERRUPT_CI_CASES,
+                         ids=[interrupts.label(*c) for c in INTERRUPT_CI_CASES])  # fmt: skip
+def test_interrupt(
+    run: str, tmp_path: Path, command: str, variant: str, sig: signal.Signals, moment: str
+) -> None:
+    _needs("browser" if variant == "chromium" else command)
+    _check_interrupt(interrupts.run_case(command, variant, sig, moment, tmp_path, run))
+
+
+@pytest.mark.drill
+@pytest.mark.parametrize(("command", "variant", "sig", "moment"),
+                         interrupts.matrix(("aiortc", "chromium")),
+                         ids=[interrupts.label(*c) for c in interrupts.matrix(("aiortc", "chromium"))])  # fmt: skip
+def test_interrupt_matrix(
+    run: str, tmp_path: Path, command: str, variant: str, sig: signal.Signals, moment: str
+) -> None:
+    """Every case keeps the promises (a moment that passed unseen is no failure)."""
+    _needs("browser" if variant == "chromium" else command)
+    outcome = interrupts.run_case(command, variant, sig, moment, tmp_path, run)
+    assert outcome.ok(), outcome

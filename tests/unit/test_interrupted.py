@@ -1,0 +1,57 @@
+"""Signals inside terminate_unwinds: each of SIGINT, SIGTERM, SIGHUP raises Interrupted with
+exit code 128 + N, even when SIGINT was inherited ignored (a background job of a
+non-interactive shell: how CI once lost a Ctrl-C); a second signal during the unwind is said
+and ignored; the handlers in force before are restored after. Signals sent to this process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from testbed.errors import Interrupted, interrupt_exit_code
+from testbed.net.network import terminate_unwinds
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)]
+)
+def test_each_signal_raises_with_its_exit_code(sig: signal.Signals, code: int) -> None:
+    before = signal.getsignal(sig)
+    with pytest.raises(Interrupted) as e, terminate_unwinds():
+        os.kill(os.getpid(), sig)  # Python runs the handler at the next instruction
+        pytest.fail("the signal was not raised")
+    assert e.value.exit_code == code and interrupt_exit_code(e.value) == code
+    assert str(e.value) == f"signal {sig.value} ({sig.name})"
+    assert signal.getsignal(sig) == before
+    assert interrupt_exit_code(KeyboardInterrupt()) == 130
+
+
+def test_sigint_inherited_ignored_still_interrupts_and_a_second_signal_is_ignored() -> None:
+    child = textwrap.dedent("""
+        import os, signal, sys, time
+        from testbed.errors import interrupt_exit_code
+        from testbed.net.network import terminate_unwinds
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # as inherited
+        try:
+            with terminate_unwinds():
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(5)
+                    sys.exit(3)  # never: the signal was lost
+                finally:  # the unwind: a second signal must not cut it short
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.2)
+                    print("unwound", flush=True)
+        except KeyboardInterrupt as e:
+            sys.exit(interrupt_exit_code(e))
+    """)
+    res = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=30,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # fmt: skip
+    assert res.returncode == 130, res.stderr
+    assert res.stdout == "unwound\n"
+    assert "SIGTERM ignored: still removing what was made" in res.stderr
