@@ -26,7 +26,7 @@ from typing import Any
 
 from testbed.config import LinkDef, TopologySpec, validate_run_name
 from testbed.errors import BusyError, Interrupted, KernelError, TestbedError
-from testbed.net import names, netns
+from testbed.net import forkguard, names, netns
 from testbed.net.containers import hosts as containers
 from testbed.net.containers.hosts import ContainerHostInfo
 from testbed.net.ledger import (
@@ -119,6 +119,8 @@ def terminate_unwinds() -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         if os.getpid() != owner:  # a forked helper (pyroute2 forks one per NetNS) just exits
             os._exit(128 + signum)
+        if forkguard.held(signum, frame):  # raised in a fork's callback, it would be dropped
+            return
         if _unwinding:
             os.write(2, f"testbed: {signal.Signals(signum).name} ignored: still removing what "
                      f"was made; to force: kill -9 {owner}, then `testbed clean`\n".encode())  # fmt: skip
@@ -126,6 +128,7 @@ def terminate_unwinds() -> Iterator[None]:
         _unwinding.append(signum)
         raise Interrupted(signum)
 
+    forkguard.install()  # a handler run inside a fork's callbacks would be dropped
     old = {s: signal.signal(s, handler) for s in UNWIND_SIGNALS}
     _depth.append(owner)
     try:
@@ -367,12 +370,13 @@ class Network:
             owned = str(self.ledger.dir / f"owned-{owns}.txt")
             env[OWNED_FILE_ENV] = owned
         index = self.ledger.record("process", what=f"{cmd[0]} in {host}", owned_file=owned)
-        if inside is not None:
-            proc = subprocess.Popen(list(cmd), env=containers.environment(inside, env),
-                                    preexec_fn=containers.entering(inside), **kw)  # fmt: skip
-        else:
-            proc = netns.popen(info.netns, cmd, env=env, **kw)
-        self.ledger.update(index, pid=proc.pid, start_ticks=process_start_ticks(proc.pid))
+        with deferred_signals():  # a signal in between would leave a process the ledger lacks
+            if inside is not None:
+                proc = subprocess.Popen(list(cmd), env=containers.environment(inside, env),
+                                        preexec_fn=containers.entering(inside), **kw)  # fmt: skip
+            else:
+                proc = netns.popen(info.netns, cmd, env=env, **kw)
+            self.ledger.update(index, pid=proc.pid, start_ticks=process_start_ticks(proc.pid))
         return proc
 
     def died(self) -> list[str]:

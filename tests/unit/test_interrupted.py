@@ -55,3 +55,36 @@ def test_sigint_inherited_ignored_still_interrupts_and_a_second_signal_is_ignore
     assert res.returncode == 130, res.stderr
     assert res.stdout == "unwound\n"
     assert "SIGTERM ignored: still removing what was made" in res.stderr
+
+
+def test_a_signal_inside_a_forks_callbacks_is_not_lost() -> None:
+    """CPython drops an exception raised inside an at-fork callback ("Exception ignored in:
+    _releaseLock"): a signal handled there was a lost Ctrl-C. Here a callback registered before
+    the guard (as logging's is) signals the process while the fork is under way."""
+    child = textwrap.dedent("""
+        import os, signal, sys, time
+        from testbed.errors import interrupt_exit_code
+        from testbed.net import forkguard
+        from testbed.net.network import terminate_unwinds
+        def late():  # runs in the parent after every fork, as logging's _releaseLock does
+            if os.environ.get("ARMED") == "1":
+                os.environ["ARMED"] = "0"
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(10000):
+                    pass  # the handler runs here: an exception would be dropped
+        forkguard.register_at_fork(after_in_parent=late)
+        try:
+            with terminate_unwinds():
+                os.environ["ARMED"] = "1"
+                pid = os.fork()
+                if pid == 0:
+                    os._exit(0)
+                os.waitpid(pid, 0)
+                time.sleep(2)
+                sys.exit(3)  # never: the SIGTERM was lost
+        except KeyboardInterrupt as e:
+            sys.exit(interrupt_exit_code(e))
+    """)
+    res = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 143, res.stderr
+    assert "Exception ignored" not in res.stderr, res.stderr
