@@ -11,7 +11,8 @@ SIGTERM during the set-up of a container host, 1 case in 30).
 A handler asks held(signum, frame) first: when the frame it interrupted is one of those
 callbacks, the signal is held instead of raised, and the guard's own last callback after the
 fork has a helper thread send it again a moment later, so the handler runs in the code after
-the fork and raises there. install() registers the guard after logging's callbacks, so its
+the fork and raises there. A child starts with these signals unblocked, whatever the parent
+held while it forked. install() registers the guard after logging's callbacks, so its
 own run last in the parent.
 """
 
@@ -19,11 +20,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
 from types import CodeType, FrameType
 
+GUARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 REDELIVER_AFTER_S = 0.01  # the fork's remaining C code returns long before this
 _held: list[int] = []
 _installed: list[bool] = []
@@ -41,6 +44,9 @@ def _after_in_parent() -> None:
 
 def _after_in_child() -> None:
     _held.clear()  # the parent sends it again to itself
+    # a fork made while the parent held signals (ledger.deferred_signals) must not pass that on:
+    # a program the child execs would never take SIGTERM (the ledger's undo waited 3 s for each)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, GUARDED)
 
 
 def _redeliver(pid: int, signum: int) -> None:

@@ -145,3 +145,23 @@ def test_stream_bad_input(run: str, tmp_path: Path, args: list[str], message: st
     assert res.returncode == 2, res.stdout + res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and message in res.stderr, res.stderr
     assert namespaces_of(run) == []
+
+
+def test_stream_output_is_written_once(run: str, tmp_path: Path) -> None:
+    """A stream's folder is never written into twice (raw results are write-once); a staging
+    folder a killed stream left beside it is removed by the next stream to the same folder."""
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "frames.parquet").write_text("an earlier result")
+    res = run_cli("stream", str(P2P), "--name", run, "-o", str(out), "--duration-s", "1")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert f"-o: {out}: exists and is not empty" in res.stderr
+    assert namespaces_of(run) == [] and (out / "frames.parquet").read_text() == "an earlier result"
+    stale = tmp_path / ".tmp-new-999999999"  # a pid no process has
+    stale.mkdir()
+    (stale / "sender.pcap").write_bytes(b"")
+    res = run_cli("stream", str(P2P), "--name", run, "-o", str(tmp_path / "new"),
+                  "--duration-s", "1", "--bitrate-mbps", "1")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert not stale.exists() and (tmp_path / "new" / "cell.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "o"]

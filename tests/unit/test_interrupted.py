@@ -88,3 +88,19 @@ def test_a_signal_inside_a_forks_callbacks_is_not_lost() -> None:
     res = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=30)
     assert res.returncode == 143, res.stderr
     assert "Exception ignored" not in res.stderr, res.stderr
+
+
+def test_a_child_forked_while_signals_are_held_takes_them() -> None:
+    """Network.popen forks with the unwind signals held (ledger.deferred_signals): the child
+    and what it execs must not inherit that, or SIGTERM never ends it."""
+    from testbed.net import forkguard
+    from testbed.net.ledger import deferred_signals
+
+    forkguard.install()
+    with deferred_signals():
+        proc = subprocess.Popen(["grep", "SigBlk", "/proc/self/status"], stdout=subprocess.PIPE,
+                                text=True, preexec_fn=lambda: None)  # fmt: skip
+        out, _ = proc.communicate(timeout=10)
+    blocked = int(out.split()[1], 16)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        assert not blocked & (1 << (sig - 1)), f"{sig.name} blocked in the child: {out}"
