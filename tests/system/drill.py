@@ -20,8 +20,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from testbed.net.ledger import Ledger, owned_processes, process_start_ticks
 from testbed.net.nsenter import NETNS_DIR
@@ -217,22 +219,29 @@ def run_case(kind: str, sig: signal.Signals, moment: str, workdir: Path, run: st
 
 def _kill_at(kind: str, sig: signal.Signals, moment: str, client: subprocess.Popen[str],
              cell_run: Ledger) -> str:  # fmt: skip
+    return signal_at(sig, moment, cell_run, client, lambda: _victim(kind, client, cell_run), kind)
+
+
+def signal_at(sig: signal.Signals, moment: str, watched: Ledger, proc: subprocess.Popen[str],
+              victim: Callable[[], int | None], what: str) -> str:  # fmt: skip
+    """Send SIG to victim() once WATCHED's run reaches MOMENT (while PROC runs): "pid N during
+    PHASE", or why nothing was sent."""
     seen: set[str] = set()
     streaming_since = 0.0
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and client.poll() is None:
-        phase = cell_run.phase()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        phase = watched.phase()
         if phase and phase not in seen:
             seen.add(phase)
             streaming_since = time.monotonic() if phase == "streaming" else streaming_since
         if _moment_reached(moment, phase, seen, streaming_since):
-            pid = _victim(kind, client, cell_run)
+            pid = victim()
             if pid is not None and process_start_ticks(pid) is not None:
                 os.kill(pid, sig)
                 return f"pid {pid} during {phase or 'writing'}"
         if _moment_past(moment, phase, seen):
-            return f"no {kind} alive during {moment}"
-        time.sleep(0.01)
+            return f"no {what} alive during {moment}"
+        time.sleep(0.005)
     return f"the moment never came (phases seen: {', '.join(sorted(seen)) or 'none'})"
 
 
@@ -258,24 +267,35 @@ def table(outcomes: list[Outcome]) -> str:
     return "\n".join(rows)
 
 
-def main(argv: list[str]) -> int:
+class _Case(Protocol):
+    seconds: float
+
+    def ok(self) -> bool: ...
+
+
+def run_all(cases: Sequence[tuple[Any, ...]], run_one: Callable[..., _Case],
+            table_of: Callable[[list[Any]], str], prefix: str) -> int:  # fmt: skip
+    """Each case with a fresh run name and folder, then the table and a count; 1 if any case
+    broke a promise."""
     import secrets
     import tempfile
 
     from tqdm import tqdm
 
-    kinds = tuple(argv) or KINDS
-    cases = matrix(kinds)
     outcomes = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (kind, sig, moment) in enumerate(tqdm(cases, unit="case")):
-            run = "d" + secrets.token_hex(2)[:3] + "x"
-            outcomes.append(run_case(kind, sig, moment, Path(tmp) / str(i), run))
-    print(table(outcomes))
+        for i, case in enumerate(tqdm(cases, unit="case")):
+            run = prefix + secrets.token_hex(2)[:3] + "x"
+            outcomes.append(run_one(*case, Path(tmp) / str(i), run))
+    print(table_of(outcomes))
     bad = [o for o in outcomes if not o.ok()]
     print(f"\n{len(outcomes)} cases, {len(bad)} not kept their promises, "
           f"{sum(o.seconds for o in outcomes):.0f} s")  # fmt: skip
     return 1 if bad else 0
+
+
+def main(argv: list[str]) -> int:
+    return run_all(matrix(tuple(argv) or KINDS), run_case, table, "d")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,14 @@ from pathlib import Path
 
 from testbed.net.ledger import Ledger
 from tests.conftest import ROOT
-from tests.system.drill import _leftovers, _moment_past, _moment_reached, _settle, _whole_cells
+from tests.system.drill import (
+    EXPERIMENT,
+    _leftovers,
+    _settle,
+    _whole_cells,
+    run_all,
+    signal_at,
+)
 
 COMMANDS = ("stream", "run")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -34,14 +41,6 @@ VARIANTS = ("aiortc", "chromium", "container")
 ENDPOINT = "rtc-testbed/endpoint:latest"
 STREAM_ARGS = ["--bitrate-mbps", "1", "--duration-s", "4", "--set", "uplink.loss_pct=1",
                "--stream-set", "warmup_s=0", "--stream-set", "drain_s=0.5"]  # fmt: skip
-EXPERIMENT = """name: interrupt
-topology: {topology}
-stream: {{source: synthetic, bitrate_mbps: 1, duration_s: 4, warmup_s: 0, drain_s: 0.5,
-          stack: {stack}}}
-grid: {{uplink.loss_pct: [1]}}
-repetitions: 1
-seed: 1
-"""
 CONTAINER_TOPOLOGY = f"""name: interruptctr
 hosts:
   - sender
@@ -112,7 +111,7 @@ def _command(command: str, variant: str, workdir: Path, run: str) -> tuple[list[
         out = workdir / "stream"
         return [*base, str(topology), *STREAM_ARGS, "--stack", stack, "-o", str(out), "--name",
                 run, "--backend", "emu"], out  # fmt: skip
-    exp = workdir / "interrupt.yaml"
+    exp = workdir / "drill.yaml"
     exp.write_text(EXPERIMENT.format(topology=topology, stack=stack))
     out = workdir / "results"
     return [*base, str(exp), "-o", str(out), "--name", run, "--backend", "emu"], out
@@ -148,7 +147,7 @@ def run_case(command: str, variant: str, sig: signal.Signals, moment: str, workd
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=_ignore_sigint)  # fmt: skip
     watched = Ledger(run if command == "stream" else f"{run[:4]}0")
-    killed = _signal_at(proc, sig, moment, watched)
+    killed = signal_at(sig, moment, watched, proc, lambda: proc.pid, command)
     try:
         said, _ = proc.communicate(timeout=150)
     except subprocess.TimeoutExpired:
@@ -170,25 +169,6 @@ def run_case(command: str, variant: str, sig: signal.Signals, moment: str, workd
                    rerun, time.monotonic() - t0)  # fmt: skip
 
 
-def _signal_at(proc: subprocess.Popen[str], sig: signal.Signals, moment: str,
-               watched: Ledger) -> str:  # fmt: skip
-    seen: set[str] = set()
-    streaming_since = 0.0
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and proc.poll() is None:
-        phase = watched.phase()
-        if phase and phase not in seen:
-            seen.add(phase)
-            streaming_since = time.monotonic() if phase == "streaming" else streaming_since
-        if _moment_reached(moment, phase, seen, streaming_since):
-            os.kill(proc.pid, sig)
-            return f"pid {proc.pid} during {phase or 'writing'}"
-        if _moment_past(moment, phase, seen):
-            return f"{moment} passed unseen"
-        time.sleep(0.005)
-    return f"the moment never came (phases seen: {', '.join(sorted(seen)) or 'none'})"
-
-
 def matrix(variants: tuple[str, ...] = VARIANTS) -> list[tuple[str, str, signal.Signals, str]]:
     return [(c, v, s, m) for c in COMMANDS for v in variants for s in SIGNALS for m in MOMENTS]
 
@@ -208,22 +188,8 @@ def table(outcomes: list[Outcome]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    import secrets
-    import tempfile
-
-    from tqdm import tqdm
-
     cases = [c for c in matrix() if all(word in label(*c) for word in argv)]
-    outcomes = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, case in enumerate(tqdm(cases, unit="case")):
-            run = "i" + secrets.token_hex(2)[:3] + "x"
-            outcomes.append(run_case(*case, Path(tmp) / str(i), run))
-    print(table(outcomes))
-    bad = [o for o in outcomes if not o.ok()]
-    print(f"\n{len(outcomes)} cases, {len(bad)} not kept their promises, "
-          f"{sum(o.seconds for o in outcomes):.0f} s")  # fmt: skip
-    return 1 if bad else 0
+    return run_all(cases, run_case, table, "i")
 
 
 if __name__ == "__main__":
