@@ -228,11 +228,12 @@ def doctor(name: str) -> None:
         click.echo(f"  {'yes' if cap.ok else 'no ':<4} {cap.name:<12} {cap.detail}")
     p50, p99 = timer_lateness_us()
     click.echo(f"  timers: select() 1 ms sleeps wake late by p50 {p50:.0f} us, p99 {p99:.0f} us")
-    from testbed.shaping.uml import uml_available
+    from testbed.shaping.uml import uml_why_not
 
-    uml = "yes " if uml_available() else "no  "
-    click.echo(f"  {uml} user-mode-linux  /usr/bin/linux.uml: kernel netem as a process "
-               "(--backend netem on this kernel)")  # fmt: skip
+    why_not = uml_why_not()
+    uml = "no  " if why_not else "yes "
+    click.echo(f"  {uml} user-mode-linux  " + (why_not or "/usr/bin/linux.uml boots a guest: "
+               "kernel netem as a process (--backend netem on this kernel)"))  # fmt: skip
     from testbed.shaping import emucore
     from testbed.shaping.ceiling import ceiling_words
 

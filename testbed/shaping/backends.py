@@ -11,7 +11,7 @@ from testbed.shaping import netem
 from testbed.shaping.capabilities import kernel_has_netem
 from testbed.shaping.emu import EmuBackend
 from testbed.shaping.netem import NetemBackend
-from testbed.shaping.uml import UmlNetemBackend, uml_available
+from testbed.shaping.uml import UmlNetemBackend, uml_why_not
 
 
 def make_backend(name: str) -> Backend:
@@ -59,11 +59,11 @@ def choose_backend(requested: str, run: str, source: str = "--backend") -> tuple
         if has:
             netem.NetemBackend(has).ensure_available()
             return "netem", "asked for; the kernel has sch_netem"
-        if not uml_available():
+        why_not = uml_why_not()
+        if why_not is not None:
             raise UnavailableError(
-                "backend netem: this kernel has no sch_netem, and user-mode-linux (a kernel that "
-                "has it, run as a process) is not installed: `apt-get install user-mode-linux "
-                "kmod` (make setup does), or use --backend emu"
+                f"backend netem: this kernel has no sch_netem, and {why_not} (user-mode-linux is "
+                "a kernel that has it, run as a process); use --backend emu"
             )
         return (
             "netem-uml",

@@ -35,8 +35,106 @@ BOOT_TIMEOUT_S = 40.0
 READY = "TB-READY"
 
 
+PROBE_MARK = "TB-UML-BOOTS"
+PROBE_TIMEOUT_S = 20.0
+_why_not: list[str | None] = []  # this process's answer, once asked
+
+
 def uml_available() -> bool:
-    return os.path.exists(UML) and shutil.which("tc") is not None
+    """user-mode-linux is installed and boots a guest on this host (uml_why_not says why not)."""
+    return uml_why_not() is None
+
+
+def uml_why_not() -> str | None:
+    """None when a UML guest boots here; otherwise why not, in words. The boot is tried once per
+    host boot (a few seconds) and remembered in ~/.cache/rtc-testbed/uml-boot.json: installed is
+    not enough, since on some host kernels every guest's init dies at once (seen: Firecracker
+    6.18.44, `Attempted to kill init! exitcode=0x0000000b`, SIGSEGV, even for /bin/true)."""
+    if not _why_not:
+        _why_not.append(_probe_cached())
+    return _why_not[0]
+
+
+def _probe_cached() -> str | None:
+    if not os.path.exists(UML):
+        return "user-mode-linux is not installed: `apt-get install user-mode-linux kmod` (make setup does)"
+    if shutil.which("tc") is None:
+        return "tc (iproute2) is not installed"
+    key = _boot_key()
+    cache = (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        / "rtc-testbed"
+        / "uml-boot.json"
+    )
+    try:
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            return saved.get("why_not")  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        pass
+    why_not = probe_boot()
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"key": key, "why_not": why_not}))
+    except OSError:
+        pass  # a read-only home: ask again next time
+    return why_not
+
+
+def _boot_key() -> str:
+    """This host boot, this kernel, this UML binary: a cached answer holds while they do."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "?"
+    st = os.stat(UML)
+    return f"{boot} {os.uname().release} {st.st_size} {st.st_mtime_ns}"
+
+
+def probe_boot(timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """Boot a UML guest whose init prints a mark and powers off: None if the mark appears,
+    else why not (its console's telling line). The process is ours, ended by its pid."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="rtc-testbed-uml-probe-") as tmp:
+        init = Path(tmp) / "init.sh"
+        init.write_text(f"#!/bin/sh\necho {PROBE_MARK}\nmount -t proc proc /proc\n"
+                        "echo o > /proc/sysrq-trigger\nexec sleep 5\n")  # fmt: skip
+        init.chmod(0o755)
+        console = Path(tmp) / "console"
+        with open(console, "wb") as out:
+            proc = subprocess.Popen([UML, "mem=64M", "rootfstype=hostfs", "rootflags=/", "ro",
+                                     f"init={init}", "con=null", "con0=null,fd:1",
+                                     f"uml_dir={tmp}/uml"], stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # fmt: skip
+            ticks = process_start_ticks(proc.pid) or 0
+            try:
+                deadline = time.monotonic() + timeout_s
+                while time.monotonic() < deadline and proc.poll() is None:
+                    if PROBE_MARK in console.read_text(errors="replace"):
+                        break
+                    time.sleep(0.1)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+                _end_session(proc.pid, ticks)
+        text = console.read_text(errors="replace")
+    if PROBE_MARK in text:
+        return None
+    lines = [ln.strip() for ln in text.splitlines()]
+    said = [ln for ln in lines if "Kernel panic" in ln] or [ln for ln in lines if "kill init" in ln]
+    why = said[0] if said else f"no guest came up within {timeout_s:g} s"
+    return f"user-mode-linux is installed but cannot boot a guest on this host kernel ({why})"
+
+
+def _end_session(sid: int, leader_ticks: int) -> None:
+    """UML's helper processes share the probe's session: end them by pid (never by pattern)."""
+    from testbed.net.ledger import end_process, session_members
+
+    for pid, ticks in session_members(sid, leader_ticks):
+        end_process(pid, ticks, grace_s=0.5)
 
 
 def schedule_loop(dev: str, spec: LinkSpec) -> str:
@@ -83,11 +181,11 @@ class UmlNetemBackend:
     where = "user-mode-linux router"
 
     def check(self, topology: TopologySpec) -> None:
-        if not uml_available():
+        why_not = uml_why_not()
+        if why_not is not None:
             raise UnavailableError(
-                "backend netem needs sch_netem; this kernel has none, and user-mode-linux (which "
-                "has it) is not installed: `apt-get install user-mode-linux kmod` (make setup "
-                "does), or use --backend emu"
+                f"backend netem needs sch_netem; this kernel has none, and {why_not}; use "
+                "--backend emu"
             )
         for link in topology.links:
             netem_params(link.uplink)  # refuses traces and byte limits, saying what works

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from testbed.shaping.uml import uml_available, uml_why_not
 from tests.conftest import ROOT
 from tests.system.conftest import namespaces_of, run_cli
 
@@ -67,10 +68,11 @@ links:
             "trace file not found",
         ),
         ("loss_pct: 1", ["--backend", "warp"], "'warp' is unknown; valid: auto, emu, netem"),
-        (
+        pytest.param(
             "loss_pct: 1",
             ["--backend", "netem", "uplink.rate_mbps=null", f"uplink.trace={TRACE}"],
             "netem has no time-varying rate",
+            marks=pytest.mark.skipif(not uml_available(), reason=str(uml_why_not())),
         ),
         ("loss_pct: 1", ["--name", "Bad_Name"], "--name: Bad_Name: not a valid name"),
     ],

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from testbed.rtc.chromium.browser import missing
-from testbed.shaping.uml import uml_available
+from testbed.shaping.uml import uml_available, uml_why_not
 from tests.system import interrupts
 from tests.system.drill import matrix, run_case
 
@@ -38,7 +38,7 @@ CI_CASES = [
 
 def _needs(kind: str) -> None:
     if kind == "router" and not uml_available():
-        pytest.skip("user-mode-linux is not installed")
+        pytest.skip(str(uml_why_not()))
     if kind == "browser" and missing():
         pytest.skip(str(missing()))
 

@@ -15,11 +15,11 @@ from testbed.config import LinkDef, LinkSpec, TopologySpec
 from testbed.net.ledger import Ledger, process_start_ticks, session_members
 from testbed.net.network import Network
 from testbed.shaping.backends import make_backend
-from testbed.shaping.uml import uml_available
+from testbed.shaping.uml import uml_available, uml_why_not
 from tests.conftest import ROOT
 from tests.system.conftest import namespaces_of, run_cli
 
-pytestmark = pytest.mark.skipif(not uml_available(), reason="user-mode-linux is not installed")
+pytestmark = pytest.mark.skipif(not uml_available(), reason=str(uml_why_not()))
 
 
 def topo(up: LinkSpec, down: LinkSpec | None = None) -> TopologySpec:

@@ -17,7 +17,7 @@ from testbed.rtc.session import run_stream
 from testbed.rtc.spec import parse_stream
 from testbed.shaping.backends import make_backend
 from testbed.shaping.linklog import read_header
-from testbed.shaping.uml import uml_available
+from testbed.shaping.uml import uml_available, uml_why_not
 from tests.conftest import ROOT
 from tests.system.conftest import namespaces_of, run_cli
 
@@ -70,7 +70,7 @@ def test_a_session_over_an_outage_and_a_tcp_flow(run: str, tmp_path: Path) -> No
     assert namespaces_of(run) == []
 
 
-@pytest.mark.skipif(not uml_available(), reason="user-mode-linux is not installed")
+@pytest.mark.skipif(not uml_available(), reason=str(uml_why_not()))
 def test_netem_follows_a_schedule_in_user_mode_linux(run: str) -> None:
     spec = parse_link_spec({"queue_packets": 100, "schedule": {"at_end": "loop", "segments": [
         {"duration_ms": 1500, "rate_mbps": 8, "delay_ms": 10},
