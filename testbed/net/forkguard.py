@@ -26,7 +26,9 @@ import time
 from collections.abc import Callable
 from types import CodeType, FrameType
 
-GUARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# the signals the testbed unwinds on (terminate_unwinds), holds (ledger.deferred_signals) and
+# unblocks in a forked child: one set, defined here
+UNWIND_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 REDELIVER_AFTER_S = 0.01  # the fork's remaining C code returns long before this
 _held: list[int] = []
 _installed: list[bool] = []
@@ -46,7 +48,7 @@ def _after_in_child() -> None:
     _held.clear()  # the parent sends it again to itself
     # a fork made while the parent held signals (ledger.deferred_signals) must not pass that on:
     # a program the child execs would never take SIGTERM (the ledger's undo waited 3 s for each)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, GUARDED)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, UNWIND_SIGNALS)
 
 
 def _redeliver(pid: int, signum: int) -> None:

@@ -20,13 +20,11 @@ from typing import Any
 
 from testbed.errors import BusyError, LedgerError
 from testbed.files import write_atomic
+from testbed.net.forkguard import UNWIND_SIGNALS
 from testbed.net.nsenter import NETNS_DIR
 from testbed.procstat import all_stats, exit_words, read_stat
 
 Entry = dict[str, Any]
-
-
-_DEFERRED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 @contextlib.contextmanager
@@ -34,7 +32,7 @@ def deferred_signals() -> Iterator[None]:
     """Hold Ctrl-C/SIGTERM until the block ends: for creations a signal must not cut in half
     (pyroute2 makes a namespace in a helper process; an interrupted parent would undo first
     and the helper would finish after)."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, UNWIND_SIGNALS)
     try:
         yield
     finally:

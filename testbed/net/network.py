@@ -95,7 +95,6 @@ def _seed_for(base: int, link_index: int, direction: str) -> int:
     return (base * 1_000_003 + link_index * 2 + (direction == "downlink")) % (2**63)
 
 
-UNWIND_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _unwinding: list[int] = []  # the signal being unwound from, once one came (this process)
 _depth: list[int] = []  # one entry per terminate_unwinds block open in this process
 
@@ -129,7 +128,7 @@ def terminate_unwinds() -> Iterator[None]:
         raise Interrupted(signum)
 
     forkguard.install()  # a handler run inside a fork's callbacks would be dropped
-    old = {s: signal.signal(s, handler) for s in UNWIND_SIGNALS}
+    old = {s: signal.signal(s, handler) for s in forkguard.UNWIND_SIGNALS}
     _depth.append(owner)
     try:
         yield
