@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed import validate
+from testbed.config.queues import AQM, DROPTAIL, QueueSpec, parse_queue
 from testbed.config.schedule import GilbertElliottSpec, ScheduleSpec, Segment, parse_schedule
 from testbed.config.traces import LOSS_UNITS, read_link_trace
 from testbed.config.traffic import FlowSpec, parse_flows
@@ -35,7 +36,12 @@ class LinkSpec:
     trace: a Mahimahi trace (delivery opportunities). schedule: segments that change rate,
     delay, jitter and loss over time (testbed.config.schedule), inline, from a schedule file, or
     converted from an OpenNetLab / cooked trace file given as `trace:`.
-    queue_packets / queue_bytes: droptail limits on packets waiting for the link (None = none).
+    queue_packets / queue_bytes / queue_ms: limits on what waits for the link (None = none);
+    queue_ms: a packet is dropped on arrival when the backlog ahead of it would take longer than
+    this to leave the link at the capacity in force (rate, trace or schedule).
+    queue: the discipline (testbed.config.queues; droptail by default). ecn: the AQM marks ECT
+    packets CE instead of dropping them. The three appear in to_dict only when set, so links
+    without them keep the dict and the digest they always had.
     """
 
     rate_mbps: float | None = None
@@ -47,17 +53,27 @@ class LinkSpec:
     queue_packets: int | None = DEFAULT_QUEUE_PACKETS
     queue_bytes: int | None = None
     schedule: ScheduleSpec | None = None
+    queue: QueueSpec = DROPTAIL
+    queue_ms: float | None = None
+    ecn: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, GilbertElliottSpec):
+            if f.name in _SET_ONLY and value == f.default:
+                continue
+            if isinstance(value, QueueSpec):
+                value = value.to_dict()
+            elif isinstance(value, GilbertElliottSpec):
                 value = {g.name: getattr(value, g.name) for g in fields(value)}
             elif isinstance(value, ScheduleSpec):
                 value = value.to_dict()
             out[f.name] = value
         return out
+
+
+_SET_ONLY = ("queue", "queue_ms", "ecn")  # omitted from to_dict while at their defaults
 
 
 @dataclass(frozen=True)
@@ -235,6 +251,17 @@ def parse_link_spec(value: Any, src: str, path: str, base_dir: Path) -> LinkSpec
         if schedule is not None or trace_path is not None:
             raise ConfigError(src, f"{path}.schedule", "give either trace or schedule, not both")
         schedule = _schedule(data["schedule"], data, src, f"{path}.schedule", base_dir, base)
+    queue = parse_queue(data["queue"], src, f"{path}.queue") if "queue" in data else DROPTAIL
+    queue_ms = _number(data, "queue_ms", src, path, None, 0, 60_000, lo_open=True)
+    if queue_ms is not None and rate is None and trace_path is None and schedule is None:
+        raise ConfigError(src, f"{path}.queue_ms", "a queue in ms needs a capacity to convert it "
+                          "at: give rate_mbps, a trace or a schedule, or use queue_packets")  # fmt: skip
+    ecn = data.get("ecn", False)
+    if not isinstance(ecn, bool):
+        raise ConfigError(src, f"{path}.ecn", f"{ecn!r} is not true or false")
+    if ecn and queue.discipline not in AQM:
+        raise ConfigError(src, f"{path}.ecn", f"{queue.discipline} never marks; ECN needs queue: "
+                          f"{' | '.join(AQM)}")  # fmt: skip
     return LinkSpec(
         rate_mbps=rate,
         trace=trace_path,
@@ -245,6 +272,9 @@ def parse_link_spec(value: Any, src: str, path: str, base_dir: Path) -> LinkSpec
         queue_packets=_integer(data, "queue_packets", src, path, DEFAULT_QUEUE_PACKETS, 1),
         queue_bytes=_integer(data, "queue_bytes", src, path, None, 1500),
         schedule=schedule,
+        queue=queue,
+        queue_ms=queue_ms,
+        ecn=ecn,
     )
 
 

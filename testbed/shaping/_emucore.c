@@ -128,6 +128,7 @@ typedef struct {
     int64_t delay_ns;
     double jitter_ns;
     int64_t queue_packets, queue_bytes; /* -1: no limit */
+    int64_t queue_ns;                   /* -1: no limit on the wait before the link */
     int loss_kind;                      /* 0 none, 1 bernoulli, 2 gilbert-elliott */
     double p, r, loss_bad, loss_good;
     int bad;
@@ -259,6 +260,18 @@ static int model_offer(Model *m, int64_t now_ns, int64_t size, int64_t *exit_out
             (m->queue_bytes >= 0 && m->q_bytes + size > m->queue_bytes))
             return EV_QUEUE;
     }
+    if (m->queue_ns >= 0) { /* queue_ms: how long this packet would wait for the link */
+        double wait = 0;
+        if (m->opp_ms) {
+            int64_t rel = now_ns - m->start_ns;
+            if (m->opp_index >= 0 && opportunity_ns(m, m->opp_index) >= rel)
+                wait = (double)(opportunity_ns(m, m->opp_left ? m->opp_index : m->opp_index + 1) -
+                                rel);
+        } else if (m->busy_until > (double)now_ns) {
+            wait = m->busy_until - (double)now_ns;
+        }
+        if (wait > (double)m->queue_ns) return EV_QUEUE;
+    }
     int64_t exit_ns;
     if (m->opp_ms) {
         exit_ns = link_exit_trace(m, now_ns, size);
@@ -308,6 +321,7 @@ static int Model_init(Model *m, PyObject *args, PyObject *kwds) {
         get_i64(d, "delay_ns", 0, &m->delay_ns) || get_f64(d, "jitter_ns", &m->jitter_ns) ||
         get_i64(d, "queue_packets", -1, &m->queue_packets) ||
         get_i64(d, "queue_bytes", -1, &m->queue_bytes) ||
+        get_i64(d, "queue_ns", -1, &m->queue_ns) ||
         get_i64(d, "loss_kind", 0, &loss_kind) || get_f64(d, "p", &m->p) ||
         get_f64(d, "r", &m->r) || get_f64(d, "loss_bad", &m->loss_bad) ||
         get_f64(d, "loss_good", &m->loss_good))

@@ -45,7 +45,7 @@ def _qdisc(ns: str, kind: str, **kw: object) -> Capability:
 
 
 def _tun(ns: str) -> Capability:
-    from testbed.shaping.emu_process import open_tun
+    from testbed.shaping.emu_io import open_tun
 
     if not os.path.exists("/dev/net/tun"):
         return Capability("TUN", False, "/dev/net/tun is missing")

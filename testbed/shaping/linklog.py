@@ -15,6 +15,13 @@ would have left; no actual_ns).
 stamp says where arrival_ns came from: k, the kernel's stamp as the packet entered the TUN; o,
 the emulator's own clock when it read the packet (that packet's kernel stamp was missed).
 Version 1 logs (no stamp column) are read too.
+
+Version 3 (links with a queue discipline, testbed.shaping.emu_queue) adds three columns:
+sojourn_ns (how long the packet waited in the queue before the link took it; empty for drops),
+flow (the hash of its 5-tuple that FQ-CoDel classifies on) and ecn ('' not ECN-capable, ect,
+or ce: marked Congestion Experienced by this link). Its events add drop_aqm: dropped by the
+discipline's own decision (CoDel's schedule, PIE's probability), where drop_queue is a full
+queue (its limit; FQ-CoDel's drops from the fattest flow; drophead's drops of the oldest).
 """
 
 from __future__ import annotations
@@ -31,15 +38,18 @@ class LinkLogError(TestbedError):
 
 
 MAGIC = "# rtc-testbed link log v2"
-MAGICS = (MAGIC, "# rtc-testbed link log v1")
+MAGIC_QUEUE = "# rtc-testbed link log v3"
+MAGICS = (MAGIC, MAGIC_QUEUE, "# rtc-testbed link log v1")
 COLUMNS = ("seq", "arrival_ns", "bytes", "event", "link_exit_ns", "sched_ns", "actual_ns", "stamp")
+QUEUE_COLUMNS = (*COLUMNS, "sojourn_ns", "flow", "ecn")
 REQUIRED = COLUMNS[:-1]  # version 1 has no stamp column
 
 
-def write_header(f: IO[str], header: dict[str, Any]) -> None:
-    f.write(MAGIC + "\n")
+def write_header(f: IO[str], header: dict[str, Any], queue: bool = False) -> None:
+    """The first three lines; queue: the version 3 columns of a queue-discipline link."""
+    f.write((MAGIC_QUEUE if queue else MAGIC) + "\n")
     f.write("# " + json.dumps(header, sort_keys=True) + "\n")
-    f.write("\t".join(COLUMNS) + "\n")
+    f.write("\t".join(QUEUE_COLUMNS if queue else COLUMNS) + "\n")
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
@@ -65,16 +75,17 @@ def read_link_log(path: str | Path) -> Any:
 
     header = read_header(path)
     try:
-        df = pd.read_csv(
-            path, sep="\t", skiprows=2, dtype={"event": "category", "stamp": "category"}
-        )
+        df = pd.read_csv(path, sep="\t", skiprows=2, keep_default_na=False, na_values={
+            c: [""] for c in ("link_exit_ns", "sched_ns", "actual_ns", "sojourn_ns")},
+            dtype={"event": "category", "stamp": "category", "ecn": "category"})  # fmt: skip
         missing = [c for c in REQUIRED if c not in df]
         if missing:
             raise ValueError(f"no column {missing[0]!r}")
         for col in ("seq", "arrival_ns", "bytes"):
             df[col] = df[col].astype("int64")
-        for col in ("link_exit_ns", "sched_ns", "actual_ns"):
-            df[col] = df[col].astype("Int64")
+        for col in ("link_exit_ns", "sched_ns", "actual_ns", "sojourn_ns"):
+            if col in df:
+                df[col] = df[col].astype("Int64")
     except (ValueError, TypeError, pd.errors.ParserError) as e:
         line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LinkLogError(f"{path}: a malformed link log ({line})") from None

@@ -110,10 +110,30 @@ class LinkModel:
         self._queue: deque[tuple[int, int]] = deque()  # (link exit ns, bytes) not yet sent
         self._queue_bytes = 0
         self._last_release = start_ns
+        self._queue_ns = round(spec.queue_ms * 1e6) if spec.queue_ms is not None else None
         self.schedule = spec.schedule
         if self.schedule is not None:
             self._rng = random.Random(seed)  # the scheduled loss models draw from one stream
             self._ge_bad = False
+
+    # --- shared with the queue-discipline model (queue_link.py) -----------------------------
+    def lost_at(self, now_ns: int) -> bool:
+        """Whether a packet arriving at now_ns is lost (draws from the loss stream)."""
+        if self.schedule is not None:
+            return self._lost_scheduled(self.segment_at(now_ns))
+        return self.loss.lost()
+
+    def delay_at(self, now_ns: int) -> int:
+        """The delay (+ jitter) of a packet that arrived at now_ns, in ns."""
+        if self.schedule is not None:
+            seg = self.segment_at(now_ns)
+            delay_ms, jitter_ms = seg.delay_ms, seg.jitter_ms
+        else:
+            delay_ms, jitter_ms = self.spec.delay_ms, self.spec.jitter_ms
+        delay = round(delay_ms * 1e6)
+        if jitter_ms:
+            delay = max(0, round(delay + self._jitter_rng.gauss(0.0, jitter_ms * 1e6)))
+        return delay
 
     # --- queue occupancy -----------------------------------------------------------------
     def _drain(self, now_ns: int) -> None:
@@ -214,6 +234,7 @@ class LinkModel:
             "jitter_ns": self._jitter_ns,
             "queue_packets": self.spec.queue_packets,
             "queue_bytes": self.spec.queue_bytes,
+            "queue_ns": self._queue_ns,
             "loss_kind": 2 if ge else 1 if isinstance(loss, BernoulliLoss) else 0,
             "p": loss.p if isinstance(loss, BernoulliLoss | GilbertElliottLoss) else 0.0,
             "r": ge.r if ge else 0.0,
@@ -231,11 +252,7 @@ class LinkModel:
             return self._offer_scheduled(now_ns, size)
         if self.loss.lost():
             return Verdict(DROP_LOSS, -1, -1)
-        spec = self.spec
-        self._drain(now_ns)
-        if (spec.queue_packets is not None and len(self._queue) >= spec.queue_packets) or (
-            spec.queue_bytes is not None and self._queue_bytes + size > spec.queue_bytes
-        ):
+        if not self._admit(now_ns, size):
             return Verdict(DROP_QUEUE, -1, -1)
         if self.trace is not None:
             exit_ns = self._link_exit_trace(now_ns, size)
@@ -260,7 +277,18 @@ class LinkModel:
         return not (
             (spec.queue_packets is not None and len(self._queue) >= spec.queue_packets)
             or (spec.queue_bytes is not None and self._queue_bytes + size > spec.queue_bytes)
+            or (self._queue_ns is not None and self._wait_ns(now_ns) > self._queue_ns)
         )
+
+    def _wait_ns(self, now_ns: int) -> float:
+        """How long a packet arriving now waits before the link starts sending it."""
+        if self.trace is not None:
+            rel = now_ns - self.start_ns
+            if self._opp_index < 0 or self.trace.opportunity_ns(self._opp_index) < rel:
+                return 0.0  # the link is idle
+            first = self._opp_index if self._opp_left else self._opp_index + 1
+            return float(self.trace.opportunity_ns(first) - rel)
+        return max(0.0, self._busy_until - now_ns)
 
     def _offer_scheduled(self, now_ns: int, size: int) -> Verdict:
         seg = self.segment_at(now_ns)

@@ -85,6 +85,13 @@ def netem_params(spec: LinkSpec) -> NetemParams:
             "the netem backend cannot follow a Mahimahi trace (netem has no time-varying rate); "
             "use --backend emu for trace links"
         )
+    if not spec.queue.is_default or spec.queue_ms is not None or spec.ecn:
+        raise UnavailableError(
+            "the netem backend builds only netem's own droptail queue in packets: queue "
+            f"{spec.queue.discipline}, queue_ms and ecn run on --backend emu (the kernel's "
+            "codel/pie/fq_codel stages are not built: user-mode-linux, where they would run here, "
+            "does not boot on this host)"
+        )
     if spec.queue_bytes is not None:
         raise UnavailableError(
             "netem limits its queue in packets, not bytes: use queue_packets, or --backend emu"

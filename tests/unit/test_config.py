@@ -59,6 +59,47 @@ BASE = {
         (["uplink.rate_mbps=true"], "links.l.uplink.rate_mbps", "not a number"),
         (["uplink.queue_packets=0"], "links.l.uplink.queue_packets", ">= 1"),
         (["uplink.gilbert_elliott.p_pct=1"], "links.l.uplink.gilbert_elliott.r_pct", "missing"),
+        (
+            ["uplink.queue=red"],
+            "links.l.uplink.queue.discipline",
+            "valid: droptail, drophead, codel",
+        ),
+        (
+            ["uplink.queue={discipline: codel, tupdate_ms: 5}"],
+            "links.l.uplink.queue.tupdate_ms",
+            "not a parameter of codel; valid: discipline, target_ms, interval_ms",
+        ),
+        (
+            ["uplink.queue={discipline: pie, target_ms: 0}"],
+            "links.l.uplink.queue.target_ms",
+            "valid: (0, 10000]",
+        ),
+        (
+            ["uplink.queue={discipline: codel, interval_ms: -5}"],
+            "links.l.uplink.queue.interval_ms",
+            "out of range",
+        ),
+        (
+            ["uplink.rate_mbps=null", "uplink.queue_ms=300"],
+            "links.l.uplink.queue_ms",
+            "needs a capacity",
+        ),
+        (["uplink.ecn=true"], "links.l.uplink.ecn", "droptail never marks"),
+        (
+            ["uplink.queue=drophead", "uplink.ecn=true"],
+            "links.l.uplink.ecn",
+            "codel | pie | fq_codel",
+        ),
+        (
+            ["uplink.queue=codel", "uplink.ecn=yes please"],
+            "links.l.uplink.ecn",
+            "not true or false",
+        ),
+        (
+            ["uplink.queue={discipline: fq_codel, flows: 0}"],
+            "links.l.uplink.queue.flows",
+            "1 to 65536",
+        ),
     ],
 )
 def test_bad_input_names_file_key_and_valid(
@@ -146,3 +187,21 @@ def test_emulator_tick_is_a_topology_key_checked_once() -> None:
     assert "emulator_tick_us" not in parse_topology(raw, "t.yaml", here).to_dict()  # same digest
     with pytest.raises(ConfigError, match=r"t.yaml: emulator_tick_us: .*valid"):
         parse_topology({**raw, "emulator_tick_us": -5}, "t.yaml", here)
+
+
+def test_queue_keys_are_optional_and_keep_the_dict() -> None:
+    plain = load_topology(P2P)
+    same = load_topology(P2P, ["uplink.queue=droptail"])
+    assert plain.to_dict() == same.to_dict()
+    assert "queue" not in plain.links[0].uplink.to_dict()
+    topo = load_topology(P2P, ["uplink.queue=codel", "uplink.queue_ms=300", "uplink.ecn=true"])
+    up = topo.links[0].uplink
+    assert up.queue.discipline == "codel" and up.queue.get("target_ms") == 5.0
+    assert (up.queue_ms, up.ecn) == (300, True)
+    assert up.to_dict()["queue"] == {"discipline": "codel", "target_ms": 5.0, "interval_ms": 100.0}
+    again = load_topology(P2P, ["uplink.queue={discipline: codel, target_ms: 5, interval_ms: 100}",
+                                "uplink.queue_ms=300", "uplink.ecn=true"])  # fmt: skip
+    assert again.to_dict() == topo.to_dict()  # the name and the mapping are the same queue
+    pie = load_topology(P2P, ["uplink.queue={discipline: pie, alpha: 0.25}"]).links[0].uplink
+    assert pie.queue.to_dict() == {"discipline": "pie", "target_ms": 15.0, "tupdate_ms": 15.0,
+                                   "alpha": 0.25, "beta": 1.25, "max_burst_ms": 150.0}  # fmt: skip

@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 from collections import deque
 
-from testbed.shaping.emu_process import MAX_SOCKET_ERRORS_IN_A_ROW, ArrivalStamps
+from testbed.shaping.emu_io import MAX_SOCKET_ERRORS_IN_A_ROW, ArrivalStamps
 
 
 class FailingSocket:

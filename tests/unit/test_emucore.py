@@ -43,6 +43,8 @@ SPECS = {
     "deep queue": LinkSpec(rate_mbps=0.5, delay_ms=1, queue_packets=5000),  # its ring grows
     "trace": LinkSpec(trace="t.trace", delay_ms=10, queue_packets=4),
     "trace+jitter": LinkSpec(trace="t.trace", jitter_ms=1.5, loss_pct=1, queue_bytes=20_000),
+    "rate+queue_ms": LinkSpec(rate_mbps=4, delay_ms=20, queue_packets=None, queue_ms=30),
+    "trace+queue_ms": LinkSpec(trace="t.trace", delay_ms=5, queue_packets=None, queue_ms=3),
 }
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from testbed.config import GilbertElliottSpec, LinkSpec
+from testbed.config.queues import parse_queue
 from testbed.errors import UnavailableError
 from testbed.shaping.netem_params import netem_params
 
@@ -36,7 +37,15 @@ def test_gilbert_elliott_maps_to_gemodel_via_tc() -> None:
         p.pyroute2_kwargs()
 
 
-@pytest.mark.parametrize("spec", [LinkSpec(trace="/x.trace"), LinkSpec(queue_bytes=30000)])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        LinkSpec(trace="/x.trace"),
+        LinkSpec(queue_bytes=30000),
+        LinkSpec(rate_mbps=10, queue=parse_queue("codel", "t", "queue")),
+        LinkSpec(rate_mbps=10, queue_ms=300),
+    ],
+)
 def test_what_netem_cannot_do_is_refused(spec: LinkSpec) -> None:
     with pytest.raises(UnavailableError, match="--backend emu"):
         netem_params(spec)
