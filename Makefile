@@ -30,7 +30,7 @@ $(STAMP_APT): Makefile
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null
 	mkdir -p $(VENV) && touch $@
 
-$(STAMP_PIP): pyproject.toml testbed/shaping/_emucore.c
+$(STAMP_PIP): pyproject.toml testbed/shaping/_emucore.c testbed/shaping/_emuqueue.c
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

@@ -40,8 +40,9 @@
 #define EV_WRITE_ERROR 3
 #define EV_MEMORY 4
 #define EV_HELD 5 /* still held when the emulator stopped: never released */
-static const char *EVENT_NAMES[] = {"deliver",     "drop_loss",   "drop_queue", "write_error",
-                                    "drop_memory", "held_at_stop"};
+#define EV_AQM 6  /* dropped by the queue discipline's own decision */
+static const char *EVENT_NAMES[] = {"deliver",     "drop_loss",    "drop_queue", "write_error",
+                                    "drop_memory", "held_at_stop", "drop_aqm"};
 
 /* ---------------------------------------------------------------- CPython's MT19937 ---- */
 #define MT_N 624
@@ -234,21 +235,36 @@ static int queue_push(Model *m, int64_t exit_ns, int64_t size) {
     return 0;
 }
 
-/* The reference's LinkModel.offer for links without a schedule. -1: out of memory. */
-static int model_offer(Model *m, int64_t now_ns, int64_t size, int64_t *exit_out,
-                       int64_t *release_out) {
-    *exit_out = *release_out = -1;
-    if (m->loss_kind == 1) {
-        if (mt_random(&m->loss_rng) < m->p) return EV_LOSS;
-    } else if (m->loss_kind == 2) {
+/* The loss model's draw for one packet (LinkModel.loss.lost()). */
+static int model_lost(Model *m) {
+    if (m->loss_kind == 1) return mt_random(&m->loss_rng) < m->p;
+    if (m->loss_kind == 2) {
         int lost = mt_random(&m->loss_rng) < (m->bad ? m->loss_bad : m->loss_good);
         if (m->bad) {
             if (mt_random(&m->loss_rng) < m->r) m->bad = 0;
         } else if (mt_random(&m->loss_rng) < m->p) {
             m->bad = 1;
         }
-        if (lost) return EV_LOSS;
+        return lost;
     }
+    return 0;
+}
+
+/* One packet's delay with its jitter drawn (LinkModel.delay_at without a schedule). */
+static int64_t model_delay(Model *m) {
+    int64_t delay = m->delay_ns;
+    if (m->jitter_ns) {
+        double d = nearbyint((double)delay + (0.0 + mt_gauss(&m->jitter_rng) * m->jitter_ns));
+        delay = d > 0 ? (int64_t)d : 0;
+    }
+    return delay;
+}
+
+/* The reference's LinkModel.offer for links without a schedule. -1: out of memory. */
+static int model_offer(Model *m, int64_t now_ns, int64_t size, int64_t *exit_out,
+                       int64_t *release_out) {
+    *exit_out = *release_out = -1;
+    if (model_lost(m)) return EV_LOSS;
     int limited = m->queue_packets >= 0 || m->queue_bytes >= 0;
     if (limited) {
         while (m->q_len && m->q_exit[m->q_head] <= now_ns) {
@@ -283,12 +299,7 @@ static int model_offer(Model *m, int64_t now_ns, int64_t size, int64_t *exit_out
         exit_ns = now_ns;
     }
     if (limited && queue_push(m, exit_ns, size) < 0) return -1;
-    int64_t delay = m->delay_ns;
-    if (m->jitter_ns) {
-        double d = nearbyint((double)delay + (0.0 + mt_gauss(&m->jitter_rng) * m->jitter_ns));
-        delay = d > 0 ? (int64_t)d : 0;
-    }
-    int64_t release = exit_ns + delay;
+    int64_t release = exit_ns + model_delay(m);
     if (release < m->last_release) release = m->last_release;
     m->last_release = release;
     *exit_out = exit_ns;
@@ -312,10 +323,16 @@ static int get_f64(PyObject *d, const char *key, double *out) {
     return PyErr_Occurred() ? -1 : 0;
 }
 
+static int model_init_from(Model *m, PyObject *d);
+
 /* Model(params: dict): the keys testbed.shaping.model.LinkModel.initial_state() returns. */
 static int Model_init(Model *m, PyObject *args, PyObject *kwds) {
     PyObject *d;
     if (!PyArg_ParseTuple(args, "O!", &PyDict_Type, &d)) return -1;
+    return model_init_from(m, d);
+}
+
+static int model_init_from(Model *m, PyObject *d) {
     int64_t loss_kind;
     if (get_i64(d, "start_ns", 0, &m->start_ns) || get_f64(d, "ns_per_byte", &m->ns_per_byte) ||
         get_i64(d, "delay_ns", 0, &m->delay_ns) || get_f64(d, "jitter_ns", &m->jitter_ns) ||
@@ -953,9 +970,14 @@ done:
     return result;
 }
 
+#include "_emuqueue.c" /* the queue-discipline model and its loop */
+
 static PyMethodDef module_methods[] = {
     {"run", (PyCFunction)(void (*)(void))run, METH_VARARGS | METH_KEYWORDS,
      "run(tun_fd, stamp_fd, model, log_fd, start_ns, stop, ...) -> stats: the emulator loop"},
+    {"run_queue", (PyCFunction)(void (*)(void))run_queue, METH_VARARGS | METH_KEYWORDS,
+     "run_queue(tun_fd, stamp_fd, model, log_fd, start_ns, stop, ...) -> stats: the loop of a "
+     "link with a queue discipline (a QModel)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_emucore",
@@ -963,12 +985,18 @@ static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "_emucore",
                                        module_methods};
 
 PyMODINIT_FUNC PyInit__emucore(void) {
-    if (PyType_Ready(&ModelType) < 0) return NULL;
+    if (PyType_Ready(&ModelType) < 0 || PyType_Ready(&QModelType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (!m) return NULL;
     Py_INCREF(&ModelType);
     if (PyModule_AddObject(m, "Model", (PyObject *)&ModelType) < 0) {
         Py_DECREF(&ModelType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&QModelType);
+    if (PyModule_AddObject(m, "QModel", (PyObject *)&QModelType) < 0) {
+        Py_DECREF(&QModelType);
         Py_DECREF(m);
         return NULL;
     }

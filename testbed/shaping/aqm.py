@@ -35,6 +35,7 @@ class Packet:
     flow: int = 0  # a hash of the 5-tuple (fq_codel's classifier)
     ect: bool = False  # ECN-capable transport (ECT(0) or ECT(1))
     ce: bool = False  # marked Congestion Experienced by the discipline
+    queued: bool = False  # it entered a queue (a drop then says how long it waited)
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Fifo:
         return len(self.q)
 
     def push(self, p: Packet) -> None:
+        p.queued = True
         self.q.append(p)
         self.bytes += p.size
 
@@ -364,7 +366,8 @@ class FqCoDel:
         return self._drop_from_fattest() if full else []
 
     def _drop_from_fattest(self) -> Drops:
-        fattest = max(self.queues, key=lambda k: self.queues[k].bytes)
+        # the first of the largest by bucket index, as the kernel scans its buckets
+        fattest = max(sorted(self.queues), key=lambda k: self.queues[k].bytes)
         q = self.queues[fattest]
         threshold = q.bytes // 2
         dropped: Drops = []

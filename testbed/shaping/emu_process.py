@@ -229,6 +229,10 @@ def compiled_stats(
     """The compiled loop's counters in the stats file's shape (the python loop's, and more)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     late = {k: (v if v >= 0 else None) for k, v in counters.pop("lateness_us").items()}
+    if "sojourn_us" in counters:  # a queue-discipline link's
+        counters["sojourn_us"] = {
+            k: (v if v >= 0 else None) for k, v in counters["sojourn_us"].items()
+        }
     return {
         **counters,
         "lateness_us": late,
@@ -312,18 +316,25 @@ def main(argv: list[str] | None = None) -> int:
     granted = tune_timing(args.rt_priority, args.cpu)
     start_mono = time.monotonic_ns()
     start_real = time.time_ns()
-    queued = not spec.queue.is_default  # a discipline: its own loop (emu_queue.py)
-    compiled = args.loop == "compiled" and emucore.available() and not queued
+    queued = (
+        not spec.queue.is_default
+    )  # a discipline: a loop of its own (_emuqueue.c, emu_queue.py)
+    compiled = args.loop == "compiled" and emucore.available()
     model: Any
-    if queued:
+    if queued and compiled:
+        model = emucore.make_queue_model(spec, args.seed, start_mono, trace)
+    elif queued:
         model = QueueLinkModel(spec, seed=args.seed, start_ns=start_mono, trace=trace)
     elif compiled:
         model = emucore.make_model(spec, args.seed, start_mono, trace)
     else:
         model = LinkModel(spec, seed=args.seed, start_ns=start_mono, trace=trace)
-    granted["loop"] = "queue" if queued else "compiled" if compiled else "python"
-    granted["model"] = "compiled" if compiled and not isinstance(model, LinkModel) else "pure"
-    granted["release_tick_us"] = args.release_tick_us if compiled else 0.0
+    pure = isinstance(model, LinkModel | QueueLinkModel)
+    compiled_queue = queued and not pure  # a schedule keeps the pure model and emu_queue's loop
+    compiled = compiled and (not queued or compiled_queue)
+    granted["loop"] = ("queue " if queued else "") + ("compiled" if compiled else "python")
+    granted["model"] = "pure" if pure else "compiled"
+    granted["release_tick_us"] = args.release_tick_us if compiled and not queued else 0.0
     with open(args.log, "w", buffering=1 << 20) as log:
         header = json.loads(args.header)
         header.update(
@@ -338,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         write_header(log, header, queue=queued)
         emulator: Emulator | QueueEmulator
         if queued:
-            emulator = QueueEmulator(fd, model, log, start_mono, stop, stamps)
+            emulator = QueueEmulator(fd, model, log, start_mono, stop, stamps)  # (python loop)
         else:
             emulator = Emulator(fd, model, log, start_mono, stop, stamps)
         try:
@@ -346,7 +357,19 @@ def main(argv: list[str] | None = None) -> int:
             os.close(args.ready_fd)
         except OSError:
             return 1  # the parent is gone before we were ready: nobody will use this link
-        if compiled:
+        if compiled_queue:
+            log.flush()
+            counters = emucore.run_queue_loop(
+                fd,
+                stamps.sock.fileno() if stamps is not None else -1,
+                model,
+                log.fileno(),
+                start_mono,
+                stop,
+                emucore.lookahead_ns(spec),
+            )
+            stats = compiled_stats(counters, granted, start_mono, stamps is not None)
+        elif compiled:
             log.flush()  # the header; the compiled loop writes its lines to the same fd
             counters = emucore.run_loop(
                 fd,
@@ -363,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             emulator.run()
             stats = emulator.stats(granted)
+        if queued:
+            stats["queue"] = spec.queue.to_dict()
     Path(args.stats).write_text(json.dumps(stats, indent=1) + "\n")
     return 128 + stop[0] if stop[0] else 0  # the shell's convention: who asked us to stop shows
 

@@ -13,6 +13,7 @@ from typing import Any
 from testbed.config import LinkSpec
 from testbed.config.traces import Trace
 from testbed.shaping.model import LinkModel
+from testbed.shaping.queue_link import QueueLinkModel
 
 try:
     from testbed.shaping import _emucore  # type: ignore[attr-defined]
@@ -74,4 +75,22 @@ def run_loop(
         lookahead_ns=lookahead,
         tick_ns=tick_ns,
     )
+    return stats
+
+
+def make_queue_model(spec: LinkSpec, seed: int, start_ns: int, trace: Trace | None) -> Any:
+    """A link with a queue discipline: compiled (_emucore.QModel) when it can be, the pure
+    QueueLinkModel for schedules; the compiled one starts from the pure one's state."""
+    reference = QueueLinkModel(spec, seed=seed, start_ns=start_ns, trace=trace)
+    if _emucore is None or spec.schedule is not None:
+        return reference
+    return _emucore.QModel(reference.initial_state())
+
+
+def run_queue_loop(tun_fd: int, stamp_fd: int, model: Any, log_fd: int, start_ns: int,
+                   stop: list[int], lookahead: int) -> dict[str, Any]:  # fmt: skip
+    """The compiled loop of a queue-discipline link until stop[0] is set; its counters."""
+    assert _emucore is not None, WHY_NOT
+    stats: dict[str, Any] = _emucore.run_queue(tun_fd, stamp_fd, model, log_fd, start_ns, stop,
+                                               lookahead_ns=lookahead)  # fmt: skip
     return stats

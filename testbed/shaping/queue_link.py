@@ -25,6 +25,8 @@ from testbed.config.traces import OPPORTUNITY_BYTES, Trace
 from testbed.shaping.aqm import Limits, Packet, make_discipline
 from testbed.shaping.model import DELIVER, DROP_LOSS, NEVER_NS, LinkModel
 
+DISCIPLINE_CODES = {"drophead": 1, "codel": 2, "pie": 3, "fq_codel": 4}  # _emuqueue.c's D_*
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -166,10 +168,33 @@ class QueueLinkModel:
             self.server = RateServer(spec.rate_mbps)
         queue_ns = round(spec.queue_ms * 1e6) if spec.queue_ms is not None else None
         limits = Limits(spec.queue_packets, spec.queue_bytes, queue_ns, self.server.wait)
-        self.queue = make_discipline(spec.queue, limits, spec.ecn,
-                                     random.Random(seed + 0xA0), start_ns)  # fmt: skip
+        rng = random.Random(seed + 0xA0)  # PIE's drops
+        self._pie_state = rng.getstate()
+        self.queue = make_discipline(spec.queue, limits, spec.ecn, rng, start_ns)
         self._last_release = start_ns
         self.now = start_ns
+
+    def initial_state(self) -> dict[str, object]:
+        """The constants and random streams before the first packet, as the compiled model
+        (_emucore.QModel, testbed/shaping/_emuqueue.c) takes them; it then gives the same
+        outcomes. A link with a schedule keeps this model."""
+        state = self.base.initial_state()
+        q = self.spec.queue
+        params = dict(q.params)
+        state.update(
+            discipline=DISCIPLINE_CODES[q.discipline],
+            ecn=int(self.spec.ecn),
+            target_ns=round(params.get("target_ms", 0) * 1e6),
+            interval_ns=round(params.get("interval_ms", 0) * 1e6),
+            tupdate_ns=round(params.get("tupdate_ms", 0) * 1e6),
+            max_burst_ns=round(params.get("max_burst_ms", 0) * 1e6),
+            alpha=params.get("alpha", 0.0),
+            beta=params.get("beta", 0.0),
+            flows=int(params.get("flows", 1)),
+            quantum=int(params.get("quantum_bytes", 1514)),
+            pie_state=self._pie_state,
+        )
+        return state
 
     @property
     def backlog_packets(self) -> int:
@@ -189,7 +214,7 @@ class QueueLinkModel:
             return out
         was_empty = not self.queue.packets
         pkt = Packet(seq, now_ns, size, flow, ect)
-        out += [Outcome(p.seq, event, sojourn_ns=-1 if p is pkt else now_ns - p.arrival_ns)
+        out += [Outcome(p.seq, event, sojourn_ns=now_ns - p.arrival_ns if p.queued else -1)
                 for p, event in self.queue.enqueue(now_ns, pkt)]  # fmt: skip
         if was_empty and self.queue.packets:
             self.server.wake(now_ns)

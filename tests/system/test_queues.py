@@ -15,11 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from testbed.bench.link import iperf3_udp, warm_path
 from testbed.config import LinkDef, LinkSpec, TopologySpec
 from testbed.config.queues import parse_queue
 from testbed.net.network import Network
 from testbed.shaping.backends import make_backend
+from testbed.shaping.emu import EmuBackend
 from testbed.shaping.linklog import read_link_log
+from testbed.shaping.replay import replay_link_log
 
 SECONDS = 6
 
@@ -64,7 +67,10 @@ def test_codel_keeps_tcps_sojourn_near_target_where_droptail_builds_a_queue(run:
             tcp = bulk_tcp(net, SECONDS)
             log = Path(net.log_dir) / "link-path-uplink.log"
         results[queue] = (tcp, late_sojourn_ms(log, 0.5), late_sojourn_ms(log, 0.95))
-    (tail_tcp, tail_p50, _), (codel_tcp, codel_p50, codel_p95) = results["droptail"], results["codel"]
+    (tail_tcp, tail_p50, _), (codel_tcp, codel_p50, codel_p95) = (
+        results["droptail"],
+        results["codel"],
+    )
     assert tail_p50 > 100, results  # cubic fills a 1000-packet buffer: hundreds of ms
     assert codel_p50 < 5 and codel_p95 < 25, results  # target 5 ms
     assert codel_tcp["mbps"] > 7.5 and tail_tcp["mbps"] > 8.5, results
@@ -98,7 +104,9 @@ def test_fq_codel_keeps_a_sparse_flow_out_of_a_bulk_flows_queue(run: str) -> Non
     assert p95["fq_codel"] < 50, p95
 
 
-def test_ecn_marks_reach_the_receiver_and_no_ect_packet_is_dropped(run: str, tmp_path: Path) -> None:
+def test_ecn_marks_reach_the_receiver_and_no_ect_packet_is_dropped(
+    run: str, tmp_path: Path
+) -> None:
     from scapy.all import IP, TCP, rdpcap  # type: ignore[attr-defined]
 
     pcap = tmp_path / "receiver.pcap"
@@ -131,3 +139,26 @@ def test_ecn_marks_reach_the_receiver_and_no_ect_packet_is_dropped(run: str, tmp
         del again.chksum
         assert IP(bytes(again)).chksum == ip.chksum
     assert tcp["retransmits"] == 0
+
+
+@pytest.mark.parametrize(
+    ("queue", "loop"),
+    [("codel", "compiled"), ("pie", "compiled"), ("fq_codel", "compiled"),
+     ("drophead", "compiled"), ("codel", "python"), ("fq_codel", "python")],
+)  # fmt: skip
+def test_a_queue_links_log_replays_through_the_pure_model_exactly(
+    run: str, queue: str, loop: str
+) -> None:
+    # UDP at 1.5x the rate, 1% loss, jitter: drops by the discipline and by loss, on real arrivals
+    up = LinkSpec(rate_mbps=20, delay_ms=10, jitter_ms=1, loss_pct=1,
+                  queue=parse_queue(queue, "test", "queue"), queue_packets=200)  # fmt: skip
+    link = LinkDef("path", ("sender", "receiver"), up, LinkSpec(rate_mbps=100, delay_ms=5))
+    spec = TopologySpec("t", ("sender", "receiver"), (link,), seed=3)
+    with Network(spec, EmuBackend(loop=loop), run=run) as net:
+        warm_path(net)
+        iperf3_udp(net, 30, 2)
+        log = Path(net.log_dir) / "link-path-uplink.log"
+    r = replay_link_log(log)
+    dropped = r.events.get("drop_queue" if queue == "drophead" else "drop_aqm", 0)
+    assert dropped > 20 and r.events.get("drop_loss", 0) > 10, r.events
+    assert (r.event_mismatches, r.release_mismatches) == (0, 0), f"first at seq {r.first_mismatch}"
