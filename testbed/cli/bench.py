@@ -278,3 +278,23 @@ def bench_sweep_cmd(cells: int, name: str) -> None:
         fail(ConfigError("--cells", str(cells), "valid: a whole number >= 1"))
     result = bench_sweep(name, lambda line: click.echo(line, err=True), cells=cells)
     click.echo("\n".join(result.lines()))
+
+
+@bench.command(name="queues")
+@click.option("--seconds", type=int, default=20, show_default=True, help="each flow's length")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@name_option("tbq")
+def bench_queues_cmd(seconds: int, json_out: Path | None, name: str) -> None:
+    """The queue disciplines under one TCP cubic flow (queueing delay, throughput, drops, ECN
+    marks) and the emulator's CPU with FQ-CoDel against droptail at 10 and 100 Mbps."""
+    from testbed.bench.queues import run_queue_bench
+
+    if seconds < 5:
+        fail(ConfigError("--seconds", str(seconds), "valid: a whole number >= 5"))
+    require_root()
+    try:
+        out = run_queue_bench(seconds, name, click.echo)
+    except TestbedError as e:
+        fail(e)
+    if json_out:
+        json_out.write_text(json.dumps(out, indent=1))
