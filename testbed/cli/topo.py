@@ -117,6 +117,15 @@ def exec_(host: str, command: tuple[str, ...], name: str) -> None:
         fail(TestbedError(f"{command[0]}: command not found inside {host}"))
 
 
+def _aqm(st: dict[str, Any]) -> str:
+    """A queue discipline's own drops, CE marks and sojourn, when the link has one."""
+    if "drop_aqm" not in st:
+        return ""
+    soj = st.get("sojourn_us") or {}
+    p95 = f", sojourn p95 {soj['p95'] / 1000:.1f} ms" if soj.get("p95") is not None else ""
+    return f", {st['drop_aqm']} AQM drops, {st.get('ecn_marked', 0)} CE marks{p95}"
+
+
 def _print_stats(info: Any) -> None:
     """One line per emulated direction, from the stats each emulator wrote when it stopped."""
     for lname, link in info.links.items():
@@ -140,7 +149,7 @@ def _print_stats(info: Any) -> None:
             )
             click.echo(
                 f"  {tag}: {st['packets_in']} in, {st['deliver']} delivered, "
-                f"{st['drop_loss']} lost, {st['drop_queue']} queue drops; {lat}; "
+                f"{st['drop_loss']} lost, {st['drop_queue']} queue drops{_aqm(st)}; {lat}; "
                 f"{st['stalls_over_1ms']} releases >1 ms late; cpu {st['cpu_s']:.2f} s"
             )
 

@@ -416,4 +416,12 @@ def describe_spec(spec: Mapping[str, Any]) -> str:
         parts.append(f"queue {spec['queue_packets']} pkts")
     if spec.get("queue_bytes"):
         parts.append(f"queue {spec['queue_bytes']} B")
+    if spec.get("queue_ms"):
+        parts.append(f"queue {spec['queue_ms']:g} ms")
+    queue = spec.get("queue")
+    if queue:
+        params = " ".join(f"{k}={v:g}" for k, v in queue.items() if k != "discipline")
+        parts.append(f"{queue['discipline']} ({params})" if params else queue["discipline"])
+    if spec.get("ecn"):
+        parts.append("ECN")
     return ", ".join(parts)

@@ -357,31 +357,16 @@ def main(argv: list[str] | None = None) -> int:
             os.close(args.ready_fd)
         except OSError:
             return 1  # the parent is gone before we were ready: nobody will use this link
-        if compiled_queue:
-            log.flush()
-            counters = emucore.run_queue_loop(
-                fd,
-                stamps.sock.fileno() if stamps is not None else -1,
-                model,
-                log.fileno(),
-                start_mono,
-                stop,
-                emucore.lookahead_ns(spec),
-            )
-            stats = compiled_stats(counters, granted, start_mono, stamps is not None)
-        elif compiled:
+        if compiled:
             log.flush()  # the header; the compiled loop writes its lines to the same fd
-            counters = emucore.run_loop(
-                fd,
-                stamps.sock.fileno() if stamps is not None else -1,
-                model,
-                log.fileno(),
-                start_mono,
-                stop,
-                args.wake_quantile,
-                emucore.lookahead_ns(spec),
-                round(args.release_tick_us * 1000),
-            )
+            stamp_fd = stamps.sock.fileno() if stamps is not None else -1
+            common = (fd, stamp_fd, model, log.fileno(), start_mono, stop)
+            lookahead = emucore.lookahead_ns(spec)
+            if compiled_queue:
+                counters = emucore.run_queue_loop(*common, lookahead)
+            else:
+                tick = round(args.release_tick_us * 1000)
+                counters = emucore.run_loop(*common, args.wake_quantile, lookahead, tick)
             stats = compiled_stats(counters, granted, start_mono, stamps is not None)
         else:
             emulator.run()

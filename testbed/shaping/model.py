@@ -34,6 +34,16 @@ class Verdict:
     release_ns: int
 
 
+def fill_opportunities(index: int, left: int, size: int) -> tuple[int, int]:
+    """Put `size` bytes into trace opportunities from `index` (with `left` bytes free there):
+    the opportunity that takes the last byte, and what is left of it."""
+    while size > left:
+        size -= left
+        index += 1
+        left = OPPORTUNITY_BYTES
+    return index, left - size
+
+
 class LossModel(Protocol):
     def lost(self) -> bool: ...
 
@@ -163,15 +173,7 @@ class LinkModel:
             # The link went idle: unused opportunities are gone; start at the next one.
             self._opp_index = trace.first_index_at_or_after(max(rel, 0))
             self._opp_left = OPPORTUNITY_BYTES
-        remaining = size
-        while True:
-            take = min(self._opp_left, remaining)
-            self._opp_left -= take
-            remaining -= take
-            if remaining == 0:
-                break
-            self._opp_index += 1
-            self._opp_left = OPPORTUNITY_BYTES
+        self._opp_index, self._opp_left = fill_opportunities(self._opp_index, self._opp_left, size)
         return self.start_ns + trace.opportunity_ns(self._opp_index)
 
     # --- a schedule --------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from testbed.config import LinkSpec
 from testbed.config.schedule import ScheduleSpec
 from testbed.config.traces import OPPORTUNITY_BYTES, Trace
 from testbed.shaping.aqm import Limits, Packet, make_discipline
-from testbed.shaping.model import DELIVER, DROP_LOSS, NEVER_NS, LinkModel
+from testbed.shaping.model import DELIVER, DROP_LOSS, NEVER_NS, LinkModel, fill_opportunities
 
 DISCIPLINE_CODES = {"drophead": 1, "codel": 2, "pie": 3, "fq_codel": 4}  # _emuqueue.c's D_*
 
@@ -88,15 +88,8 @@ class TraceServer:
         if not self.left:
             self.index += 1
             self.left = OPPORTUNITY_BYTES
-        remaining = size
-        while True:
-            take = min(self.left, remaining)
-            self.left -= take
-            remaining -= take
-            if not remaining:
-                return self._opp(self.index)
-            self.index += 1
-            self.left = OPPORTUNITY_BYTES
+        self.index, self.left = fill_opportunities(self.index, self.left, size)
+        return self._opp(self.index)
 
     def wait(self, now: int, backlog: int) -> int:
         index, left = self.index, self.left

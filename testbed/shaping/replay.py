@@ -10,6 +10,7 @@ QueueLinkModel, packet by packet the same way, the CE marks compared too.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,10 +62,7 @@ def replay_link_log(path: str | Path) -> Replay:
         else:
             continue
         first = seq if first is None else first
-    counts: dict[str, int] = {}
-    for e in events:
-        counts[e] = counts.get(e, 0) + 1
-    return Replay(len(df), counts, bad_event, bad_release, first)
+    return Replay(len(df), dict(Counter(events)), bad_event, bad_release, first)
 
 
 def _replay_queue(df: Any, model: QueueLinkModel, start: int) -> Replay:
@@ -95,7 +93,4 @@ def _replay_queue(df: Any, model: QueueLinkModel, start: int) -> Replay:
         else:
             continue
         first = seq if first is None else first
-    counts: dict[str, int] = {}
-    for e in events:
-        counts[e] = counts.get(e, 0) + 1
-    return Replay(len(df), counts, bad_event, bad_release, first)
+    return Replay(len(df), dict(Counter(events)), bad_event, bad_release, first)

@@ -23,6 +23,7 @@ from testbed.shaping.backends import make_backend
 from testbed.shaping.emu import EmuBackend
 from testbed.shaping.linklog import read_link_log
 from testbed.shaping.replay import replay_link_log
+from tests.system.conftest import namespaces_of, run_cli
 
 SECONDS = 6
 
@@ -162,3 +163,35 @@ def test_a_queue_links_log_replays_through_the_pure_model_exactly(
     dropped = r.events.get("drop_queue" if queue == "drophead" else "drop_aqm", 0)
     assert dropped > 20 and r.events.get("drop_loss", 0) > 10, r.events
     assert (r.event_mismatches, r.release_mismatches) == (0, 0), f"first at seq {r.first_mismatch}"
+
+
+P2P = str(Path(__file__).resolve().parents[2] / "topologies" / "p2p.yaml")
+
+
+@pytest.mark.parametrize(
+    ("sets", "says"),
+    [
+        (
+            ["uplink.queue=red"],
+            "uplink.queue.discipline: 'red' is unknown queue discipline; valid:",
+        ),
+        (["uplink.queue={discipline: codel, alpha: 1}"], "not a parameter of codel"),
+        (["uplink.queue={discipline: pie, target_ms: -1}"], "out of range; valid: (0, 10000]"),
+        (["uplink.rate_mbps=null", "uplink.queue_ms=300"], "a queue in ms needs a capacity"),
+        (["uplink.ecn=true"], "droptail never marks"),
+        (["backend=netem", "uplink.queue=codel"], "--backend emu"),
+    ],
+)
+def test_bad_queue_input_is_one_line_exit_2_and_nothing_is_made(
+    run: str, sets: list[str], says: str
+) -> None:
+    args = [a for s in sets for a in ("--set", s)]
+    res = run_cli("up", P2P, "--name", run, *args)
+    assert res.returncode == 2, res.stderr
+    assert says in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert namespaces_of(run) == []
+    if "queue=codel" in sets[-1]:  # and the link the emulator would run is described
+        ok = run_cli("up", P2P, "--name", run, "--set", "uplink.queue=codel")
+        assert ok.returncode == 0 and "codel (target_ms=5 interval_ms=100)" in ok.stdout, ok.stderr
+        down = run_cli("down", "--name", run)
+        assert "AQM drops" in down.stdout, down.stdout

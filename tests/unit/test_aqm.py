@@ -165,3 +165,28 @@ def test_a_trace_link_serves_the_queue_at_its_opportunities() -> None:
     exits = [o.link_exit_ns - START for o in out if o.event == "deliver"]
     assert all(e % MS == 0 for e in exits)  # every packet leaves at an opportunity
     assert len(set(exits)) == len(exits)  # one 1500-byte packet per opportunity
+
+
+def test_a_scheduled_link_serves_the_queue_at_each_segments_rate() -> None:
+    from pathlib import Path
+
+    from testbed.config import parse_link_spec
+
+    spec = parse_link_spec({"queue": "codel", "queue_ms": 200, "queue_packets": None,
+                            "schedule": {"at_end": "hold", "segments": [
+                                {"duration_ms": 1000, "rate_mbps": 10},
+                                {"duration_ms": 500, "rate_mbps": 0},
+                                {"duration_ms": 10_000, "rate_mbps": 2}]}},
+                           "test", "uplink", Path("/"))  # fmt: skip
+    arrivals = overload(0.5, 3.0)  # 5 Mbps: under 10, above 2
+    out = run(spec, arrivals, START + 60_000 * MS)
+    assert sorted(o.seq for o in out) == list(range(len(arrivals)))
+    exits = [
+        (arrivals[o.seq][0] - START, o.link_exit_ns - START) for o in out if o.event == "deliver"
+    ]
+    # nothing leaves during the outage (1.0-1.5 s); what waited through it leaves after
+    assert not [e for _, e in exits if 1000 * MS < e < 1500 * MS]
+    assert any(a < 1500 * MS < e for a, e in exits)
+    # the 200 ms buffer at 2 Mbps holds 50 KB, not 250 KB: the third phase drops on arrival
+    late = [o for o in out if arrivals[o.seq][0] - START > 2000 * MS]
+    assert sum(o.event == "drop_queue" for o in late) > 0.3 * len(late)
