@@ -110,7 +110,7 @@ def config_table(cells: pd.DataFrame) -> pd.DataFrame:
     (NACK only, constant link: NaN on a trace). Variants: abr, fec, nack where present."""
     rows = []
     keys = [v for v in VARIANTS if v in cells] + other_params(cells) + ["bitrate_mbps", "loss_pct"]
-    for values, g in cells.groupby(keys):
+    for values, g in cells.groupby(keys, dropna=False):  # a grid's null is a value too
         first = g.iloc[0]
         bitrate, loss = first.bitrate_mbps, first.loss_pct
         row = dict(zip(keys, values, strict=True))

@@ -170,6 +170,10 @@ def test_any_varying_grid_key_is_its_own_configuration() -> None:
     table = config_table(cells)
     assert list(table["stream.late_packets"]) == ["aiortc", "drop"]
     assert list(table.repetitions) == [2, 2] and list(table.latency_p95_ms) == [200.0, 100.0]
+    # a grid value of null (uplink.queue_ms: [null, 300]) is a configuration too, not dropped
+    cells["uplink.queue_ms"] = [None, None, 300.0, 300.0]
+    table = config_table(cells)
+    assert len(table) == 2 and list(table.repetitions) == [2, 2]
 
 
 @pytest.mark.parametrize("text", ["[0.00001, 0.001]", "[1e-5, 1.0e-3]", "[1E-5, 0.001]"])
