@@ -126,6 +126,7 @@ class TopologySpec:
     # trades precision for CPU (docs/emulator.md). netem backends ignore it.
     emulator_tick_us: float = 0.0
     containers: tuple[ContainerSpec, ...] = ()  # the hosts that are containers
+    forwarding: tuple[str, ...] = ()  # router hosts: they forward between the links they join
 
     def container(self, host: str) -> ContainerSpec | None:
         """The host's container, or None for a namespace host."""
@@ -136,7 +137,7 @@ class TopologySpec:
         carries, so a cell runs exactly what its experiment resolved, re-validated on arrival."""
         return {
             "name": self.name,
-            "hosts": [c.to_dict() if (c := self.container(h)) else h for h in self.hosts],
+            "hosts": [self._host_dict(h) for h in self.hosts],
             "links": [{"name": lk.name, "between": list(lk.between), "uplink": lk.uplink.to_dict(),
                        "downlink": lk.downlink.to_dict()} for lk in self.links],
             "backend": self.backend,
@@ -145,6 +146,14 @@ class TopologySpec:
             # only when set: topologies without it keep the digest they always had
             **({"emulator_tick_us": self.emulator_tick_us} if self.emulator_tick_us else {}),
         }  # fmt: skip
+
+    def _host_dict(self, host: str) -> Any:
+        """A host as parse_topology reads it: its name alone unless it is more."""
+        c = self.container(host)
+        entry: dict[str, Any] = c.to_dict() if c else {"name": host}
+        if host in self.forwarding:
+            entry["forward"] = True
+        return entry if len(entry) > 1 else host
 
     def link(self, name: str) -> LinkDef:
         for link in self.links:
@@ -332,7 +341,7 @@ def parse_topology(raw: Any, src: str, base_dir: Path) -> TopologySpec:
     if not isinstance(hosts_raw, list) or not hosts_raw:
         raise ConfigError(src, "hosts", "expected a non-empty list of host names")
     entries = [_host_entry(h, src, f"hosts[{i}]") for i, h in enumerate(hosts_raw)]
-    hosts = tuple(h for h, _ in entries)
+    hosts = tuple(h for h, _, _ in entries)
     if len(set(hosts)) != len(hosts):
         raise ConfigError(src, "hosts", f"host names repeat: {list(hosts)}")
     links_raw = data.get("links")
@@ -371,6 +380,11 @@ def parse_topology(raw: Any, src: str, base_dir: Path) -> TopologySpec:
     for h in hosts:
         if h not in linked:
             raise ConfigError(src, "hosts", f"host {h!r} has no link; add a link or remove it")
+    parts = _components(hosts, links)
+    if len(parts) > 1:
+        raise ConfigError(src, "links", "the hosts are not all connected: "
+                          + " | ".join(", ".join(p) for p in parts)
+                          + "; add a link between these groups")  # fmt: skip
     backend = data.get("backend", "auto")
     if backend not in BACKENDS:
         raise ConfigError(src, "backend", f"{backend!r} is unknown; valid: {', '.join(BACKENDS)}")
@@ -386,11 +400,29 @@ def parse_topology(raw: Any, src: str, base_dir: Path) -> TopologySpec:
         emulator_tick_us=validate.number(
             data.get("emulator_tick_us", 0.0), src, "emulator_tick_us", 0.0, MAX_TICK_US
         ),
-        containers=tuple(c for _, c in entries if c is not None),
+        containers=tuple(c for _, c, _ in entries if c is not None),
+        forwarding=tuple(h for h, _, forward in entries if forward),
     )
 
 
-HOST_KEYS = ("name", "image", "command", "endpoint", "env")
+def _components(hosts: Sequence[str], links: Sequence[LinkDef]) -> list[list[str]]:
+    """The groups of hosts the links join, each in the order the hosts were given."""
+    group = {h: h for h in hosts}
+
+    def root(h: str) -> str:
+        while group[h] != h:
+            h = group[h]
+        return h
+
+    for lk in links:
+        group[root(lk.between[0])] = root(lk.between[1])
+    parts: dict[str, list[str]] = {}
+    for h in hosts:
+        parts.setdefault(root(h), []).append(h)
+    return list(parts.values())
+
+
+HOST_KEYS = ("name", "image", "command", "endpoint", "env", "forward")
 IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]*$", re.IGNORECASE)
 
 
@@ -404,13 +436,26 @@ def _argv(value: Any, src: str, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _host_entry(value: Any, src: str, where: str) -> tuple[str, ContainerSpec | None]:
-    """A host: a name (a namespace host) or a mapping with `image:` (a container host)."""
+def _host_entry(value: Any, src: str, where: str) -> tuple[str, ContainerSpec | None, bool]:
+    """A host: a name (a namespace host), or a mapping: `image:` makes it a container host,
+    `forward: true` a router host (it forwards between the links it joins)."""
     if not isinstance(value, Mapping):
-        return _name(value, src, where), None
+        return _name(value, src, where), None, False
     _check_keys(value, HOST_KEYS, src, where)
     name = _name(value.get("name"), src, f"{where}.name")
+    forward = value.get("forward", False)
+    if not isinstance(forward, bool):
+        raise ConfigError(src, f"hosts.{name}.forward", f"{forward!r} is not true or false")
+    if "image" not in value:
+        extra = [k for k in value if k not in ("name", "forward")]
+        if extra:
+            raise ConfigError(src, f"hosts.{name}.{extra[0]}", "only a container host (with "
+                              "image:) takes it; a namespace host takes name and forward")  # fmt: skip
+        return name, None, forward
     image = value.get("image")
+    if forward:
+        raise ConfigError(src, f"hosts.{name}.forward", "a router host is a namespace host: "
+                          "give it without image:")  # fmt: skip
     if not isinstance(image, str) or not IMAGE_RE.match(image):
         raise ConfigError(src, f"hosts.{name}.image", f"{image!r}: expected an image name "
                           "of the local Docker daemon, e.g. rtc-testbed/endpoint:latest (a host "
@@ -423,7 +468,12 @@ def _host_entry(value: Any, src: str, where: str) -> tuple[str, ContainerSpec | 
             or isinstance(v, (dict, list))
         ):
             raise ConfigError(src, f"hosts.{name}.env.{k}", "expected NAME: value (a word)")
-    return name, ContainerSpec(
+    return name, _container(value, name, image, env, src), forward
+
+
+def _container(value: Mapping[str, Any], name: str, image: str, env: Mapping[str, Any],
+               src: str) -> ContainerSpec:  # fmt: skip
+    return ContainerSpec(
         host=name,
         image=image,
         command=_argv(value["command"], src, f"hosts.{name}.command")

@@ -25,7 +25,7 @@ from types import FrameType
 from typing import Any
 
 from testbed.config import LinkDef, TopologySpec, validate_run_name
-from testbed.errors import BusyError, Interrupted, KernelError, TestbedError
+from testbed.errors import BusyError, Interrupted, KernelError, TestbedError, UnavailableError
 from testbed.net import forkguard, names, netns
 from testbed.net.containers import hosts as containers
 from testbed.net.containers.hosts import ContainerHostInfo
@@ -60,6 +60,7 @@ class NetworkInfo:
     hosts: dict[str, HostInfo]
     links: dict[str, dict[str, Any]] = field(default_factory=dict)
     created_real_ns: int = 0
+    routes: list[list[str]] = field(default_factory=list)  # [node, dst, via] (routes.py)
 
     def env(self) -> dict[str, str]:
         """TB_ADDR_<HOST> for every host: what `testbed exec` puts in the environment."""
@@ -177,6 +178,10 @@ class Network:
         """Build the topology. detached: it outlives this process (`testbed up`), so `clean`
         keeps it while it is up; otherwise it is live while this process runs."""
         self.backend.check(self.topology)
+        if self.topology.forwarding and getattr(self.backend, "build_link", None) is not None:
+            raise UnavailableError(f"backend {self.backend.name} builds its own routers "
+                                   "(user-mode-linux): routed topologies (router hosts) need "
+                                   "--backend emu")  # fmt: skip
         containers.preflight(self.topology)
         self.ledger.lock()
         try:
@@ -243,8 +248,10 @@ class Network:
         hosts: dict[str, HostInfo] = {}
         for host in topo.hosts:
             spec = topo.container(host)
-            if spec is None:
-                netns.create(self.ledger, names.netns_name(run, host))
+            if spec is None:  # a router host forwards (ip_forward, no rp_filter)
+                netns.create(
+                    self.ledger, names.netns_name(run, host), router=host in topo.forwarding
+                )
             else:
                 say(f"host {host}: container of {spec.image}")
                 self.containers[host] = containers.start_host(
@@ -253,6 +260,7 @@ class Network:
         links: dict[str, dict[str, Any]] = {}
         for i, link in enumerate(topo.links):
             links[link.name] = self._build_link(i, link, hosts, say)
+        installed = self._install_routes(say)
         return NetworkInfo(
             run=run,
             topology=topo.source,
@@ -263,6 +271,7 @@ class Network:
             hosts=hosts,
             links=links,
             created_real_ns=time.time_ns(),
+            routes=installed,
         )
 
     def _build_link(
@@ -328,6 +337,32 @@ class Network:
             }
             say(f"link {link.name} {direction}: {describe_spec(spec.to_dict())}")
         return info
+
+    def _install_routes(self, say: Callable[[str], None]) -> list[list[str]]:
+        """The static routes of the topology's shortest paths (testbed.net.routes) in every
+        host and link router; a route a link already made (a host to its link's far side) is
+        replaced by the same. Only routed topologies (router hosts) add more than those."""
+        from pyroute2 import NetNS
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        from testbed.net.routes import compute_routes, endpoint_paths
+
+        routes = compute_routes(self.topology)
+        by_node: dict[str, list[tuple[str, str]]] = {}
+        for r in routes:
+            by_node.setdefault(r.node, []).append((r.dst, r.via))
+        for node, entries in by_node.items():
+            ns_name = names.netns_name(self.run, node.split(":", 1)[1])
+            try:
+                with NetNS(ns_name) as ns:
+                    for dst, via in entries:
+                        ns.route("replace", dst=dst, gateway=via)
+            except NetlinkError as e:
+                raise KernelError(f"routes in {ns_name} failed: {e}") from e
+        if self.topology.forwarding:  # a routed topology: say which links each pair crosses
+            for line in endpoint_paths(self.topology):
+                say(f"path {line}")
+        return [[r.node, r.dst, r.via] for r in routes]
 
     def configure_host_interface(
         self, host_ns: str, ifname: str, addr: str, gateway: str, far_net: str

@@ -39,7 +39,8 @@ def test_namespace_only_topologies_keep_their_dict() -> None:
 @pytest.mark.parametrize(
     "receiver, key",
     [
-        ({"name": "receiver"}, "hosts.receiver.image"),
+        ({"name": "receiver", "command": ["x"]}, "hosts.receiver.command"),  # needs image:
+        ({"name": "receiver", "forward": "yes"}, "hosts.receiver.forward"),
         ({"name": "receiver", "image": "bad image!"}, "hosts.receiver.image"),
         ({"name": "receiver", "image": "x", "ports": [1]}, "hosts[1].ports"),
         ({"name": "receiver", "image": "x", "command": []}, "hosts.receiver.command"),
