@@ -198,9 +198,14 @@ def run_stream(
             raise TestbedError(f"stream.{'sender' if host == spec.sender else 'receiver'}: "
                                f"{host!r} is not a host of the topology ({', '.join(topology.hosts)})")  # fmt: skip
     check_malformed_targets(topology.cross_traffic, (spec.sender, spec.receiver), topology.source)
-    link_index = media_link_index(topology, spec)
-    link = topology.links[link_index]
-    side = {link.between[0]: "a", link.between[1]: "b"}
+    hops = media_hops(topology, spec)
+    first, last = topology.links[hops[0][0]], topology.links[hops[-1][0]]
+    capture_at = {  # each end's interface on the link it sends or receives the media by
+        spec.sender: names.ifname(run, hops[0][0], "a" if first.between[0] == spec.sender else "b"),
+        spec.receiver: names.ifname(run, hops[-1][0],
+                                    "a" if last.between[0] == spec.receiver else "b"),
+    }  # fmt: skip
+    on_path = [topology.links[i] for i, _ in hops]
     stacks = {role: get_stack(spec.stack_of(role), "stream") for role in ("sender", "receiver")}
     spec_path = out / "stream.json"
     write_json_atomic(spec_path, spec.to_dict())
@@ -212,9 +217,7 @@ def run_stream(
         assert info is not None
         offset = time.time_ns() - time.monotonic_ns()
         caps = {
-            role: Capture(
-                net, host, names.ifname(run, link_index, side[host]), out / f"{role}.pcap"
-            )
+            role: Capture(net, host, capture_at[host], out / f"{role}.pcap")
             for role, host in (("sender", spec.sender), ("receiver", spec.receiver))
         }
         endpoints: list[Endpoint] = []
@@ -269,7 +272,8 @@ def run_stream(
             for ep in endpoints:  # after an error or Ctrl-C, do not wait for them
                 ep.close(timeout_s=15 if finished else 0)
             # what the endpoints sent while closing is still on the link: let it arrive
-            flight_ms = max(_longest_flight_ms(d) for d in (link.uplink, link.downlink))
+            flight_ms = max(sum(_longest_flight_ms(getattr(lk, d)) for lk in on_path)
+                            for d in ("uplink", "downlink"))  # fmt: skip
             time.sleep(flight_ms / 1000 + 0.2)
             capture_stats = {role: cap.stop() for role, cap in caps.items()}
         if finished:  # a link process or a capture that died after the stream still cost data
@@ -372,20 +376,52 @@ def _check_link(net: Network, started_real_ns: int, cause: Exception | None = No
                            "into the session); nothing of this session is kept") from cause  # fmt: skip
 
 
-def media_link_index(topology: TopologySpec, spec: StreamSpec) -> int:
-    """The link that carries the media: the first one joining the two hosts."""
-    for i, link in enumerate(topology.links):
-        if set(link.between) == {spec.sender, spec.receiver}:
-            return i
-    raise TestbedError(f"no link joins {spec.sender} and {spec.receiver} in {topology.source}")
+def media_hops(topology: TopologySpec, spec: StreamSpec) -> list[tuple[int, str]]:
+    """The links the media crosses, in order, as (link index, direction): the link joining the
+    two hosts, or the shortest path through router hosts (testbed.net.routes)."""
+    from testbed.net.routes import path
+
+    index = {lk.name: i for i, lk in enumerate(topology.links)}
+    direct = [
+        i for i, lk in enumerate(topology.links) if set(lk.between) == {spec.sender, spec.receiver}
+    ]
+    names_ = (
+        [topology.links[direct[0]].name] if direct else path(topology, spec.sender, spec.receiver)
+    )
+    if not names_:
+        raise TestbedError(f"no route from {spec.sender} to {spec.receiver} in {topology.source}: "
+                           "a path needs router hosts (forward: true) between them")  # fmt: skip
+    hops, at = [], spec.sender
+    for name in names_:
+        link = topology.links[index[name]]
+        hops.append((index[name], "uplink" if link.between[0] == at else "downlink"))
+        at = link.between[1] if link.between[0] == at else link.between[0]
+    return hops
 
 
-def media_path(topology: TopologySpec, spec: StreamSpec) -> dict[str, str]:
-    """Which link and direction carry the media: its uplink when the sender is its first end
-    (cell.json's `path`: analysis reads this, never assumes)."""
-    link = topology.links[media_link_index(topology, spec)]
-    return {"link": link.name,
-            "direction": "uplink" if link.between[0] == spec.sender else "downlink"}  # fmt: skip
+def _narrowest(topology: TopologySpec, hops: list[tuple[int, str]]) -> tuple[int, str]:
+    """The hop that limits the media: the lowest rate; a trace or a schedule counts as
+    narrower than any rate (it is what an experiment varies); none limited: the first."""
+
+    def width(hop: tuple[int, str]) -> float:
+        spec: LinkSpec = getattr(topology.links[hop[0]], hop[1])
+        if spec.trace is not None or spec.schedule is not None:
+            return -1.0
+        return spec.rate_mbps if spec.rate_mbps is not None else float("inf")
+
+    return min(hops, key=width)
+
+
+def media_path(topology: TopologySpec, spec: StreamSpec) -> dict[str, Any]:
+    """Which link and direction carry the media (the narrowest hop: its uplink when the sender
+    is its first end), and every hop when there are several (cell.json's `path`: analysis
+    reads this, never assumes)."""
+    hops = media_hops(topology, spec)
+    i, direction = _narrowest(topology, hops)
+    out: dict[str, Any] = {"link": topology.links[i].name, "direction": direction}
+    if len(hops) > 1:
+        out["hops"] = [[topology.links[j].name, d] for j, d in hops]
+    return out
 
 
 def media_ports(
