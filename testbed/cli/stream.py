@@ -120,12 +120,31 @@ def stream(
         click.echo(f"testbed: interrupted ({e or 'SIGINT'}); the topology was removed and "
                    f"nothing was written to {out}", err=True)  # fmt: skip
         sys.exit(interrupt_exit_code(e))
-    s = result.summary
-    lat = s["latency_ms"]
-    click.echo(
-        f"frames {s['frames']} (complete {s['complete']}, lost {s['lost']}), achieved "
-        f"{s['achieved_mbps']:.3f} Mbps, latency p50/p95/p99 {ms(lat['p50'])}/{ms(lat['p95'])}/"
-        f"{ms(lat['p99'])} ms, retransmissions {s['retransmissions']}, "
-        f"packets lost on first try {s['packets_lost_first_try']}"
-    )
+    several = result.summary.get("sessions") or {"": result.summary}
+    for session, s in several.items():
+        lat = s["latency_ms"]
+        click.echo(
+            (f"session {session}: " if session else "")
+            + f"frames {s['frames']} (complete {s['complete']}, lost {s['lost']}), achieved "
+            f"{s['achieved_mbps']:.3f} Mbps, latency p50/p95/p99 {ms(lat['p50'])}/{ms(lat['p95'])}/"
+            f"{ms(lat['p99'])} ms, retransmissions {s['retransmissions']}, "
+            f"packets lost on first try {s['packets_lost_first_try']}"
+        )
+    if "sessions" in result.summary:
+        _say_sharing(out)
     click.echo(f"wrote {out}/frames.parquet, cell.json, pcaps and link logs")
+
+
+def _say_sharing(out: Path) -> None:
+    """Jain's index and the convergence after each join or leave (cell.json's `sharing`)."""
+    import json
+
+    sh = json.loads((out / "cell.json").read_text())["sharing"]
+    if sh.get("jain") is not None:
+        lo, hi = sh["window_s"]
+        click.echo(f"Jain's index {sh['jain']:.3f} over {lo:g}-{hi:g} s; utilisation "
+                   + (f"{sh['utilisation']:.2f}" if sh.get("utilisation") is not None else "n/a"))  # fmt: skip
+    for c in sh["convergence"]:
+        after = c["converged_after_s"]
+        click.echo(f"{c['event']} at {c['at_s']:g} s: " + (f"within 20% of fair after {after:g} s"
+                   if after is not None else "never within 20% of fair"))  # fmt: skip

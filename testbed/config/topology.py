@@ -17,6 +17,7 @@ from typing import Any
 from testbed import validate
 from testbed.config.queues import AQM, DROPTAIL, QueueSpec, parse_queue
 from testbed.config.schedule import GilbertElliottSpec, ScheduleSpec, Segment, parse_schedule
+from testbed.config.sessions import SessionDef, parse_sessions
 from testbed.config.traces import LOSS_UNITS, read_link_trace
 from testbed.config.traffic import FlowSpec, parse_flows
 from testbed.errors import ConfigError
@@ -127,6 +128,7 @@ class TopologySpec:
     emulator_tick_us: float = 0.0
     containers: tuple[ContainerSpec, ...] = ()  # the hosts that are containers
     forwarding: tuple[str, ...] = ()  # router hosts: they forward between the links they join
+    sessions: tuple[SessionDef, ...] = ()  # several media sessions in a cell (config.sessions)
 
     def container(self, host: str) -> ContainerSpec | None:
         """The host's container, or None for a namespace host."""
@@ -145,6 +147,7 @@ class TopologySpec:
             "cross_traffic": [f.to_dict() for f in self.cross_traffic],
             # only when set: topologies without it keep the digest they always had
             **({"emulator_tick_us": self.emulator_tick_us} if self.emulator_tick_us else {}),
+            **({"sessions": [x.to_dict() for x in self.sessions]} if self.sessions else {}),
         }  # fmt: skip
 
     def _host_dict(self, host: str) -> Any:
@@ -328,7 +331,8 @@ def _schedule(
     return parse_schedule(value, src, where, base)
 
 
-TOPOLOGY_KEYS = ("name", "hosts", "links", "backend", "seed", "cross_traffic", "emulator_tick_us")
+TOPOLOGY_KEYS = ("name", "hosts", "links", "backend", "seed", "cross_traffic", "emulator_tick_us",
+                 "sessions")  # fmt: skip
 MAX_TICK_US = 100_000.0
 LINK_KEYS = ("name", "between", "uplink", "downlink")
 
@@ -402,6 +406,7 @@ def parse_topology(raw: Any, src: str, base_dir: Path) -> TopologySpec:
         ),
         containers=tuple(c for _, c, _ in entries if c is not None),
         forwarding=tuple(h for h, _, forward in entries if forward),
+        sessions=parse_sessions(data.get("sessions"), hosts, src),
     )
 
 
@@ -539,9 +544,14 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[Override]) -> di
             data[parts[0]] = value
             continue
         else:
-            valid = ["backend", "seed", "emulator_tick_us", "uplink.KEY", "downlink.KEY"] + [
-                f"{n}.uplink.KEY" for n in names
-            ]
+            valid = [
+                "backend",
+                "seed",
+                "emulator_tick_us",
+                "sessions",
+                "uplink.KEY",
+                "downlink.KEY",
+            ] + [f"{n}.uplink.KEY" for n in names]
             raise ConfigError("--set", key, f"unknown key; valid: {', '.join(valid)}")
         for part in parts[:-1]:
             nxt = target.get(part)

@@ -26,7 +26,7 @@ from testbed.config.traffic import check_malformed_targets
 from testbed.errors import ConfigError
 from testbed.experiment.inputs import file_sha256, input_paths
 from testbed.experiment.precision import Precision, parse_precision
-from testbed.rtc.spec import StreamSpec, parse_stream, set_key
+from testbed.rtc.spec import StreamSpec, parse_stream, session_streams, set_key
 
 EXPERIMENT_KEYS = ("name", "topology", "set", "stream", "grid", "repetitions", "seed", "max_cells",
                    "precision", "repetitions_max")  # fmt: skip
@@ -185,7 +185,8 @@ def load_experiment(path: str | Path, max_cells: int | None = None) -> Experimen
             topo = parse_topology(apply_overrides(base_raw, overrides), str(topo_path),
                                   topo_path.resolve().parent)  # fmt: skip
             spec = parse_stream(stream_data, src)
-            for role in ("sender", "receiver"):
+            session_streams(topo, spec)  # each session's stream, when the topology has them
+            for role in ("sender", "receiver") if not topo.sessions else ():
                 if getattr(spec, role) not in topo.hosts:
                     raise ConfigError(src, f"stream.{role}", f"{getattr(spec, role)!r} is not a "
                                       f"host of {topo_path.name}; valid: {', '.join(topo.hosts)}")  # fmt: skip

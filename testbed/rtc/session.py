@@ -37,7 +37,7 @@ from testbed.errors import TestbedError
 from testbed.files import parquet_bytes, write_atomic, write_json_atomic
 from testbed.net import names
 from testbed.net.containers import hosts as containers
-from testbed.net.network import Network
+from testbed.net.network import Network, NetworkInfo
 from testbed.net.shaper import Backend
 from testbed.net.traffic import CrossTraffic
 from testbed.procstat import exit_words
@@ -45,8 +45,10 @@ from testbed.roi.quality import add_roi_columns
 from testbed.rtc.capture import Capture, read_pcap, to_frame
 from testbed.rtc.framelog import after_warmup, frame_table
 from testbed.rtc.record import EndpointRecord
+from testbed.rtc.sharing import multi_cell as _multi_cell
+from testbed.rtc.sharing import sharing_series
 from testbed.rtc.signaling import candidate_port
-from testbed.rtc.spec import StreamSpec
+from testbed.rtc.spec import StreamSpec, session_streams
 from testbed.rtc.stack import get_stack
 from testbed.rtc.timeseries import cell_series
 from testbed.rtc.wireid import (
@@ -64,13 +66,14 @@ Say = Callable[[str], None]
 class Endpoint:
     """An endpoint process in its host, spoken to with JSON lines on stdin/stdout."""
 
-    def __init__(self, net: Network, role: str, host: str, argv: list[str], out: Path) -> None:
+    def __init__(self, net: Network, role: str, host: str, argv: list[str], out: Path,
+                 owns: str | None = None) -> None:  # fmt: skip
         self.role = role
         self.errfile = open(out / f"{role}.stderr", "w")  # noqa: SIM115 (closed in close())
         spec = net.topology.container(host)
         if spec is not None:  # the stack's command as it runs in the container host
             argv = containers.endpoint_argv(spec, argv, role)
-        self.proc = net.popen(host, argv, owns=role, in_image=True, stdin=subprocess.PIPE,
+        self.proc = net.popen(host, argv, owns=owns or role, in_image=True, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=self.errfile, text=True)  # fmt: skip
         self._buffer = b""  # what was read past the last whole line (read raw: see expect)
         self.watch: Callable[[], None] = lambda: None  # called each second while waiting
@@ -182,6 +185,160 @@ def summarize(frames: pd.DataFrame, spec: StreamSpec) -> dict[str, Any]:
     }  # fmt: skip
 
 
+class Session:
+    """One media session of a cell: its endpoints, its two captures, its folder.
+
+    name None: the cell's only session, writing into the cell's folder as always; a named one
+    (topology `sessions:`) writes into sessions/<name>/ of the cell. The phases run in order:
+    start_captures, start (the endpoints), connect, wait_done, then close, and after the
+    network is down, collect (its tables from the wire)."""
+
+    def __init__(self, topology: TopologySpec, spec: StreamSpec, out: Path, run: str,
+                 name: str | None = None, start_s: float = 0.0) -> None:  # fmt: skip
+        self.topology, self.spec, self.out, self.name, self.start_s = (
+            topology,
+            spec,
+            out,
+            name,
+            start_s,
+        )
+        for host in (spec.sender, spec.receiver):
+            if host not in topology.hosts:
+                role = "sender" if host == spec.sender else "receiver"
+                raise TestbedError(f"stream.{role}: {host!r} is not a host of the topology "
+                                   f"({', '.join(topology.hosts)})")  # fmt: skip
+        self.hops = media_hops(topology, spec)
+        first, last = topology.links[self.hops[0][0]], topology.links[self.hops[-1][0]]
+        self.capture_at = {  # each end's interface on the link it sends or receives the media by
+            spec.sender: names.ifname(run, self.hops[0][0],
+                                      "a" if first.between[0] == spec.sender else "b"),
+            spec.receiver: names.ifname(run, self.hops[-1][0],
+                                        "a" if last.between[0] == spec.receiver else "b"),
+        }  # fmt: skip
+        self.on_path = [topology.links[i] for i, _ in self.hops]
+        self.stacks = {
+            role: get_stack(spec.stack_of(role), "stream") for role in ("sender", "receiver")
+        }
+        self.spec_path = out / "stream.json"
+        self.caps: dict[str, Capture] = {}
+        self.endpoints: list[Endpoint] = []
+        self.ports: tuple[int, int] | None = None
+        self.connect_s = float("nan")
+        self.connected_mono = 0.0
+        self.capture_stats: dict[str, str] = {}
+
+    @property
+    def label(self) -> str:
+        return f"session {self.name}" if self.name else "the session"
+
+    def prepare(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.spec_path, self.spec.to_dict())
+
+    def start_captures(self, net: Network) -> None:
+        spec = self.spec
+        self.caps = {role: Capture(net, host, self.capture_at[host], self.out / f"{role}.pcap")
+                     for role, host in (("sender", spec.sender), ("receiver", spec.receiver))}  # fmt: skip
+
+    def start(self, net: Network, watch: Callable[[], None]) -> None:
+        """The endpoints, receiver first (owned by pid in the ledger under this session)."""
+        spec, owns = self.spec, (f"{self.name}-" if self.name else "")
+        for role, host in (("receiver", spec.receiver), ("sender", spec.sender)):
+            argv = self.stacks[role].endpoint_argv(role, self.spec_path, self.out)
+            ep = Endpoint(net, role, host, argv, self.out, owns=owns + role)
+            ep.watch = watch
+            self.endpoints.append(ep)
+
+    def connect(self, net: Network) -> None:
+        receiver, sender = self.endpoints
+        timeout = self.spec.connect_timeout_s
+        offer = sender.expect("offer", timeout)
+        receiver.send({"type": "offer", "sdp": offer["sdp"]})
+        answer = receiver.expect("answer", timeout)
+        sender.send({"type": "answer", "sdp": answer["sdp"]})
+        connected = sender.expect("connected", timeout)
+        receiver.expect("connected", timeout)
+        self.connected_mono = time.monotonic()
+        self.connect_s = (connected["t_ns"] - offer["t_ns"]) / 1e9
+        self.ports = media_ports(offer["sdp"], answer["sdp"], net.address(self.spec.sender),
+                                 net.address(self.spec.receiver))  # fmt: skip
+
+    def wait_done(self) -> None:
+        spec = self.spec
+        left = spec.duration_s + spec.drain_s + 30 - (time.monotonic() - self.connected_mono)
+        self.endpoints[1].expect("done", max(left, 5.0))
+
+    def stop_endpoints(self) -> None:
+        for ep in self.endpoints:
+            ep.send({"type": "stop"})
+
+    def close(self, finished: bool) -> None:
+        for ep in self.endpoints:  # after an error or Ctrl-C, do not wait for them
+            ep.close(timeout_s=15 if finished else 0)
+
+    def flight_ms(self) -> float:
+        """The longest a packet of this session can still be on its path (either way)."""
+        return max(sum(_longest_flight_ms(getattr(lk, d)) for lk in self.on_path)
+                   for d in ("uplink", "downlink"))  # fmt: skip
+
+    def stop_captures(self) -> None:
+        self.capture_stats = {role: cap.stop() for role, cap in self.caps.items()}
+
+    def ended_early(self) -> str | None:
+        return next((c.ended_early for c in self.caps.values() if c.ended_early), None)
+
+    def collect(
+        self, info: NetworkInfo, offset: int, say: Say
+    ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]:
+        """After the network is down: the frame table from the wire, the summary, and what
+        this session adds to cell.json."""
+        spec, out, ports = self.spec, self.out, self.ports
+        for ep in self.endpoints:
+            if ep.proc.returncode != 0:
+                raise TestbedError(f"{self.label}: {ep.role} endpoint (pid {ep.proc.pid}) "
+                                   f"{exit_words(ep.proc.returncode)}{ep._tail()}")  # fmt: skip
+        sender_ip, receiver_ip = info.hosts[spec.sender].address, info.hosts[spec.receiver].address
+        complete_from_wire(out, sender_ip, receiver_ip, offset, ports)
+        snd = EndpointRecord.read(out, "sender")
+        rcv = EndpointRecord.read(out, "receiver")
+        sent_wire = to_frame(read_pcap(out / "sender.pcap"), offset)
+        recv_wire = to_frame(read_pcap(out / "receiver.pcap"), offset)
+        strays = {"sender": stray_datagrams(sent_wire, sender_ip, ports, 0),
+                  "receiver": stray_datagrams(recv_wire, receiver_ip, ports, 1)}  # fmt: skip
+        sent_wire = media_flow(sent_wire, sender_ip, receiver_ip, ports)
+        recv_wire = media_flow(recv_wire, sender_ip, receiver_ip, ports)
+        frames = frame_table(snd, rcv, sent_wire, recv_wire, int(spec.giveup_ms * 1e6),
+                             sizes_from_wire=spec.source == "video")  # fmt: skip
+        if spec.source == "roi":
+            frames = add_roi_columns(frames, snd["roi_frames"], rcv["quality"])
+        summary = summarize(frames, spec)
+        viewer = spec.viewer_spec()
+        if viewer.enabled:
+            write_atomic(out / "intake.parquet", parquet_bytes(intake_table(rcv["intake"], frames)))
+        write_atomic(out / "frames.parquet", parquet_bytes(frames))
+        write_atomic(out / "frames.csv", frames.to_csv(index=False))
+        fields = {
+            "path": media_path(self.topology, spec), "stream": spec.to_dict(),
+            "stack": {"sender": snd.stack, "receiver": rcv.stack, "label": spec.stack_label()},
+            "encrypted": snd.info.get("encrypted"),
+            "from_wire": {"sender_packets": snd.info.get("packets_from") == "wire",
+                          "receiver_feedback": rcv.info.get("feedback_from") == "wire"},
+            "rtcp_received_by_sender": snd.info.get("rtcp_received"),
+            "plis_sent": rcv.info.get("plis", 0),
+            "cpu": {"sender": snd.info.get("cpu"), "receiver": rcv.info.get("cpu")},
+            "where": {"sender": snd.info.get("where"), "receiver": rcv.info.get("where")},
+            "abr": snd.info.get("abr"), "fec_nacks_saved": rcv.info.get("fec_nacks_saved", 0),
+            "keyframe_requests": snd.info.get("keyframe_requests", 0),
+            "connect_s": self.connect_s,
+            "media_ports": {"sender": ports[0], "receiver": ports[1]} if ports else None,
+            "stray_datagrams": strays,
+            "browser": {"sender": snd.info.get("browser"), "receiver": rcv.info.get("browser")},
+            "capture": self.capture_stats,
+            "pcap_bytes": {r: (out / f"{r}.pcap").stat().st_size for r in ("sender", "receiver")},
+        }  # fmt: skip
+        return frames, summary, fields
+
+
 def run_stream(
     topology: TopologySpec,
     spec: StreamSpec,
@@ -192,149 +349,108 @@ def run_stream(
     seed: int | None = None,
     say: Say = lambda _: None,
 ) -> StreamResult:
+    """The cell: one session (spec), or the topology's `sessions:` each over spec."""
     out.mkdir(parents=True, exist_ok=True)
-    for host in (spec.sender, spec.receiver):
-        if host not in topology.hosts:
-            raise TestbedError(f"stream.{'sender' if host == spec.sender else 'receiver'}: "
-                               f"{host!r} is not a host of the topology ({', '.join(topology.hosts)})")  # fmt: skip
-    check_malformed_targets(topology.cross_traffic, (spec.sender, spec.receiver), topology.source)
-    hops = media_hops(topology, spec)
-    first, last = topology.links[hops[0][0]], topology.links[hops[-1][0]]
-    capture_at = {  # each end's interface on the link it sends or receives the media by
-        spec.sender: names.ifname(run, hops[0][0], "a" if first.between[0] == spec.sender else "b"),
-        spec.receiver: names.ifname(run, hops[-1][0],
-                                    "a" if last.between[0] == spec.receiver else "b"),
-    }  # fmt: skip
-    on_path = [topology.links[i] for i, _ in hops]
-    stacks = {role: get_stack(spec.stack_of(role), "stream") for role in ("sender", "receiver")}
-    spec_path = out / "stream.json"
-    write_json_atomic(spec_path, spec.to_dict())
+    sessions = make_sessions(topology, spec, out, run)
+    for sess in sessions:
+        check_malformed_targets(topology.cross_traffic, (sess.spec.sender, sess.spec.receiver),
+                                topology.source)  # fmt: skip
+        sess.prepare()
+    mounts = sorted({m for sess in sessions for m in _mounts(sess.out, sess.spec)})
     net = Network(topology, backend, run=run, backend_reason=backend_reason,
-                  log_dir=out / "links", seed=seed, mounts=_mounts(out, spec))  # fmt: skip
+                  log_dir=out / "links", seed=seed, mounts=mounts)  # fmt: skip
     started = time.time_ns()
+    first = sessions[0]
     with net:
         info = net.info
         assert info is not None
         offset = time.time_ns() - time.monotonic_ns()
-        caps = {
-            role: Capture(net, host, capture_at[host], out / f"{role}.pcap")
-            for role, host in (("sender", spec.sender), ("receiver", spec.receiver))
-        }
-        endpoints: list[Endpoint] = []
         cross: CrossTraffic | None = None
         cross_info: dict[str, Any] = {}
         finished = False
-        ports: tuple[int, int] | None = None
         try:
             net.ledger.note_phase("setup")
-            for cap in caps.values():
-                cap.wait_ready()
-            receiver = Endpoint(net, "receiver", spec.receiver,
-                                stacks["receiver"].endpoint_argv("receiver", spec_path, out), out)  # fmt: skip
-            endpoints.append(receiver)
-            sender = Endpoint(net, "sender", spec.sender,
-                              stacks["sender"].endpoint_argv("sender", spec_path, out), out)  # fmt: skip
-            endpoints.append(sender)
-            for ep in endpoints:
-                ep.watch = lambda: _check_link(net, started)
+            for sess in sessions:
+                sess.start_captures(net)
+            for sess in sessions:
+                for cap in sess.caps.values():
+                    cap.wait_ready()
             net.ledger.note_phase("connecting")
-            offer = sender.expect("offer", spec.connect_timeout_s)
-            receiver.send({"type": "offer", "sdp": offer["sdp"]})
-            answer = receiver.expect("answer", spec.connect_timeout_s)
-            sender.send({"type": "answer", "sdp": answer["sdp"]})
-            connected = sender.expect("connected", spec.connect_timeout_s)
-            receiver.expect("connected", spec.connect_timeout_s)
-            connect_s = (connected["t_ns"] - offer["t_ns"]) / 1e9
-            ports = media_ports(offer["sdp"], answer["sdp"], net.address(spec.sender),
-                                net.address(spec.receiver))  # fmt: skip
+            first.start(net, lambda: _check_link(net, started))
+            first.connect(net)
             if topology.cross_traffic:
                 cross = CrossTraffic(net, topology.cross_traffic, out)
-                cross.start(spec.duration_s, {spec.sender: ports[0], spec.receiver: ports[1]}
-                            if ports else None)  # fmt: skip
-            say(f"connected in {connect_s:.2f} s; streaming {spec.duration_s:g} s")
+                cross.start(spec.duration_s, {first.spec.sender: first.ports[0],
+                                              first.spec.receiver: first.ports[1]}
+                            if first.ports else None)  # fmt: skip
+            say(f"connected in {first.connect_s:.2f} s; streaming {first.spec.duration_s:g} s")
             net.ledger.note_phase("streaming")
-            sender.expect("done", spec.duration_s + spec.drain_s + 30)
+            for sess in sessions[1:]:  # in the order of their start times
+                wait = first.connected_mono + sess.start_s - time.monotonic()
+                while wait > 0:
+                    _check_link(net, started)
+                    time.sleep(min(wait, 0.5))
+                    wait = first.connected_mono + sess.start_s - time.monotonic()
+                sess.start(net, lambda: _check_link(net, started))
+                sess.connect(net)
+                say(f"session {sess.name} connected at {sess.start_s:g} s "
+                    f"({sess.connect_s:.2f} s); streaming {sess.spec.duration_s:g} s")  # fmt: skip
+            for sess in sorted(sessions, key=lambda x: x.start_s + x.spec.duration_s):
+                sess.wait_done()
             net.ledger.note_phase("teardown")
             _check_link(net, started)
             if cross is not None:
                 cross_info = cross.stop()
-            for ep in endpoints:
-                ep.send({"type": "stop"})
+            for sess in sessions:
+                sess.stop_endpoints()
             finished = True
         except LinkFailed:
             raise
         except Exception as e:
             _check_link(net, started, cause=e)  # a dead link explains what the endpoints saw
+            failed = next((x for x in sessions if x.endpoints and x is not first), None)
+            if len(sessions) > 1 and failed is not None and not isinstance(e, LinkFailed):
+                raise TestbedError(f"{failed.label} failed: {e}") from e
             raise
         finally:
             if cross is not None and not cross_info:  # an error: end the flows at once
                 cross.stop(timeout_s=0)
-            for ep in endpoints:  # after an error or Ctrl-C, do not wait for them
-                ep.close(timeout_s=15 if finished else 0)
+            for sess in sessions:
+                sess.close(finished)
             # what the endpoints sent while closing is still on the link: let it arrive
-            flight_ms = max(sum(_longest_flight_ms(getattr(lk, d)) for lk in on_path)
-                            for d in ("uplink", "downlink"))  # fmt: skip
-            time.sleep(flight_ms / 1000 + 0.2)
-            capture_stats = {role: cap.stop() for role, cap in caps.items()}
+            time.sleep(max(sess.flight_ms() for sess in sessions) / 1000 + 0.2)
+            for sess in sessions:
+                sess.stop_captures()
         if finished:  # a link process or a capture that died after the stream still cost data
             _check_link(net, started)
-            for cap in caps.values():
-                if cap.ended_early:
-                    raise TestbedError(f"{cap.ended_early} before the session ended: its wire "
-                                       "record is incomplete; nothing of this session is kept")  # fmt: skip
-    for ep in endpoints:
-        if ep.proc.returncode != 0:
-            raise TestbedError(f"{ep.role} endpoint (pid {ep.proc.pid}) "
-                               f"{exit_words(ep.proc.returncode)}{ep._tail()}")  # fmt: skip
-    sender_ip, receiver_ip = info.hosts[spec.sender].address, info.hosts[spec.receiver].address
-    complete_from_wire(out, sender_ip, receiver_ip, offset, ports)
-    snd = EndpointRecord.read(out, "sender")
-    rcv = EndpointRecord.read(out, "receiver")
-    sent_wire = to_frame(read_pcap(out / "sender.pcap"), offset)
-    recv_wire = to_frame(read_pcap(out / "receiver.pcap"), offset)
-    strays = {"sender": stray_datagrams(sent_wire, sender_ip, ports, 0),
-              "receiver": stray_datagrams(recv_wire, receiver_ip, ports, 1)}  # fmt: skip
-    sent_wire = media_flow(sent_wire, sender_ip, receiver_ip, ports)
-    recv_wire = media_flow(recv_wire, sender_ip, receiver_ip, ports)
-    frames = frame_table(snd, rcv, sent_wire, recv_wire, int(spec.giveup_ms * 1e6),
-                         sizes_from_wire=spec.source == "video")  # fmt: skip
-    if spec.source == "roi":
-        frames = add_roi_columns(frames, snd["roi_frames"], rcv["quality"])
-    summary = summarize(frames, spec)
-    viewer = spec.viewer_spec()
-    if viewer.enabled:
-        write_atomic(out / "intake.parquet", parquet_bytes(intake_table(rcv["intake"], frames)))
-    write_atomic(out / "frames.parquet", parquet_bytes(frames))
-    write_atomic(out / "frames.csv", frames.to_csv(index=False))
-    cell = {
+            for sess in sessions:
+                if early := sess.ended_early():
+                    raise TestbedError(f"{early} before the session ended: its wire record is "
+                                       "incomplete; nothing of this session is kept")  # fmt: skip
+    collected = [(sess, *sess.collect(info, offset, say)) for sess in sessions]
+    common = {
         "topology": {"source": topology.source, "hosts": list(topology.hosts),
                      "links": {lk.name: {"between": list(lk.between), "uplink": lk.uplink.to_dict(),
                                          "downlink": lk.downlink.to_dict()} for lk in topology.links}},
         "containers": {h: containers.describe(c) for h, i in info.hosts.items()
                        if (c := i.container) is not None},
-        "path": media_path(topology, spec),
-        "stream": spec.to_dict(), "seed": info.seed, "backend": info.backend,
+        "seed": info.seed, "backend": info.backend,
         "backend_reason": info.backend_reason, "environment": _environment(info.backend),
-        "stack": {"sender": snd.stack, "receiver": rcv.stack, "label": spec.stack_label()},
-        "encrypted": snd.info.get("encrypted"),
-        "from_wire": {"sender_packets": snd.info.get("packets_from") == "wire",
-                      "receiver_feedback": rcv.info.get("feedback_from") == "wire"},
-        "rtcp_received_by_sender": snd.info.get("rtcp_received"),
-        "plis_sent": rcv.info.get("plis", 0),
-        "cpu": {"sender": snd.info.get("cpu"), "receiver": rcv.info.get("cpu")},
-        "where": {"sender": snd.info.get("where"), "receiver": rcv.info.get("where")},
-        "abr": snd.info.get("abr"), "fec_nacks_saved": rcv.info.get("fec_nacks_saved", 0),
-        "keyframe_requests": snd.info.get("keyframe_requests", 0),
-        "cross_traffic": cross_info, "connect_s": connect_s,
-        "media_ports": {"sender": ports[0], "receiver": ports[1]} if ports else None,
-        "stray_datagrams": strays,
-        "browser": {"sender": snd.info.get("browser"), "receiver": rcv.info.get("browser")},
-        "capture": capture_stats, "clock_offset_real_minus_mono_ns": offset,
-        "started_real_ns": started, "ended_real_ns": time.time_ns(), "summary": summary,
-        "pcap_bytes": {r: (out / f"{r}.pcap").stat().st_size for r in ("sender", "receiver")},
+        "cross_traffic": cross_info, "clock_offset_real_minus_mono_ns": offset,
+        "started_real_ns": started, "ended_real_ns": time.time_ns(),
     }  # fmt: skip
+    _, frames, summary, fields = collected[0]
+    cell = {**common, **fields, "summary": summary}
+    if first.name is not None:  # several sessions: each its own, and how they shared
+        cell = _multi_cell(common, collected, out)
+        frames = pd.concat([f.assign(session=sess.name) for sess, f, _, _ in collected],
+                           ignore_index=True)  # fmt: skip
+        summary = cell["summary"]
+        write_atomic(out / "frames.parquet", parquet_bytes(frames))
+        write_atomic(out / "frames.csv", frames.to_csv(index=False))
     write_json_atomic(out / "cell.json", cell)
-    if viewer.enabled and viewer.judge_after:  # after the session: a slow judge disturbs nothing
+    viewer = first.spec.viewer_spec()
+    if first.name is None and viewer.enabled and viewer.judge_after:  # after the session
         say(f"judging the viewer's frames ({viewer.judge})")
         cell["viewer"] = judge_cell(out)
         write_json_atomic(out / "cell.json", cell)
@@ -342,8 +458,18 @@ def run_stream(
         if p.suffix in (".log", ".json"):
             shutil.copy(p, out / p.name)
     shutil.rmtree(out / "links", ignore_errors=True)
-    write_atomic(out / "timeseries.csv", cell_series(out).to_csv(index=False))
+    if first.name is None:
+        write_atomic(out / "timeseries.csv", cell_series(out).to_csv(index=False))
+    else:
+        write_atomic(out / "timeseries.csv", sharing_series(out, cell).to_csv(index=False))
     return StreamResult(out, frames, summary)
+
+
+def make_sessions(topology: TopologySpec, spec: StreamSpec, out: Path, run: str) -> list[Session]:
+    """The cell's sessions (rtc.spec.session_streams): one writing into the cell's folder, or
+    each named one into sessions/<name>/."""
+    return [Session(topology, one, out if name is None else out / "sessions" / name, run, name, start)
+            for name, start, one in session_streams(topology, spec)]  # fmt: skip
 
 
 def _mounts(out: Path, spec: StreamSpec) -> list[Path]:

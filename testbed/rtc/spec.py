@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed import validate
+from testbed.config import TopologySpec
 from testbed.errors import ConfigError
 from testbed.fec.spec import FecSpec, parse_fec
 from testbed.roi.scene import BUILTIN_SCENE, BUILTINS
@@ -229,3 +230,25 @@ def set_key(data: dict[str, Any], key: str, value: Any) -> None:
     inner = dict(inner) if isinstance(inner, Mapping) else {}
     set_key(inner, rest, value)
     data[head] = inner
+
+
+def session_streams(
+    topology: TopologySpec, spec: StreamSpec
+) -> list[tuple[str | None, float, StreamSpec]]:
+    """(name, start_s, stream) of each session of a cell: one unnamed (spec) when the topology
+    names none; else each of its `sessions:`, its stream keys over spec's, read again by
+    parse_stream (an error names the session). Checked before anything starts."""
+    if not topology.sessions:
+        return [(None, 0.0, spec)]
+    out: list[tuple[str | None, float, StreamSpec]] = []
+    for d in topology.sessions:
+        data = {**spec.to_dict(), **dict(d.stream), "sender": d.sender, "receiver": d.receiver}
+        if d.stop_s is not None:
+            data["duration_s"] = d.stop_s - d.start_s
+        try:
+            one = parse_stream(data, topology.source)
+        except ConfigError as e:
+            key = e.key.removeprefix("stream.")
+            raise ConfigError(e.source, f"sessions.{d.name}.stream.{key}", e.message) from None
+        out.append((d.name, d.start_s, one))
+    return out
