@@ -138,7 +138,10 @@ def _report_accuracy(results: Path, csv_out: Path | None, by_task: bool, judge: 
 @click.argument("results", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option(
-    "--by", default=None, help="stack | fec | abr | nack | roi: side-by-side tables per loss rate"
+    "--by",
+    default=None,
+    help="stack | fec | abr | nack | roi: side-by-side tables per loss "
+    "rate; session: a row per session of cells that ran several",
 )
 @click.option(
     "--metric", default="p95", show_default=True, help="with --by: p50 | p95 | p99 | mean"
@@ -156,6 +159,17 @@ def report(results: Path, csv_out: Path | None, by: str | None, metric: str, acc
 
     from testbed.analysis.metrics import VARIANTS, other_params
 
+    if by == "session":
+        from testbed.analysis.sessions import session_table
+
+        try:
+            table = session_table(results)
+        except TestbedError as e:
+            fail(e)
+        click.echo(table.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
+        if csv_out:
+            table.to_csv(csv_out, index=False)
+        return
     try:
         configs = _configs(results)
     except TestbedError as e:

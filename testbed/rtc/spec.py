@@ -242,7 +242,13 @@ def session_streams(
         return [(None, 0.0, spec)]
     out: list[tuple[str | None, float, StreamSpec]] = []
     for d in topology.sessions:
-        data = {**spec.to_dict(), **dict(d.stream), "sender": d.sender, "receiver": d.receiver}
+        base = spec.to_dict()
+        if {"stack", "sender_stack", "receiver_stack"} & {k for k, _ in d.stream}:
+            # another stack: the cell's stack-specific keys (its resolved options) are not this
+            # session's; the session's own stack keys and its stack's defaults are
+            base = {k: v for k, v in base.items()
+                    if k not in spec.options and k not in ("sender_stack", "receiver_stack")}  # fmt: skip
+        data = {**base, **dict(d.stream), "sender": d.sender, "receiver": d.receiver}
         if d.stop_s is not None:
             data["duration_s"] = d.stop_s - d.start_s
         try:
