@@ -239,6 +239,7 @@ def session_streams(
     names none; else each of its `sessions:`, its stream keys over spec's, read again by
     parse_stream (an error names the session). Checked before anything starts."""
     if not topology.sessions:
+        _check_route(topology, spec, "stream")
         return [(None, 0.0, spec)]
     out: list[tuple[str | None, float, StreamSpec]] = []
     for d in topology.sessions:
@@ -256,5 +257,19 @@ def session_streams(
         except ConfigError as e:
             key = e.key.removeprefix("stream.")
             raise ConfigError(e.source, f"sessions.{d.name}.stream.{key}", e.message) from None
+        _check_route(topology, one, f"sessions.{d.name}")
         out.append((d.name, d.start_s, one))
     return out
+
+
+def _check_route(topology: TopologySpec, spec: StreamSpec, key: str) -> None:
+    """The media needs a way from the sender to the receiver: a link, or routes through
+    router hosts (testbed.net.routes)."""
+    from testbed.net.routes import path
+
+    ends = {spec.sender, spec.receiver}
+    if not ends <= set(topology.hosts) or any(set(lk.between) == ends for lk in topology.links):
+        return  # an unknown host is said by the caller, naming its key
+    if not path(topology, spec.sender, spec.receiver):
+        raise ConfigError(topology.source, key, f"no route from {spec.sender} to "
+                          f"{spec.receiver}: a path needs router hosts (forward: true)")  # fmt: skip

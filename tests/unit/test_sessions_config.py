@@ -70,3 +70,15 @@ def test_an_experiment_over_sessions_loads(tmp_path: Path) -> None:
                    "stream: {duration_s: 30}\ngrid: {stream.bitrate_mbps: [1, 2]}\n")  # fmt: skip
     cells = load_experiment(exp).cells
     assert len(cells) == 2 and [s.name for s in cells[0].topology.sessions] == ["a", "b"]
+
+
+def test_a_session_without_a_route_is_refused_before_anything_starts() -> None:
+    from testbed.config import parse_topology
+
+    raw = {"name": "t", "hosts": ["a", "m", "b"],
+           "links": [{"name": "l0", "between": ["a", "m"]}, {"name": "l1", "between": ["m", "b"]}],
+           "sessions": [{"name": "x", "sender": "a", "receiver": "b"}]}  # fmt: skip
+    topo = parse_topology(raw, "t.yaml", Path("."))
+    with pytest.raises(ConfigError) as e:
+        session_streams(topo, parse_stream({}, "test"))
+    assert e.value.key == "sessions.x" and "no route from a to b" in e.value.message
