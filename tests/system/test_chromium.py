@@ -168,3 +168,19 @@ def test_bad_chromium_input_is_one_line_exit_2_before_anything(
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode == 2 and len(lines) == 1 and words in lines[0], res.stderr
     assert namespaces_of(run) == [] and not (tmp_path / "o").exists()
+
+
+def test_a_cell_of_a_chromium_and_an_aiortc_session_on_one_bottleneck(
+    run: str, tmp_path: Path
+) -> None:
+    mixed = ("sessions=[{name: lib, sender: s1, receiver: r1, stream: {stack: chromium}},"
+             " {name: aio, sender: s2, receiver: r2, start_s: 1}]")  # fmt: skip
+    topo = load_topology(ROOT / "topologies" / "dumbbell.yaml", [mixed])
+    spec = parse_stream({"bitrate_mbps": 1.0, "duration_s": 5.0}, "test")
+    result = run_stream(topo, spec, tmp_path, make_backend("emu"), "test", run=run, seed=3)
+    assert namespaces_of(run) == [] and browsers_of(run) == []
+    cell = json.loads((tmp_path / "cell.json").read_text())
+    labels = {n: s["stack"]["label"] for n, s in cell["sessions"].items()}
+    assert labels == {"lib": "chromium", "aio": "aiortc"}
+    done = result.frames.groupby("session").status.apply(lambda s: (s == "complete").mean())
+    assert (done > 0.95).all(), done

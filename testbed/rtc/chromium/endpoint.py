@@ -130,7 +130,10 @@ class Endpoint:
         self.role, self.spec, self.out = role, spec, out
         owned = os.environ.get(OWNED_FILE_ENV)
         base = Path(owned).parent if owned else Path(tempfile.mkdtemp(prefix="tb-chromium-"))
-        self.profile = base / f"chromium-{role}"
+        # one profile (and fake-camera clip) per endpoint: the owned file's name is this
+        # endpoint's own (owned-sender; owned-<session>-sender when a cell runs several)
+        mine = Path(owned).stem.removeprefix("owned-") if owned else role
+        self.profile = base / f"chromium-{mine}"
         self.browser = Browser(self.profile, browser_flags(spec, role, self.profile))
         self.cdp: Cdp | None = None
         self.session = ""
