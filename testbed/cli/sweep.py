@@ -353,6 +353,18 @@ def _plot_timeseries(results: Path, out: Path | None, budget_ms: float) -> None:
         stream = meta.get("stream", {})
         label = ", ".join(f"{k.removeprefix('stream.')}={v}" for k, v in meta.get("params", {}).items()
                           if k != "repetition") or f"{stream.get('abr', 'fixed')} {cell.name}"  # fmt: skip
+        if meta.get("sessions"):  # several sessions: every flow, with the bottleneck's capacity
+            cap = (meta.get("sharing") or {}).get("capacity_mbps")
+            import pandas as pd
+
+            first = pd.read_parquet(cell / "frames.parquet").groupby("session").sent_first_ns.min()
+            for name in meta["sessions"]:
+                ts = cell_series(cell / "sessions" / name)
+                ts["t_s"] = ts.t_s + (first[name] - first.min()) / 1e9  # one clock: the cell's
+                if cap:
+                    ts["capacity_mbps"] = float(cap)
+                series[f"{label}: {name}" if len(cells) > 1 else name] = ts
+            continue
         series[label] = cell_series(cell)
     target = out or (results.parent / f"{results.name}-timeseries.pdf")
     paths = save(timeseries(series, budget_ms), target)

@@ -8,6 +8,9 @@ Definitions (docs/sessions.md):
   first session's path; none for a trace or schedule), per second;
 - Jain's index over a window: (sum x)^2 / (n * sum x^2) of the flows' mean rates in the last
   `window_s` seconds that all of them were streaming (1: equal shares, 1/n: one took all);
+- events are what happened: a session joins at its first frame sent and leaves after its last
+  (seconds since the cell's first frame), not at the start_s asked for (a browser takes seconds);
+  within 3 s of the cell's first frame (last frame) a start (end) is the cell's, not an event;
 - convergence after an event (a session joins or leaves): the time from the event until every
   flow streaming then is, and stays until the next event or the end, within `band` (20%) of
   the fair share (their summed rate / their number), its rate averaged over `smooth_s` (2 s);
@@ -26,6 +29,8 @@ import pandas as pd
 JAIN_WINDOW_S = 30.0
 BAND = 0.2
 SMOOTH_S = 2
+EVENT_GAP_S = 3.0  # sessions starting (ending) this close to the first start (last end) start
+# (end) with the cell: no join (leave) event of their own
 
 
 def flow_rates(frames: pd.DataFrame, origin_ns: int) -> pd.DataFrame:
@@ -46,19 +51,24 @@ def jain(values: list[float]) -> float | None:
     return float(x.sum() ** 2 / (len(x) * (x**2).sum()))
 
 
-def active_spans(sessions: dict[str, dict[str, Any]]) -> dict[str, tuple[float, float]]:
-    """Each session's streaming span in seconds since the first session's start."""
-    return {name: (float(s["start_s"]), float(s["start_s"]) + float(s["stream"]["duration_s"]))
-            for name, s in sessions.items()}  # fmt: skip
+def active_spans(frames: pd.DataFrame, origin_ns: int) -> dict[str, tuple[float, float]]:
+    """Each session's streaming span, seconds since the cell's first frame: from its first
+    frame sent to just after its last (what happened, not what was asked: a browser takes
+    seconds to start, so a session asked to start at 20 s sends from ~24 s)."""
+    sent = frames[frames.sent_first_ns.notna()]
+    g = sent.groupby("session").sent_first_ns
+    first, last = (g.min() - origin_ns) / 1e9, (g.max() - origin_ns) / 1e9
+    return {str(n): (float(first[n]), float(last[n]) + 1.0) for n in first.index}
 
 
 def convergence(rates: pd.DataFrame, spans: dict[str, tuple[float, float]],
                 band: float = BAND, smooth_s: int = SMOOTH_S) -> list[dict[str, Any]]:  # fmt: skip
     """After each join (a later session's start) and leave (an early stop), how long until
     the active flows share fairly (see the module's definition)."""
-    events = sorted({(s, f"join {n}") for n, (s, _) in spans.items() if s > 0}
+    last = max(end for _, end in spans.values())
+    events = sorted({(s, f"join {n}") for n, (s, _) in spans.items() if s > EVENT_GAP_S}
                     | {(e, f"leave {n}") for n, (_, e) in spans.items()
-                       if e < max(end for _, end in spans.values())})  # fmt: skip
+                       if e < last - EVENT_GAP_S})  # fmt: skip
     bounds = [t for t, _ in events] + [max(end for _, end in spans.values())]
     smooth = rates.rolling(smooth_s, min_periods=smooth_s).mean()
     out = []
@@ -87,11 +97,14 @@ def sharing(frames: pd.DataFrame, sessions: dict[str, dict[str, Any]],
     """The cell's numbers of how its sessions shared (cell.json's `sharing`)."""
     origin = int(frames.sent_first_ns.dropna().min())
     rates = flow_rates(frames, origin)
-    spans = active_spans(sessions)
+    spans = active_spans(frames, origin)
     all_on = (max(a for a, _ in spans.values()), min(b for _, b in spans.values()))
     lo = max(all_on[0], all_on[1] - window_s)
     window = [s for s in rates.index if lo <= s and s + 1 <= all_on[1]]
-    means = {n: float(rates.loc[window, n].mean()) if window and n in rates else 0.0 for n in spans}
+    # every session named counts (one that sent nothing, as 0)
+    means = {
+        n: float(rates.loc[window, n].mean()) if window and n in rates else 0.0 for n in sessions
+    }
     total = rates.sum(axis=1)
     return {
         "window_s": [lo, all_on[1]] if window else None,
