@@ -9,8 +9,9 @@ partial cell, and a rerun of the sweep completes it with the cell exactly once.
 
 The command is started with SIGINT *ignored*, as a non-interactive shell starts a background
 job (CI's case, where a Ctrl-C test of container hosts once failed): the testbed must take the
-signal anyway. Variants: aiortc between namespace hosts, Chromium between namespace hosts, and
-aiortc into a container host (needs the Docker daemon and the endpoint image).
+signal anyway. Variants: aiortc between namespace hosts, Chromium between namespace hosts,
+aiortc into a container host (needs the Docker daemon and the endpoint image), and a cell of
+two sessions (Chromium + aiortc) on the routed dumbbell (stream only).
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ from tests.system.drill import (
 COMMANDS = ("stream", "run")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 MOMENTS = ("setup", "mid", "teardown", "writing")
-VARIANTS = ("aiortc", "chromium", "container")
+VARIANTS = ("aiortc", "chromium", "container", "sessions")
+# two sessions in one cell over the dumbbell: a Chromium pair, and an aiortc pair joining at 1 s
+SESSIONS = ("sessions=[{name: a, sender: s1, receiver: r1, stream: {stack: chromium}},"
+            " {name: b, sender: s2, receiver: r2, start_s: 1}]")  # fmt: skip
 ENDPOINT = "rtc-testbed/endpoint:latest"
 STREAM_ARGS = ["--bitrate-mbps", "1", "--duration-s", "4", "--set", "uplink.loss_pct=1",
                "--stream-set", "warmup_s=0", "--stream-set", "drain_s=0.5"]  # fmt: skip
@@ -83,6 +87,8 @@ class Outcome:
 
 
 def _topology(workdir: Path, variant: str) -> Path:
+    if variant == "sessions":
+        return ROOT / "topologies" / "dumbbell.yaml"
     if variant != "container":
         return ROOT / "topologies" / "p2p.yaml"
     p = workdir / "container.yaml"
@@ -109,7 +115,16 @@ def _command(command: str, variant: str, workdir: Path, run: str) -> tuple[list[
     base = [sys.executable, "-m", "testbed.cli", command]
     if command == "stream":
         out = workdir / "stream"
-        return [*base, str(topology), *STREAM_ARGS, "--stack", stack, "-o", str(out), "--name",
+        args = (
+            STREAM_ARGS
+            if variant != "sessions"
+            else [
+                *(a for a in STREAM_ARGS if a not in ("--set", "uplink.loss_pct=1")),
+                "--set",
+                SESSIONS,
+            ]
+        )
+        return [*base, str(topology), *args, "--stack", stack, "-o", str(out), "--name",
                 run, "--backend", "emu"], out  # fmt: skip
     exp = workdir / "drill.yaml"
     exp.write_text(EXPERIMENT.format(topology=topology, stack=stack))
@@ -170,7 +185,8 @@ def run_case(command: str, variant: str, sig: signal.Signals, moment: str, workd
 
 
 def matrix(variants: tuple[str, ...] = VARIANTS) -> list[tuple[str, str, signal.Signals, str]]:
-    return [(c, v, s, m) for c in COMMANDS for v in variants for s in SIGNALS for m in MOMENTS]
+    return [(c, v, s, m) for c in COMMANDS for v in variants for s in SIGNALS for m in MOMENTS
+            if (c, v) != ("run", "sessions")]  # fmt: skip
 
 
 def label(command: str, variant: str, sig: signal.Signals, moment: str) -> str:

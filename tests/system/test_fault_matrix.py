@@ -79,6 +79,7 @@ INTERRUPT_CI_CASES = [
     ("run", "aiortc", signal.SIGINT, "teardown"),
     ("run", "aiortc", signal.SIGTERM, "mid"),
     ("run", "chromium", signal.SIGTERM, "mid"),
+    ("stream", "sessions", signal.SIGINT, "mid"),
 ]
 
 
@@ -95,7 +96,7 @@ def _check_interrupt(outcome: interrupts.Outcome) -> None:
 def test_interrupt(
     run: str, tmp_path: Path, command: str, variant: str, sig: signal.Signals, moment: str
 ) -> None:
-    _needs("browser" if variant == "chromium" else command)
+    _needs("browser" if variant in ("chromium", "sessions") else command)
     _check_interrupt(interrupts.run_case(command, variant, sig, moment, tmp_path, run))
 
 
@@ -107,6 +108,6 @@ def test_interrupt_matrix(
     run: str, tmp_path: Path, command: str, variant: str, sig: signal.Signals, moment: str
 ) -> None:
     """Every case keeps the promises (a moment that passed unseen is no failure)."""
-    _needs("browser" if variant == "chromium" else command)
+    _needs("browser" if variant in ("chromium", "sessions") else command)
     outcome = interrupts.run_case(command, variant, sig, moment, tmp_path, run)
     assert outcome.ok(), outcome
