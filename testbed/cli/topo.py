@@ -76,6 +76,11 @@ def up(
     for lname, link in info.links.items():
         for direction in ("uplink", "downlink"):
             click.echo(f"  {lname}.{direction}: {describe_spec(link[direction]['spec'])}")
+    if topo.forwarding:  # a routed topology: which links each pair of end hosts crosses
+        from testbed.net.routes import endpoint_paths
+
+        for line in endpoint_paths(topo):
+            click.echo(f"  path {line}")
     click.echo(f"link logs: {info.log_dir}")
     click.echo(
         f"run commands with: testbed exec --name {name} HOST -- CMD...;  stop: testbed down --name {name}"

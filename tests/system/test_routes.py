@@ -59,3 +59,18 @@ def test_the_bottleneck_carries_the_flows_that_cross_it_and_no_other(run: str) -
     assert delivered("a1", "uplink") == counts[("s1", "r1")] + counts[("s1", "s2")]
     assert delivered("a3", "uplink") == 0  # s3 sent nothing, nothing crossed a3
     assert delivered("b3", "uplink") == counts[("r2", "r3")]  # right -> r3: the requests
+
+
+def test_up_shows_the_paths_of_a_routed_topology(run: str) -> None:
+    from tests.system.conftest import namespaces_of, run_cli
+
+    up = run_cli("up", str(ROOT / "topologies" / "parking-lot.yaml"), "--name", run)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "path src <-> dst: asrc > n1 > n2 > n3 > adst" in up.stdout
+        ping = run_cli("exec", "--name", run, "src", "--", "sh", "-c",
+                       "ping -c 2 -i 0.1 -n $TB_ADDR_DST")  # fmt: skip
+        assert "2 received" in ping.stdout, ping.stdout + ping.stderr
+    finally:
+        run_cli("down", "--name", run)
+    assert namespaces_of(run) == []
