@@ -172,6 +172,7 @@ def bench_roi(video: str, regions_path: str | None, width: int, height: int, fra
     from testbed.roi.offline import Clip, compare
     from testbed.roi.regions import load_regions
     from testbed.roi.scene import BUILTIN_SCENE, scene_regions
+    from testbed.roi.scorers import check_scorer
     from testbed.roi.spec import parse_roi
 
     try:
@@ -185,6 +186,7 @@ def bench_roi(video: str, regions_path: str | None, width: int, height: int, fra
                 Path(regions_path).write_text(json.dumps(scene_regions(width, height)))
             spec = parse_roi({"scorer": scorer, "regions": regions_path, "crf": crf, "question": question},
                              "bench roi", width, height)  # fmt: skip
+            check_scorer(spec, "bench roi", "stream.roi")
             regions = load_regions(regions_path, width, height)
             vid = None if video == BUILTIN_SCENE else video
             clip = Clip(vid, width, height, 30.0, frames, regions)

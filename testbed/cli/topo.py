@@ -187,6 +187,7 @@ def clean(name: str | None, force: bool) -> None:
     """Remove what crashed runs left (everything they recorded, nothing else); live runs are
     listed and kept (`--name RUN --force` removes one anyway)."""
     from testbed.errors import BusyError, LedgerError
+    from testbed.net.containers import hosts  # noqa: F401 (registers the ledger's undo of containers)
     from testbed.net.ledger import Ledger, all_runs, state_root
 
     if force and name is None:

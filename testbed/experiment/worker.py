@@ -33,6 +33,7 @@ from typing import Any
 from testbed.errors import TestbedError
 from testbed.experiment.inputs import materialise
 from testbed.files import disk_full
+from testbed.net.containers import hosts as _hosts  # noqa: F401 (registers the undo of containers)
 from testbed.net.ledger import Ledger
 from testbed.procstat import exit_words, read_stat
 

@@ -212,7 +212,11 @@ class Ledger:
         for i in range(len(entries) - 1, -1, -1):
             entry = entries[i]
             undo = _UNDO.get(entry["kind"])
-            if undo is not None and undo(entry):
+            if undo is None:  # never drop an entry unremoved: say what is missing
+                raise LedgerError(f"{self.path}: no way to undo a {entry['kind']!r} entry is "
+                                  "registered in this process (import the module that makes "
+                                  "them, e.g. testbed.net.containers.hosts); it is kept")  # fmt: skip
+            if undo(entry):
                 removed += 1
                 say(f"removed {entry['kind']} {entry.get('name') or entry.get('pid')}")
             entries.pop(i)
@@ -441,17 +445,15 @@ def _undo_process(entry: Entry) -> bool:
     return ended
 
 
-def _undo_container(entry: Entry) -> bool:
-    from testbed.net.containers.hosts import undo_container  # the Docker SDK only when one was made
-
-    return undo_container(entry)
+_UNDO: dict[str, Callable[[Entry], bool]] = {"netns": _undo_netns, "process": _undo_process}
 
 
-_UNDO: dict[str, Callable[[Entry], bool]] = {
-    "netns": _undo_netns,
-    "process": _undo_process,
-    "container": _undo_container,
-}
+def register_undo(kind: str, undo: Callable[[Entry], bool]) -> None:
+    """How the ledger removes a kind of object another module makes (containers: registered by
+    testbed.net.containers.hosts when it is imported). The ledger does not import its users:
+    a process that undoes such entries imports the module that makes them (testbed.net.network
+    does; so do `clean` and the sweep workers)."""
+    _UNDO[kind] = undo
 
 
 def all_runs(root: Path | None = None) -> list[str]:

@@ -14,31 +14,11 @@ from typing import Any
 import av
 import numpy as np
 
+from testbed.roi.background import SHAKE_PX, textured_background
 from testbed.roi.scenes import SCENES, scene
 
 BUILTIN_SCENE = "builtin:scene"
 BUILTINS = (BUILTIN_SCENE, "builtin:document", "builtin:markers")
-SHAKE_PX = 12
-
-
-def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
-    import cv2
-
-    small = rng.random((h // cell + 2, w // cell + 2)).astype("float32")
-    return np.asarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC))
-
-
-def textured_background(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
-    """The scenes' background: smooth noise at two scales plus fine texture, tinted, with the
-    camera shake's margin on every side (float32 RGB)."""
-    m = SHAKE_PX * 2
-    h, w = height + m, width + m
-    base = 0.55 * _smooth_noise(rng, h, w, 96) + 0.3 * _smooth_noise(rng, h, w, 24)
-    texture = 0.15 * _smooth_noise(rng, h, w, 3)
-    canvas = np.empty((h, w, 3), dtype="float32")
-    for ch, tint in enumerate((0.9, 0.75, 0.6)):
-        canvas[:, :, ch] = (base * tint + texture) * 230
-    return canvas
 
 
 def _doc_box(width: int, height: int) -> tuple[int, int, int, int]:

@@ -136,7 +136,7 @@ def _font(px: int) -> Any:
 
 
 def _background(width: int, height: int, seed: int) -> np.ndarray:
-    from testbed.roi.scene import textured_background
+    from testbed.roi.background import textured_background
 
     return textured_background(width, height, np.random.default_rng(seed))
 

@@ -73,9 +73,8 @@ def parse_roi(value: Any, src: str, width: int, height: int, key: str = "stream.
         raise ConfigError(src, f"{key}.scoring", f"{spec.scoring!r}: valid: {', '.join(SCORING)}")
     if spec.preset not in PRESETS:
         raise ConfigError(src, f"{key}.preset", f"{spec.preset!r}: valid: {', '.join(PRESETS)}")
-    from testbed.roi.scorers import check_scorer
-
-    check_scorer(spec, src, key)
+    # the scorer itself (a name of the registry, its files and extras) is checked by
+    # roi.scorers.check_scorer, which knows the scorers: callers run it after this
     if spec.regions is not None:
         from testbed.roi.regions import load_regions
 

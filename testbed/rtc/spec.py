@@ -175,9 +175,13 @@ def parse_stream(data: Mapping[str, Any], src: str = "--stream") -> StreamSpec:
         if generic["video"] in SCENES and roi.get("scorer", "oracle") == "oracle":
             roi.setdefault("regions", generic["video"])  # the scene knows its relevant region
             generic["roi"] = roi
-        generic["roi"] = parse_roi(
+        from testbed.roi.scorers import check_scorer
+
+        roi_spec = parse_roi(
             generic.get("roi"), src, int(generic.get("width", 640)), int(generic.get("height", 480))
-        ).to_dict()
+        )
+        check_scorer(roi_spec, src, "stream.roi")
+        generic["roi"] = roi_spec.to_dict()
     elif generic.get("roi"):
         raise ConfigError(
             src, "stream.roi", "only the roi source takes roi parameters (source: roi)"

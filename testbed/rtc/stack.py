@@ -13,13 +13,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from testbed.errors import ConfigError
 from testbed.plugins import load_dotted
 
-if TYPE_CHECKING:
-    from testbed.rtc.spec import StreamSpec
+
+class StreamView(Protocol):
+    """What a stack reads of a stream spec here (testbed.rtc.spec.StreamSpec has it): the
+    spec module imports this one to find stacks, so this one does not import it back."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def codec(self) -> str: ...
+
+    @property
+    def fec(self) -> dict[str, Any]: ...
+
+    def stack_of(self, role: str) -> str: ...
+
 
 STACKS = {
     "aiortc": "testbed.rtc.aiortc.stack:AiortcStack",
@@ -40,7 +54,7 @@ class Stack(Protocol):
         """Its own keys, validated, with every default filled in (recorded in results)."""
         ...
 
-    def check(self, spec: StreamSpec, src: str, roles: tuple[str, ...]) -> None:
+    def check(self, spec: StreamView, src: str, roles: tuple[str, ...]) -> None:
         """Refuse (ConfigError naming the key) what this stack cannot do with the spec, in the
         roles it plays (sender, receiver or both)."""
         ...
@@ -63,7 +77,16 @@ def owners(option: str) -> list[str]:
     return [n for n in STACKS if option in get_stack(n, "").option_keys]
 
 
-def check_features(stack: Stack, spec: StreamSpec, src: str, roles: tuple[str, ...]) -> None:
+class Offers(Protocol):
+    """What a stack offers (every Stack has it)."""
+
+    name: str
+    sources: tuple[str, ...]
+    codecs: tuple[str, ...]
+    fec_schemes: tuple[str, ...]
+
+
+def check_features(stack: Offers, spec: StreamView, src: str, roles: tuple[str, ...]) -> None:
     """The common part of Stack.check: source (a sender's), codec and FEC scheme (both ends')
     among what it offers."""
     mixed = spec.stack_of("sender") != spec.stack_of("receiver")

@@ -56,3 +56,19 @@ def test_a_corrupt_ledger_is_an_error_that_names_the_file(tmp_path: Path, text: 
     with pytest.raises(LedgerError):
         ledger.undo()
     assert ledger.path.exists()  # kept for whoever repairs it
+
+
+def test_a_kind_nobody_registered_is_an_error_and_its_entry_is_kept(tmp_path: Path) -> None:
+    """The ledger learns how to undo a kind from the module that makes it (register_undo);
+    an entry it cannot undo is never dropped as if it were removed."""
+    from testbed.net.ledger import register_undo
+
+    ledger = Ledger("tkind", root=tmp_path)
+    ledger.claim(False)
+    ledger.record("gadget", name="g1")
+    with pytest.raises(LedgerError, match="no way to undo a 'gadget' entry"):
+        ledger.undo()
+    assert [e["kind"] for e in ledger.entries()] == ["gadget"]
+    undone: list[str] = []
+    register_undo("gadget", lambda entry: undone.append(entry["name"]) is None)
+    assert ledger.undo() == 1 and undone == ["g1"]

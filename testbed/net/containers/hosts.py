@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from testbed.config import ContainerSpec, TopologySpec
 from testbed.errors import ConfigError, KernelError, TestbedError
-from testbed.net.ledger import Entry, Ledger, process_start_ticks
+from testbed.net.ledger import Entry, Ledger, process_start_ticks, register_undo
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
@@ -217,3 +217,6 @@ def endpoint_argv(spec: ContainerSpec, argv: Sequence[str], role: str) -> list[s
 def describe(info: ContainerHostInfo) -> dict[str, Any]:
     return {"container": info.name, "image": info.image, "image_id": info.image_id,
             "docker_host": info.docker_host}  # fmt: skip
+
+
+register_undo("container", undo_container)  # the ledger removes containers through this
