@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from testbed.config import GilbertElliottSpec, LinkSpec, Segment
+from testbed.config import GilbertElliottSpec, LinkSpec, ScheduleSpec, Segment
 from testbed.config.traces import OPPORTUNITY_BYTES, Trace
 
 DELIVER = "deliver"
@@ -42,6 +42,28 @@ def fill_opportunities(index: int, left: int, size: int) -> tuple[int, int]:
         index += 1
         left = OPPORTUNITY_BYTES
     return index, left - size
+
+
+def serialize_on_schedule(schedule: ScheduleSpec, start_ns: int, t: float, size: int) -> float:
+    """When `size` bytes started at t (ns) have left a link following `schedule` from start_ns:
+    each segment at its rate (None: at once; 0: an outage, nothing leaves until it ends)."""
+    bits = size * 8.0
+    while True:
+        rel = max(0.0, t - start_ns)
+        seg = schedule.at(rel)
+        end = start_ns + schedule.boundary_after(rel)
+        if seg.rate_mbps is None:
+            return t
+        if seg.rate_mbps == 0:
+            if end == float("inf"):
+                return float(NEVER_NS)
+            t = end
+            continue
+        per_ns = seg.rate_mbps * 1e-3  # bits per ns
+        if t + bits / per_ns <= end:
+            return t + bits / per_ns
+        bits -= (end - t) * per_ns
+        t = end
 
 
 class LossModel(Protocol):
@@ -140,10 +162,7 @@ class LinkModel:
             delay_ms, jitter_ms = seg.delay_ms, seg.jitter_ms
         else:
             delay_ms, jitter_ms = self.spec.delay_ms, self.spec.jitter_ms
-        delay = round(delay_ms * 1e6)
-        if jitter_ms:
-            delay = max(0, round(delay + self._jitter_rng.gauss(0.0, jitter_ms * 1e6)))
-        return delay
+        return self._jittered(round(delay_ms * 1e6), jitter_ms * 1e6)
 
     # --- queue occupancy -----------------------------------------------------------------
     def _drain(self, now_ns: int) -> None:
@@ -197,30 +216,16 @@ class LinkModel:
 
     def _link_exit_schedule(self, now_ns: int, size: int) -> int:
         """Serialize `size` bytes from when the link is free, at each segment's rate in turn."""
-        schedule = self.schedule
-        assert schedule is not None
+        assert self.schedule is not None
         t = max(float(now_ns), self._busy_until)
-        bits = size * 8.0
-        while True:
-            rel = t - self.start_ns
-            seg = schedule.at(max(0.0, rel))
-            end = self.start_ns + schedule.boundary_after(max(0.0, rel))
-            if seg.rate_mbps is None:  # unlimited in this segment
-                break
-            if seg.rate_mbps == 0:  # an outage: nothing leaves until it ends
-                if end == float("inf"):
-                    t = NEVER_NS
-                    break
-                t = end
-                continue
-            per_ns = seg.rate_mbps * 1e-3  # bits per ns
-            if t + bits / per_ns <= end:
-                t += bits / per_ns
-                break
-            bits -= (end - t) * per_ns
-            t = end
-        self._busy_until = t
-        return round(t)
+        self._busy_until = serialize_on_schedule(self.schedule, self.start_ns, t, size)
+        return round(self._busy_until)
+
+    def _jittered(self, delay_ns: int, jitter_ns: float) -> int:
+        """A packet's delay with its jitter drawn (none drawn without jitter)."""
+        if not jitter_ns:
+            return delay_ns
+        return max(0, round(delay_ns + self._jitter_rng.gauss(0.0, jitter_ns)))
 
     def initial_state(self) -> dict[str, object]:
         """This model's constants and random streams before its first packet, as the compiled
@@ -264,9 +269,7 @@ class LinkModel:
             exit_ns = now_ns
         self._queue.append((exit_ns, size))
         self._queue_bytes += size
-        delay = self._delay_ns
-        if self._jitter_ns:
-            delay = max(0, round(delay + self._jitter_rng.gauss(0.0, self._jitter_ns)))
+        delay = self._jittered(self._delay_ns, self._jitter_ns)
         # FIFO: jitter never reorders packets (a packet waits for the one before it).
         release = max(exit_ns + delay, self._last_release)
         self._last_release = release
@@ -301,9 +304,7 @@ class LinkModel:
         exit_ns = self._link_exit_schedule(now_ns, size)
         self._queue.append((exit_ns, size))
         self._queue_bytes += size
-        delay = round(seg.delay_ms * 1e6)
-        if seg.jitter_ms:
-            delay = max(0, round(delay + self._jitter_rng.gauss(0.0, seg.jitter_ms * 1e6)))
+        delay = self._jittered(round(seg.delay_ms * 1e6), seg.jitter_ms * 1e6)
         release = max(exit_ns + delay, self._last_release)
         self._last_release = release
         return Verdict(DELIVER, exit_ns, release)

@@ -23,7 +23,13 @@ from testbed.config import LinkSpec
 from testbed.config.schedule import ScheduleSpec
 from testbed.config.traces import OPPORTUNITY_BYTES, Trace
 from testbed.shaping.aqm import Limits, Packet, make_discipline
-from testbed.shaping.model import DELIVER, DROP_LOSS, NEVER_NS, LinkModel, fill_opportunities
+from testbed.shaping.model import (
+    DELIVER,
+    DROP_LOSS,
+    LinkModel,
+    fill_opportunities,
+    serialize_on_schedule,
+)
 
 DISCIPLINE_CODES = {"drophead": 1, "codel": 2, "pie": 3, "fq_codel": 4}  # _emuqueue.c's D_*
 
@@ -114,31 +120,15 @@ class ScheduleServer:
     def wake(self, now: int) -> None:
         self.free = max(self.free, float(now))
 
-    def _finish(self, t: float, size_bytes: float) -> float:
-        bits = size_bytes * 8.0
-        while True:
-            rel = max(0.0, t - self.start)
-            seg = self.schedule.at(rel)
-            end = self.start + self.schedule.boundary_after(rel)
-            if seg.rate_mbps is None:
-                return t
-            if seg.rate_mbps == 0:
-                if end == float("inf"):
-                    return float(NEVER_NS)
-                t = end
-                continue
-            per_ns = seg.rate_mbps * 1e-3
-            if t + bits / per_ns <= end:
-                return t + bits / per_ns
-            bits -= (end - t) * per_ns
-            t = end
-
     def serve(self, t: int, size: int) -> int:
-        self.free = self._finish(float(t), size)
+        self.free = serialize_on_schedule(self.schedule, self.start, float(t), size)
         return round(self.free)
 
     def wait(self, now: int, backlog: int) -> int:
-        return round(self._finish(max(float(now), self.free), backlog) - now)
+        return round(
+            serialize_on_schedule(self.schedule, self.start, max(float(now), self.free), backlog)
+            - now
+        )
 
 
 Server = RateServer | TraceServer | ScheduleServer
