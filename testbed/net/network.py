@@ -260,7 +260,7 @@ class Network:
         links: dict[str, dict[str, Any]] = {}
         for i, link in enumerate(topo.links):
             links[link.name] = self._build_link(i, link, hosts, say)
-        installed = self._install_routes(say)
+        installed = self._install_routes()
         return NetworkInfo(
             run=run,
             topology=topo.source,
@@ -338,14 +338,14 @@ class Network:
             say(f"link {link.name} {direction}: {describe_spec(spec.to_dict())}")
         return info
 
-    def _install_routes(self, say: Callable[[str], None]) -> list[list[str]]:
+    def _install_routes(self) -> list[list[str]]:
         """The static routes of the topology's shortest paths (testbed.net.routes) in every
         host and link router; a route a link already made (a host to its link's far side) is
         replaced by the same. Only routed topologies (router hosts) add more than those."""
         from pyroute2 import NetNS
         from pyroute2.netlink.exceptions import NetlinkError
 
-        from testbed.net.routes import compute_routes, endpoint_paths
+        from testbed.net.routes import compute_routes
 
         routes = compute_routes(self.topology)
         by_node: dict[str, list[tuple[str, str]]] = {}
@@ -359,9 +359,6 @@ class Network:
                         ns.route("replace", dst=dst, gateway=via)
             except NetlinkError as e:
                 raise KernelError(f"routes in {ns_name} failed: {e}") from e
-        if self.topology.forwarding:  # a routed topology: say which links each pair crosses
-            for line in endpoint_paths(self.topology):
-                say(f"path {line}")
         return [[r.node, r.dst, r.via] for r in routes]
 
     def configure_host_interface(

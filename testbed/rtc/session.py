@@ -442,9 +442,9 @@ def run_stream(
     _, frames, summary, fields = collected[0]
     cell = {**common, **fields, "summary": summary}
     if first.name is not None:  # several sessions: each its own, and how they shared
-        cell = _multi_cell(common, collected, out)
         frames = pd.concat([f.assign(session=sess.name) for sess, f, _, _ in collected],
                            ignore_index=True)  # fmt: skip
+        cell = _multi_cell(common, collected, frames)
         summary = cell["summary"]
         write_atomic(out / "frames.parquet", parquet_bytes(frames))
         write_atomic(out / "frames.csv", frames.to_csv(index=False))
@@ -461,7 +461,7 @@ def run_stream(
     if first.name is None:
         write_atomic(out / "timeseries.csv", cell_series(out).to_csv(index=False))
     else:
-        write_atomic(out / "timeseries.csv", sharing_series(out, cell).to_csv(index=False))
+        write_atomic(out / "timeseries.csv", sharing_series(frames, cell).to_csv(index=False))
     return StreamResult(out, frames, summary)
 
 

@@ -20,7 +20,6 @@ Definitions (docs/sessions.md):
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -117,10 +116,9 @@ def sharing(frames: pd.DataFrame, sessions: dict[str, dict[str, Any]],
     }
 
 
-def sharing_series(cell: Path, meta: dict[str, Any]) -> pd.DataFrame:
-    """timeseries.csv of a cell with sessions: per second each flow's Mbps, their total, the
-    capacity and the utilisation."""
-    frames = pd.read_parquet(cell / "frames.parquet")
+def sharing_series(frames: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
+    """timeseries.csv of a cell with sessions (its frames, with their session column): per
+    second each flow's Mbps, their total, the capacity and the utilisation."""
     origin = int(frames.sent_first_ns.dropna().min())
     rates = flow_rates(frames, origin)
     out = rates.rename(columns=lambda n: f"{n}_mbps")
@@ -131,15 +129,17 @@ def sharing_series(cell: Path, meta: dict[str, Any]) -> pd.DataFrame:
     return out.reset_index().rename(columns={"index": "second"})
 
 
-def multi_cell(common: dict[str, Any], collected: list[Any], out: Path) -> dict[str, Any]:
+def multi_cell(
+    common: dict[str, Any], collected: list[Any], frames: pd.DataFrame
+) -> dict[str, Any]:
     """cell.json of a cell with sessions: the first session's keys where one is expected (the
-    report reads them), every session's own under `sessions`, and `sharing`."""
+    report reads them), every session's own under `sessions`, and `sharing` (from frames: every
+    session's, with their session column)."""
     sessions: dict[str, dict[str, Any]] = {}
     for sess, _frames, summary, fields in collected:
         sessions[sess.name] = {**fields, "summary": summary, "start_s": sess.start_s,
                                "folder": f"sessions/{sess.name}"}  # fmt: skip
     first = collected[0][3]
-    frames = pd.concat([f.assign(session=s.name) for s, f, _, _ in collected], ignore_index=True)
     link = first["path"]
     spec = common["topology"]["links"][link["link"]][link["direction"]]
     capacity = spec.get("rate_mbps") if not spec.get("trace") and not spec.get("schedule") else None
