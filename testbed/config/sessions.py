@@ -3,12 +3,14 @@
   sessions:
     - {name: a, sender: s1, receiver: r1}
     - {name: b, sender: s2, receiver: r2, start_s: 20, stream: {stack: chromium, abr: gcc}}
+    - {name: c, sender: s3, receiver: r3, pauses: [[40, 60]]}
 
 Each session is a stream of its own: the cell's stream spec (the experiment's `stream:`, the
 `testbed stream` options) with the session's `stream:` keys over it, its own sender and
 receiver hosts (shared or not). start_s counts from the first session's connection (the first
 session starts at 0); stop_s, when given, ends it early (its duration is stop_s - start_s);
-otherwise it streams the cell's duration_s. The stream keys are checked by the stream's own
+otherwise it streams the cell's duration_s. pauses: [[from_s, to_s], ...] on the same clock
+(after start_s, before stop_s) when the session sends no media. The stream keys are checked by the stream's own
 parser (testbed.rtc.spec) before anything starts; here only what a topology can tell.
 """
 
@@ -21,8 +23,8 @@ from typing import Any
 from testbed import validate
 from testbed.errors import ConfigError
 
-SESSION_KEYS = ("name", "sender", "receiver", "start_s", "stop_s", "stream")
-NOT_IN_STREAM = ("sender", "receiver", "duration_s")  # the session's own keys say these
+SESSION_KEYS = ("name", "sender", "receiver", "start_s", "stop_s", "pauses", "stream")
+NOT_IN_STREAM = ("sender", "receiver", "duration_s", "pauses")  # the session's own keys say these
 
 
 @dataclass(frozen=True)
@@ -33,12 +35,19 @@ class SessionDef:
     start_s: float = 0.0
     stop_s: float | None = None
     stream: tuple[tuple[str, Any], ...] = ()  # stream keys over the cell's (validated later)
+    pauses: tuple[tuple[float, float], ...] = ()  # on the cell's clock, as start_s
+
+    def stream_pauses(self) -> list[list[float]]:
+        """The pauses as the session's stream counts them (from its own start)."""
+        return [[a - self.start_s, b - self.start_s] for a, b in self.pauses]
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "sender": self.sender,
                                "receiver": self.receiver, "start_s": self.start_s}  # fmt: skip
         if self.stop_s is not None:
             out["stop_s"] = self.stop_s
+        if self.pauses:
+            out["pauses"] = [list(p) for p in self.pauses]
         if self.stream:
             out["stream"] = dict(self.stream)
         return out
@@ -85,7 +94,30 @@ def parse_sessions(raw: Any, hosts: Sequence[str], src: str) -> tuple[SessionDef
         if not out and start != 0:
             raise ConfigError(src, f"{where}.start_s", "the first session starts at 0 (later "
                               "ones count from its connection)")  # fmt: skip
-        out.append(SessionDef(name, ends[0], ends[1], start, stop, _frozen(stream)))
+        pauses = _pauses(data.get("pauses"), start, stop, src, f"{where}.pauses")
+        out.append(SessionDef(name, ends[0], ends[1], start, stop, _frozen(stream), pauses))
+    return tuple(out)
+
+
+def _pauses(raw: Any, start: float, stop: float | None, src: str,
+            key: str) -> tuple[tuple[float, float], ...]:  # fmt: skip
+    """[[from_s, to_s], ...] after start, before stop, in order, not overlapping."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(
+            src, key, f"{raw!r}: valid: a list of [from_s, to_s] pairs, e.g. [[40, 60]]"
+        )
+    out: list[tuple[float, float]] = []
+    for i, pair in enumerate(raw):
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise ConfigError(src, f"{key}[{i}]", f"{pair!r}: valid: [from_s, to_s], e.g. [40, 60]")
+        a = validate.number(pair[0], src, f"{key}[{i}]", start, stop or 86_400, lo_open=True)
+        b = validate.number(pair[1], src, f"{key}[{i}]", start, stop or 86_400, lo_open=True)
+        if b <= a or (out and a < out[-1][1]):
+            raise ConfigError(src, f"{key}[{i}]", f"{pair!r}: a pause ends after it begins, "
+                              "and after the one before it ends")  # fmt: skip
+        out.append((float(a), float(b)))
     return tuple(out)
 
 

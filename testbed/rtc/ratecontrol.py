@@ -2,7 +2,9 @@
 
 Every feedback event the stack turns into a testbed.abr.base.Feedback goes to the controller
 through the AbrDriver; its target goes to one place, the sink's set_target_bitrate (a source,
-or a stack's adapter that also tells its encoder). A 200 ms tick runs meanwhile.
+or a stack's adapter that also tells its encoder). A 200 ms tick runs meanwhile. With audio
+on, the target is the session's budget and the video gets what the audio leaves (libwebrtc's
+allocator also serves the audio first); a fixed bitrate stays the video's.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ class RateControl(BackgroundLoop):
         controller = make_controller(spec.abr, spec.abr_params, spec.bitrate_mbps * 1e6, spec.fps)
         self.driver = AbrDriver(
             controller, spec.bitrate_mbps * 1e6, floor_bps=min_bitrate_bps(spec)
-        )
+        )  # fmt: skip
         self.estimates: list[tuple[int, float | None]] = []  # rtp ts, latency estimate ms
+        self.floor_bps = min_bitrate_bps(spec)
+        self.audio_bps = spec.audio_spec().bitrate_bps if spec.abr != "fixed" else 0.0
 
     def on_frame_report(
         self,
@@ -62,7 +66,7 @@ class RateControl(BackgroundLoop):
         self.apply(self.driver.feed(event))
 
     def apply(self, target_bps: float) -> None:
-        self.sink.set_target_bitrate(target_bps)
+        self.sink.set_target_bitrate(max(target_bps - self.audio_bps, self.floor_bps))
 
     async def _run(self) -> None:
         while True:

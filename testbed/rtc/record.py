@@ -9,7 +9,7 @@ authority for anything measured as latency.
 Tables (columns below, in TABLES):
   sender   frames       every frame the source made (id, capture time, RTP timestamp, size...)
            packets      every RTP packet the sender sent: SSRC, sequence, RTP timestamp, kind
-                        (media / rtx / fec / padding) and which original an RTX or FEC one carries
+                        (media / rtx / fec / padding / audio) and which original an RTX or FEC one carries
            controller   the bitrate controller's targets as they changed (and what moved them)
            estimates    the sender's own per-frame latency estimates (per-frame feedback)
            roi_frames   the roi source's per-frame map and encoder figures (source: roi)
@@ -38,7 +38,7 @@ from testbed.files import parquet_bytes, write_atomic, write_json_atomic
 
 SCHEMA_VERSION = 1
 ROLES = ("sender", "receiver")
-PACKET_KINDS = ("media", "rtx", "fec", "padding", "other")
+PACKET_KINDS = ("media", "rtx", "fec", "padding", "audio", "other")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 The cell folder (one cell of a sweep later):
   frames.parquet, frames.csv   the per-frame table (testbed.rtc.framelog.COLUMNS)
+  audio.parquet                the audio packets, with audio on (testbed.rtc.audiolog.COLUMNS)
   timeseries.csv               per second: target vs achieved bitrate, latency, losses
   cell.json                    resolved topology + stream config, environment, summary
   stream.json                  the stream spec the endpoints were given (and re-validated)
@@ -42,6 +43,7 @@ from testbed.net.shaper import Backend
 from testbed.net.traffic import CrossTraffic
 from testbed.procstat import exit_words
 from testbed.roi.quality import add_roi_columns
+from testbed.rtc.audiolog import audio_table, summarize_audio
 from testbed.rtc.capture import Capture, read_pcap, to_frame
 from testbed.rtc.framelog import after_warmup, frame_table
 from testbed.rtc.record import EndpointRecord
@@ -53,6 +55,7 @@ from testbed.rtc.stack import get_stack
 from testbed.rtc.timeseries import cell_series
 from testbed.rtc.wireid import (
     PayloadTypes,
+    audio_payload_types,
     payload_padding,
     receiver_feedback,
     sender_packets,
@@ -225,6 +228,7 @@ class Session:
         self.ports: tuple[int, int] | None = None
         self.connect_s = float("nan")
         self.connected_mono = 0.0
+        self.answer_sdp = ""
         self.capture_stats: dict[str, str] = {}
 
     @property
@@ -260,6 +264,7 @@ class Session:
         receiver.expect("connected", timeout)
         self.connected_mono = time.monotonic()
         self.connect_s = (connected["t_ns"] - offer["t_ns"]) / 1e9
+        self.answer_sdp = str(answer["sdp"])
         self.ports = media_ports(offer["sdp"], answer["sdp"], net.address(self.spec.sender),
                                  net.address(self.spec.receiver))  # fmt: skip
 
@@ -312,6 +317,13 @@ class Session:
         if spec.source == "roi":
             frames = add_roi_columns(frames, snd["roi_frames"], rcv["quality"])
         summary = summarize(frames, spec)
+        if spec.audio_spec().enabled:
+            audio = audio_table(sent_wire, recv_wire, audio_payload_types(self.answer_sdp))
+            if audio.empty:
+                raise TestbedError(f"{self.label}: audio was asked for but no audio packet "
+                                   "crossed the sender's wire; see sender.pcap")  # fmt: skip
+            write_atomic(out / "audio.parquet", parquet_bytes(audio))
+            summary["audio"] = summarize_audio(audio, spec.warmup_s)
         viewer = spec.viewer_spec()
         if viewer.enabled:
             write_atomic(out / "intake.parquet", parquet_bytes(intake_table(rcv["intake"], frames)))

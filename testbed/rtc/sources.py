@@ -101,17 +101,22 @@ def decode_frame_header(data: bytes) -> tuple[int, int] | None:
 
 
 class Pacer:
-    """Frame k is due at start + k / fps (monotonic), for duration_s; then `finished` is set."""
+    """Frame k is due at start + k / fps (monotonic), for duration_s; then `finished` is set.
+    A frame due inside a pause ([from_s, to_s) after the start) is never made."""
 
-    def __init__(self, fps: float, duration_s: float) -> None:
+    def __init__(self, fps: float, duration_s: float,
+                 pauses: tuple[tuple[float, float], ...] = ()) -> None:  # fmt: skip
         self.fps = fps
         self.count = round(duration_s * fps)
+        self.pauses = pauses
         self.index = 0
         self.start_ns: int | None = None
         self.finished = asyncio.Event()
 
     async def next(self) -> tuple[int, int] | None:
         """(index, pts in 90 kHz) once the frame is due; None when the stream is over."""
+        while any(a <= self.index / self.fps < b for a, b in self.pauses):
+            self.index += 1
         if self.index >= self.count:
             self.finished.set()
             return None

@@ -17,6 +17,7 @@ from testbed.fec.spec import FecSpec, parse_fec
 from testbed.roi.scene import BUILTIN_SCENE, BUILTINS
 from testbed.roi.scenes import SCENES
 from testbed.roi.spec import RoiSpec, parse_roi
+from testbed.rtc.audiospec import AudioSpec, parse_audio
 from testbed.viewer.spec import ViewerSpec, parse_viewer
 
 SOURCES = ("synthetic", "video", "roi")
@@ -35,6 +36,9 @@ class StreamSpec:
     (fixed, remb, budget, an entry point name or package.module:Class) with abr_params;
     bitrate_mbps is its starting point. fec: {scheme: none|xor|rs, ...}, see testbed.fec.spec.
     roi: the `roi` source's parameters (testbed.roi.spec.RoiSpec); video may be builtin:scene.
+    audio: a voice beside the video (testbed.rtc.audiospec.AudioSpec; off by default).
+    pauses: [[from_s, to_s], ...] after the connection during which the sender sends no media
+    (video nor audio; RTCP goes on), then resumes; the stream still ends at duration_s.
     stack: which WebRTC implementation runs the endpoints (testbed.rtc.stack); sender_stack /
     receiver_stack give one role another (a mixed pair). `options` holds the keys only those
     stacks have (aiortc: nack, history_packets, ...; chromium: encryption, field_trials, ...),
@@ -59,6 +63,8 @@ class StreamSpec:
     fec: dict[str, Any] = field(default_factory=lambda: {"scheme": "none"})
     roi: dict[str, Any] = field(default_factory=dict)
     viewer: dict[str, Any] = field(default_factory=dict)
+    audio: dict[str, Any] = field(default_factory=dict)
+    pauses: tuple[tuple[float, float], ...] = ()
     drain_s: float = 1.5
     connect_timeout_s: float = 20.0
     sender: str = "sender"
@@ -74,6 +80,7 @@ class StreamSpec:
         if self.source == "roi":
             object.__setattr__(self, "roi", RoiSpec(**self.roi).to_dict())
         object.__setattr__(self, "viewer", ViewerSpec(**self.viewer).to_dict())
+        object.__setattr__(self, "audio", AudioSpec(**self.audio).to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         """Flat, as a user writes it (the stack's options beside the generic keys): what
@@ -100,6 +107,9 @@ class StreamSpec:
 
     def viewer_spec(self) -> ViewerSpec:
         return ViewerSpec(**self.viewer)
+
+    def audio_spec(self) -> AudioSpec:
+        return AudioSpec(**self.audio)
 
 
 GENERIC_KEYS = tuple(f.name for f in fields(StreamSpec) if f.name != "options")
@@ -187,6 +197,9 @@ def parse_stream(data: Mapping[str, Any], src: str = "--stream") -> StreamSpec:
             src, "stream.roi", "only the roi source takes roi parameters (source: roi)"
         )
     generic["viewer"] = parse_viewer(generic.get("viewer"), src).to_dict()
+    generic["audio"] = parse_audio(generic.get("audio"), src).to_dict()
+    generic["pauses"] = parse_pauses(generic.get("pauses"), float(generic.get("duration_s", 20.0)),
+                                     src, "stream.pauses")  # fmt: skip
     if generic["viewer"]["enabled"] and generic.get("source", "synthetic") == "synthetic":
         raise ConfigError(src, "stream.viewer", "the AI viewer needs decodable video; use "
                           "source: video or roi (e.g. video: builtin:document)")  # fmt: skip
@@ -206,6 +219,27 @@ def parse_stream(data: Mapping[str, Any], src: str = "--stream") -> StreamSpec:
     for st in used:
         st.check(spec, src, tuple(r for r, x in role_stacks.items() if x.name == st.name))
     return spec
+
+
+def parse_pauses(value: Any, duration_s: float, src: str,
+                 key: str) -> tuple[tuple[float, float], ...]:  # fmt: skip
+    """[[from_s, to_s], ...]: in order, not overlapping, within (0, duration_s)."""
+    if value is None:
+        return ()
+    example = "valid: a list of [from_s, to_s] pairs, e.g. [[10, 15]]"
+    if not isinstance(value, list | tuple):
+        raise ConfigError(src, key, f"{value!r}: {example}")
+    out: list[tuple[float, float]] = []
+    for i, pair in enumerate(value):
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise ConfigError(src, f"{key}[{i}]", f"{pair!r}: {example}")
+        a = validate.number(pair[0], src, f"{key}[{i}]", 0, duration_s, lo_open=True)
+        b = validate.number(pair[1], src, f"{key}[{i}]", 0, duration_s, lo_open=True)
+        if b <= a or (out and a < out[-1][1]):
+            raise ConfigError(src, f"{key}[{i}]", f"{list(pair)!r}: a pause ends after it "
+                              "begins, and after the one before it ends")  # fmt: skip
+        out.append((float(a), float(b)))
+    return tuple(out)
 
 
 def _check_video(video: str, src: str) -> None:
@@ -256,6 +290,8 @@ def session_streams(
         data = {**base, **dict(d.stream), "sender": d.sender, "receiver": d.receiver}
         if d.stop_s is not None:
             data["duration_s"] = d.stop_s - d.start_s
+        if d.pauses:
+            data["pauses"] = d.stream_pauses()
         try:
             one = parse_stream(data, topology.source)
         except ConfigError as e:

@@ -32,6 +32,9 @@ class StreamView(Protocol):
     @property
     def fec(self) -> dict[str, Any]: ...
 
+    @property
+    def audio(self) -> dict[str, Any]: ...
+
     def stack_of(self, role: str) -> str: ...
 
 
@@ -48,6 +51,8 @@ class Stack(Protocol):
     sources: tuple[str, ...]
     codecs: tuple[str, ...]
     fec_schemes: tuple[str, ...]
+    audio_codecs: tuple[str, ...]
+    audio_ptimes_ms: tuple[int, ...]  # audio frame lengths it can put in one packet
     native_abr: tuple[str, ...]  # abr names the stack implements itself (not in the registry)
 
     def parse_options(self, data: Mapping[str, Any], src: str) -> dict[str, Any]:
@@ -84,18 +89,24 @@ class Offers(Protocol):
     sources: tuple[str, ...]
     codecs: tuple[str, ...]
     fec_schemes: tuple[str, ...]
+    audio_codecs: tuple[str, ...]
+    audio_ptimes_ms: tuple[int, ...]
 
 
 def check_features(stack: Offers, spec: StreamView, src: str, roles: tuple[str, ...]) -> None:
-    """The common part of Stack.check: source (a sender's), codec and FEC scheme (both ends')
-    among what it offers."""
+    """The common part of Stack.check: source (a sender's), codec, FEC scheme and audio codec
+    (both ends'), audio frame length (a sender's) among what it offers."""
     mixed = spec.stack_of("sender") != spec.stack_of("receiver")
-    for key, value, offered, needs in (
+    checks: list[tuple[str, Any, tuple[Any, ...], tuple[str, ...]]] = [
         ("source", spec.source, stack.sources, ("sender",)),
         ("codec", spec.codec, stack.codecs, ROLES),
         ("fec.scheme", spec.fec["scheme"], stack.fec_schemes, ROLES),
-    ):
+    ]
+    if spec.audio.get("enabled"):
+        checks += [("audio.codec", spec.audio["codec"], stack.audio_codecs, ROLES),
+                   ("audio.ptime_ms", spec.audio["ptime_ms"], stack.audio_ptimes_ms, ("sender",))]  # fmt: skip
+    for key, value, offered, needs in checks:
         if value not in offered and set(needs) & set(roles):
             pair = " (both ends of a mixed pair must offer it)" if mixed and len(needs) == 2 else ""
             raise ConfigError(src, f"stream.{key}", f"{value!r} is not offered by stack "
-                              f"{stack.name}; valid: {', '.join(offered)}{pair}")  # fmt: skip
+                              f"{stack.name}; valid: {', '.join(map(str, offered))}{pair}")  # fmt: skip

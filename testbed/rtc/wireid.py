@@ -2,7 +2,7 @@
 own packets (a browser). Pure; the inputs are a pcap and the payload types both ends agreed on.
 
 Sender side: every RTP packet from the sender to the receiver as a row of the endpoint record's
-`sender/packets` table: media (also inside RED), rtx (its original's sequence number: the first
+`sender/packets` table: media (also inside RED), audio, rtx (its original's sequence number: the first
 two payload bytes, readable only without SRTP), padding (RTX packets that carry only padding),
 fec (ULPFEC inside RED, or FlexFEC-03: the sequence base and mask of what it protects, from
 its header; readable only without SRTP). Receiver side: its RTCP feedback (NACK entries, one
@@ -29,29 +29,42 @@ MASK_BITS = 63  # what an Int64 mask column holds; libwebrtc protects at most 48
 
 @dataclass(frozen=True)
 class PayloadTypes:
-    """The video payload types of a negotiated session (from its SDP)."""
+    """The payload types of a negotiated session (from its SDP): the video's, and the audio's
+    beside it (same transport: BUNDLE)."""
 
     media: dict[int, str] = field(default_factory=dict)  # pt -> codec name (lower case)
     rtx: dict[int, int] = field(default_factory=dict)  # rtx pt -> the pt it repairs
     red: int | None = None
     ulpfec: int | None = None
     flexfec: int | None = None
+    audio: dict[int, str] = field(default_factory=dict)  # pt -> audio codec name (lower case)
 
     def to_dict(self) -> dict[str, Any]:
         return {"media": {str(k): v for k, v in self.media.items()},
                 "rtx": {str(k): v for k, v in self.rtx.items()},
-                "red": self.red, "ulpfec": self.ulpfec, "flexfec": self.flexfec}  # fmt: skip
+                "red": self.red, "ulpfec": self.ulpfec, "flexfec": self.flexfec,
+                "audio": {str(k): v for k, v in self.audio.items()}}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PayloadTypes:
         return cls({int(k): v for k, v in d["media"].items()},
                    {int(k): int(v) for k, v in d["rtx"].items()}, d.get("red"), d.get("ulpfec"),
-                   d.get("flexfec"))  # fmt: skip
+                   d.get("flexfec"), {int(k): v for k, v in d.get("audio", {}).items()})  # fmt: skip
+
+
+def _section(sdp: str, kind: str) -> str:
+    return sdp.split(f"m={kind}", 1)[1].split("\nm=", 1)[0] if f"m={kind}" in sdp else ""
+
+
+def audio_payload_types(sdp: str) -> dict[int, str]:
+    """The audio section's payload types (pt -> codec, lower case): none without audio."""
+    return {int(pt): name.lower()
+            for pt, name in re.findall(r"a=rtpmap:(\d+) ([\w-]+)/48000", _section(sdp, "audio"))}  # fmt: skip
 
 
 def payload_types(sdp: str) -> PayloadTypes:
-    """The video section's payload types (an answer, or a description after negotiation)."""
-    video = sdp.split("m=video", 1)[1].split("\nm=", 1)[0] if "m=video" in sdp else ""
+    """The session's payload types (an answer, or a description after negotiation)."""
+    video = _section(sdp, "video")
     media: dict[int, str] = {}
     pts: dict[str, int] = {}
     for pt, name in re.findall(r"a=rtpmap:(\d+) ([\w-]+)/90000", video):
@@ -61,7 +74,8 @@ def payload_types(sdp: str) -> PayloadTypes:
         else:
             pts.setdefault(low, int(pt))
     rtx = {int(pt): int(apt) for pt, apt in re.findall(r"a=fmtp:(\d+) apt=(\d+)", video)}
-    return PayloadTypes(media, rtx, pts.get("red"), pts.get("ulpfec"), pts.get("flexfec-03"))
+    return PayloadTypes(media, rtx, pts.get("red"), pts.get("ulpfec"), pts.get("flexfec-03"),
+                        audio_payload_types(sdp))  # fmt: skip
 
 
 def rtp_payload(udp: bytes) -> tuple[int, bytes, int] | None:
@@ -144,6 +158,8 @@ def sender_packets(pcap: Path, src: str, dst: str, pts: PayloadTypes, offset_ns:
         kind, original, mask = "other", None, None
         if pt in pts.media:
             kind = "media"
+        elif pt in pts.audio:
+            kind = "audio"
         elif pt == pts.red:
             inner = body[0] & 0x7F if body and not encrypted else None
             kind = "fec" if inner is not None and inner == pts.ulpfec else "media"

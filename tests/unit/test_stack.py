@@ -23,6 +23,8 @@ class OtherStack:
     sources: tuple[str, ...] = ("synthetic",)
     codecs: tuple[str, ...] = ("vp8", "av1")
     fec_schemes: tuple[str, ...] = ("none",)
+    audio_codecs: tuple[str, ...] = ()
+    audio_ptimes_ms: tuple[int, ...] = ()
     native_abr: tuple[str, ...] = ()
 
     def parse_options(self, data: Mapping[str, Any], src: str) -> dict[str, Any]:

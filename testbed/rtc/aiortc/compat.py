@@ -41,7 +41,7 @@ from typing import Any
 
 import aiortc
 from aiortc import rtcdtlstransport, rtcrtpreceiver, rtcrtpsender
-from aiortc.codecs import h264, vpx
+from aiortc.codecs import h264, opus, vpx
 from aiortc.jitterbuffer import MAX_MISORDER, JitterBuffer
 
 from testbed.abr.base import Feedback
@@ -83,6 +83,7 @@ class SenderTap:
     origin: int | None = None
     pending_pts: int | None = None
     media_pt: int | None = None
+    audio_pt: int | None = None  # audio beside the video: recorded, kept out of the video's
     fec: FecSender | None = None
     on_feedback: Callable[[Any, Feedback], None] | None = None  # (RTCRtpSender, event)
     take_remb: bool = False  # REMB feeds the controller only, not aiortc's encoder
@@ -113,7 +114,12 @@ def install_sender(history_packets: int) -> SenderTap:
                 if len(tap.first_sent) > 4096:
                     for old in list(tap.first_sent)[:2048]:
                         del tap.first_sent[old]
-            if tap.origin is None and tap.pending_pts is not None and pt != tap.rtx_pt:
+            if (
+                tap.origin is None
+                and tap.pending_pts is not None
+                and pt != tap.rtx_pt
+                and pt != tap.audio_pt
+            ):
                 tap.origin = (ts - tap.pending_pts) % (1 << 32)
         await original(self, data)
         if head is not None and tap.fec is not None and head[0] == tap.media_pt:
@@ -128,7 +134,7 @@ def install_sender(history_packets: int) -> SenderTap:
 
     async def _next_encoded_frame(self: Any, codec: Any) -> Any:
         frame = await original_next(self, codec)
-        if frame is not None and tap.origin is None:
+        if frame is not None and tap.origin is None and self.kind == "video":
             tap.pending_pts = frame.timestamp  # its packets are sent next
         return frame
 
@@ -159,7 +165,7 @@ def install_sender(history_packets: int) -> SenderTap:
                     tap.rtt.on_report_block(report.lsr, report.dlsr, time.time())
         if not (name == "remb" and tap.take_remb):
             await original_rtcp(self, packet)
-        if tap.on_feedback is not None:
+        if tap.on_feedback is not None and self.kind == "video":  # the controller's
             for event in _feedback(self, packet, name, tap.rtt.rtt_ms):
                 tap.on_feedback(self, event)
 
@@ -227,6 +233,19 @@ def set_encoder_bitrate(sender: Any, bitrate_bps: int) -> bool:
     return True
 
 
+def set_opus_bitrate(bitrate_bps: int) -> None:
+    """aiortc's Opus encoder at a constant bitrate (CBR: every packet the same size)."""
+    check_version()
+    original = opus.OpusEncoder.__init__
+
+    def __init__(self: Any) -> None:
+        original(self)
+        self.codec.bit_rate = bitrate_bps
+        self.codec.options = {"application": "voip", "vbr": "off"}
+
+    opus.OpusEncoder.__init__ = __init__  # type: ignore[method-assign]
+
+
 def pin_video_bitrate(bitrate_bps: int) -> None:
     """Pin aiortc's VP8 and H.264 encoders to one bitrate: REMB is clamped to it."""
     check_version()
@@ -248,6 +267,7 @@ class ReceiverTap:
     rtp_in: list[tuple[int, int, int, int]] = field(default_factory=list)  # mono_ns, pt, seq, ts
     media_pt: int | None = None
     rtx_pt: int | None = None
+    audio_pt: int | None = None
     assembler: FrameAssembler | None = None  # per-frame feedback for ABR controllers
     fec: FecReceiver | None = None
     send_nack_now: Callable[[Any, int, list[int]], Awaitable[None]] | None = None
@@ -288,13 +308,15 @@ def install_receiver(
     original_add = JitterBuffer.add
 
     def add(self: JitterBuffer, packet: Any) -> tuple[bool, Any]:
+        if not self._is_video:  # the audio's buffer: not the video's events or frames
+            return original_add(self, packet)
         event = jitter_event(self, packet.sequence_number)
         if event is not None:
             tap.jitter_events.append((time.monotonic_ns(), event, packet.sequence_number))
             if event == "reset" and drop_late:  # one session never restarts its numbering
                 return False, None
         pli, frame = original_add(self, packet)
-        if frame is not None:
+        if frame is not None and self._is_video:
             tap.frames.append(
                 (time.monotonic_ns(), frame.timestamp, len(frame.data), frame.data[:64])
             )

@@ -28,6 +28,7 @@ from testbed.fec.sender import FecSender
 from testbed.roi.quality import QualityMeter, index_from
 from testbed.rtc import record
 from testbed.rtc.aiortc import compat
+from testbed.rtc.aiortc.audio import ToneTrack
 from testbed.rtc.aiortc.stack import AiortcOptions, options_of
 from testbed.rtc.aiortc.track import SourceTrack
 from testbed.rtc.ratecontrol import RateControl
@@ -94,12 +95,20 @@ def _cpu() -> dict[str, float]:
     return {"cpu_s": u.ru_utime + u.ru_stime, "wall_s": time.monotonic() - STARTED}
 
 
-def _kind(pt: int, media_pt: int | None, rtx_pt: int | None, fec_pt: int | None) -> str:
+def _kind(pt: int, media_pt: int | None, rtx_pt: int | None, fec_pt: int | None,
+          audio_pt: int | None = None) -> str:  # fmt: skip
     if pt == media_pt:
         return "media"
     if pt == rtx_pt:
         return "rtx"
+    if audio_pt is not None and pt == audio_pt:
+        return "audio"
     return "fec" if fec_pt is not None and pt == fec_pt else "other"
+
+
+def _audio_payload_type(sdp: str) -> int | None:
+    m = re.search(r"a=rtpmap:(\d+) opus/48000", sdp, re.IGNORECASE)
+    return int(m.group(1)) if m else None
 
 
 def sender_record(spec: StreamSpec, opts: AiortcOptions, track: SourceTrack,
@@ -112,7 +121,7 @@ def sender_record(spec: StreamSpec, opts: AiortcOptions, track: SourceTrack,
             covers[((b.repair_first_seq + j) % (1 << 16), b.ts)] = (b.first_seq, b.k)
     packets = []
     for t, pt, ssrc, seq, ts, marker, osn in tap.packets:
-        kind = _kind(pt, tap.media_pt, tap.rtx_pt, fec_pt)
+        kind = _kind(pt, tap.media_pt, tap.rtx_pt, fec_pt, tap.audio_pt)
         original, protected = (osn if kind == "rtx" else None), None
         if kind == "fec" and (seq, ts) in covers:
             original, protected = covers[(seq, ts)]
@@ -131,7 +140,7 @@ def sender_record(spec: StreamSpec, opts: AiortcOptions, track: SourceTrack,
     info = {
         "cpu": _cpu(), "where": _where(), "track_start_ns": track.pacer.start_ns, "rtcp_received": tap.rtcp_received,
         "keyframe_requests": tap.keyframe_requests, "rtt_samples": tap.rtt.samples, "abr": rate.summary(), "encrypted": True,
-        "payload_types": {"media": tap.media_pt, "rtx": tap.rtx_pt, "fec": fec_pt},
+        "payload_types": {"media": tap.media_pt, "rtx": tap.rtx_pt, "fec": fec_pt, "audio": tap.audio_pt},
         "history_packets": opts.history_packets,
     }  # fmt: skip
     return record.EndpointRecord("sender", "aiortc", info, tables)
@@ -158,6 +167,11 @@ async def run_sender(spec: StreamSpec, out: Path) -> None:
             tap.fec.on_report(event.now_ms, event.loss_fraction, event.packets_lost,
                               event.packets_sent)  # fmt: skip
 
+    audio = spec.audio_spec()
+    tone = None
+    if audio.enabled:  # before the video's controller: it leaves the audio its share
+        compat.set_opus_bitrate(int(audio.bitrate_bps))
+        tone = ToneTrack(audio.ptime_ms, spec.duration_s, spec.pauses)
     rate = RateControl(spec, track, on_report=fec_hears)
     tap.on_feedback = lambda sender, event: rate.on_feedback(event)
     tap.on_frame_report = lambda sender, entries, now_ns: rate.on_frame_report(
@@ -170,6 +184,10 @@ async def run_sender(spec: StreamSpec, out: Path) -> None:
         caps = RTCRtpSender.getCapabilities("video")
         prefs = [c for c in caps.codecs if c.mimeType.lower() in ("video/h264", "video/rtx")]
         transceiver.setCodecPreferences(prefs)
+    if tone is not None:
+        voice = pc.addTransceiver(tone, direction="sendonly")
+        caps = RTCRtpSender.getCapabilities("audio")
+        voice.setCodecPreferences([c for c in caps.codecs if c.mimeType.lower() == "audio/opus"])
     await pc.setLocalDescription(await pc.createOffer())
     emit({"type": "offer", "sdp": pc.localDescription.sdp})
     answer = await inbox.expect("answer")
@@ -177,12 +195,15 @@ async def run_sender(spec: StreamSpec, out: Path) -> None:
     media_pt = _media_payload_type(answer["sdp"], spec.codec)
     tap.rtx_pt = _rtx_payload_type(answer["sdp"], media_pt)
     tap.media_pt = media_pt
+    tap.audio_pt = _audio_payload_type(answer["sdp"]) if tone is not None else None
     _check_fec_payload_type(answer["sdp"])
     await _connected(pc, spec.connect_timeout_s)
     emit({"type": "connected"})
     track.sender = pc.getSenders()[0]
     rate.start()
     await track.finished.wait()
+    if tone is not None:
+        tone.stop()
     await asyncio.sleep(spec.drain_s)
     await rate.close()
     emit({"type": "done"})
@@ -209,7 +230,7 @@ def receiver_record(tap: compat.ReceiverTap, decoded: list[tuple[int, int]],
         "recovered": record.table("receiver", "recovered").frame(tap.fec.recovered if tap.fec else []),
         "drops": record.table("receiver", "drops").frame(tap.jitter_events),
         "packets_in": record.table("receiver", "packets_in").frame(
-            (t, _kind(pt, tap.media_pt, tap.rtx_pt, fec_pt), pt, seq, ts) for t, pt, seq, ts in tap.rtp_in
+            (t, _kind(pt, tap.media_pt, tap.rtx_pt, fec_pt, tap.audio_pt), pt, seq, ts) for t, pt, seq, ts in tap.rtp_in
         ),
         "quality": record.table("receiver", "quality").frame(meter.records if meter else []),
         "intake": record.table("receiver", "intake").frame(intake.rows if intake else []),
@@ -235,6 +256,7 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
     await inbox.open()
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     decoded: list[tuple[int, int]] = []  # mono_ns, rtp ts
+    audio_decoded = [0]  # audio frames out of the decoder
     consumers: set[asyncio.Task[None]] = set()
     meter = None
     if spec.source == "roi":
@@ -260,6 +282,14 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
 
     @pc.on("track")
     def on_track(track: Any) -> None:
+        async def drain() -> None:  # the voice is decoded and let go: the wire times it
+            while True:
+                try:
+                    await track.recv()
+                except Exception:
+                    return
+                audio_decoded[0] += 1
+
         async def consume() -> None:
             while True:
                 try:
@@ -274,7 +304,7 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
                 if meter is not None:
                     await measure(frame, ts)
 
-        task = asyncio.ensure_future(consume())
+        task = asyncio.ensure_future(drain() if track.kind == "audio" else consume())
         consumers.add(task)
         task.add_done_callback(consumers.discard)
 
@@ -282,9 +312,10 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
     await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
     tap.media_pt = _media_payload_type(offer["sdp"], spec.codec)
     tap.rtx_pt = _rtx_payload_type(offer["sdp"], tap.media_pt)
+    tap.audio_pt = _audio_payload_type(offer["sdp"])
     await pc.setLocalDescription(await pc.createAnswer())
     emit({"type": "answer", "sdp": pc.localDescription.sdp})
-    receiver = pc.getReceivers()[0]
+    receiver = next(r for r in pc.getReceivers() if r.track.kind == "video")
     retrier = None
     if opts.nack == "off":
         compat.disable_nack(receiver)
@@ -307,7 +338,9 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
     for loop in (retrier, releaser, frame_feedback):
         if loop is not None:
             await loop.close()
-    receiver_record(tap, decoded, meter, frame_feedback, intake).write(out)
+    rec = receiver_record(tap, decoded, meter, frame_feedback, intake)
+    rec.info["audio_decoded"] = audio_decoded[0]
+    rec.write(out)
     await pc.close()
 
 

@@ -47,6 +47,8 @@ class AiortcStack:
         "xor",
         "rs",
     )  # the testbed's own FEC, sent as RTP beside the media
+    audio_codecs: tuple[str, ...] = ("opus",)
+    audio_ptimes_ms: tuple[int, ...] = (20,)  # aiortc's Opus encoder packs 960 samples at 48 kHz
     native_abr: tuple[str, ...] = ()  # every controller comes from testbed.abr
 
     def parse_options(self, data: Mapping[str, Any], src: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ class SourceTrack(MediaStreamTrack):
     def __init__(self, source: Source, spec: StreamSpec) -> None:
         super().__init__()
         self.source = source
-        self.pacer = Pacer(spec.fps, spec.duration_s)
+        self.pacer = Pacer(spec.fps, spec.duration_s, spec.pauses)
         self.frames: list[FrameRecord] = []
         self.sender: Any = None  # the RTCRtpSender, once there is one (its encoder's target)
         self.encoder_follows = not source.encoded and spec.abr != "fixed"

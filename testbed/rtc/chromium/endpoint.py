@@ -84,13 +84,22 @@ def page_config(spec: StreamSpec) -> dict[str, Any]:
         "bitrateBps": bps, "abr": spec.abr, "encoderMaxBps": int(encoder_max),
         "synthetic": spec.source == "synthetic", "frameBytes": frame_bytes,
         "keyframeBytes": int(frame_bytes * spec.keyframe_ratio),
-        "fec": spec.fec["scheme"], "nack": True,
+        "fec": spec.fec["scheme"], "nack": True, "audio": _audio_config(spec),
     }  # fmt: skip
 
 
-def sender_frames(raw: list[list[Any]], fps: float, offset: int, target: Any) -> list[Any]:
+def _audio_config(spec: StreamSpec) -> dict[str, Any] | None:
+    audio = spec.audio_spec()
+    if not audio.enabled:
+        return None
+    return {"bitrateBps": int(audio.bitrate_bps), "ptimeMs": audio.ptime_ms}
+
+
+def sender_frames(raw: list[list[Any]], fps: float, offset: int, target: Any,
+                  paused: Any = lambda t_ns: False) -> list[Any]:  # fmt: skip
     """The sender's frames in record form. frame_id counts source frames by RTP timestamp, so a
-    frame the encoder dropped (a gap of 2+ frame intervals) is a row that never went out."""
+    frame the encoder dropped (a gap of 2+ frame intervals) is a row that never went out; a gap
+    inside a pause (paused(t_ns)) is no frame at all."""
     ticks = 90_000 / fps
     rows: list[Any] = []
     prev_ts = prev_t = None
@@ -101,6 +110,8 @@ def sender_frames(raw: list[list[Any]], fps: float, offset: int, target: Any) ->
         for j in range(1, step):  # dropped by the encoder
             assert prev_ts is not None and prev_t is not None
             gap_t = prev_t + (t_ns - prev_t) * j // step
+            if paused(gap_t):
+                continue
             rows.append((frame_id + j, gap_t, int(prev_ts + j * ticks) % U32, 0, False,
                          target(gap_t)))  # fmt: skip
         frame_id += step
@@ -140,6 +151,7 @@ class Endpoint:
         self.times: dict[str, Any] = {}
         self.offset = _real_minus_mono()
         self.streaming_from = (time.monotonic(), 0.0)  # (wall, browser CPU s) once connected
+        self.streaming_ns = 0  # when the sender's media began (pauses count from it)
 
     async def js(self, expression: str, timeout_s: float = 30.0) -> Any:
         assert self.cdp is not None
@@ -178,6 +190,21 @@ class Endpoint:
             self.browser.sample_cpu()
             await asyncio.sleep(1.0)
 
+    async def stream_with_pauses(self) -> None:
+        """duration_s of media from the connection, none inside the spec's pauses."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        for a, b in self.spec.pauses:
+            await asyncio.sleep(max(0.0, t0 + a - loop.time()))
+            await self.js("tb.pause()")
+            await asyncio.sleep(max(0.0, t0 + b - loop.time()))
+            await self.js("tb.resume()")
+        await asyncio.sleep(max(0.0, t0 + self.spec.duration_s - loop.time()))
+
+    def paused(self, t_ns: int) -> bool:
+        start = self.streaming_ns
+        return any(start + a * 1e9 <= t_ns < start + b * 1e9 for a, b in self.spec.pauses)
+
     async def run(self, inbox: Inbox) -> None:
         await self.start()
         stop = asyncio.Event()
@@ -191,7 +218,7 @@ class Endpoint:
             await self.connected()
             emit({"type": "connected"})
             self.streaming_ns = time.monotonic_ns()
-            await asyncio.sleep(self.spec.duration_s)
+            await self.stream_with_pauses()
             await self.js("tb.stopSending()")
             await asyncio.sleep(self.spec.drain_s)
             emit({"type": "done"})
@@ -212,6 +239,8 @@ class Endpoint:
         stats = got["stats"]
         rtp: dict[str, Any] = next((s for s in stats.values() if s["type"] in ("outbound-rtp", "inbound-rtp")
                     and s.get("kind") == "video"), {})  # fmt: skip
+        voice: dict[str, Any] = next((s for s in stats.values() if s["type"] in ("outbound-rtp", "inbound-rtp")
+                      and s.get("kind") == "audio"), {})  # fmt: skip
         t0, cpu0 = self.streaming_from
         info: dict[str, Any] = {
             "cpu": {"cpu_s": self.browser.cpu_s(), "wall_s": (time.monotonic_ns()
@@ -220,6 +249,7 @@ class Endpoint:
                     "streaming_wall_s": time.monotonic() - t0},
             "encrypted": encrypted(self.spec), "browser": self.times, "page_errors": got["errors"],
             "payload_types": payload_types(self.sdp).to_dict(), "rtp_stats": rtp,
+            "audio_rtp_stats": voice,
         }  # fmt: skip
         if self.role == "sender":
             rates = rate_rows(got["rates"], self.offset)
@@ -238,7 +268,7 @@ class Endpoint:
                         padded_frames=sum(1 for f in got["frames"] if f[2] != f[3]))  # fmt: skip
             tables = {
                 "frames": record.table("sender", "frames").frame(
-                    sender_frames(got["frames"], self.spec.fps, self.offset, target)),
+                    sender_frames(got["frames"], self.spec.fps, self.offset, target, self.paused)),
                 "rates": record.table("sender", "rates").frame(rates),
             }  # fmt: skip
         else:

@@ -59,6 +59,8 @@ class ChromiumStack:
     sources: tuple[str, ...] = ("synthetic", "video")
     codecs: tuple[str, ...] = ("vp8", "vp9", "h264", "av1")
     fec_schemes: tuple[str, ...] = ("none", "ulpfec", "flexfec")  # libwebrtc's own
+    audio_codecs: tuple[str, ...] = ("opus",)
+    audio_ptimes_ms: tuple[int, ...] = (10, 20, 40, 60)  # libwebrtc honours the answer's a=ptime
     native_abr: tuple[str, ...] = ABR  # libwebrtc's own: a pin, or its send-side estimator
 
     def parse_options(self, data: Mapping[str, Any], src: str) -> dict[str, Any]:

@@ -32,6 +32,7 @@ const tb = {
     const cfg = this.cfg;
     const caps = RTCRtpReceiver.getCapabilities(kind).codecs;
     const mime = (c) => c.mimeType.toLowerCase();
+    if (kind === "audio") return caps.filter((c) => mime(c) === "audio/opus");
     const main = caps.filter((c) => mime(c) === "video/" + cfg.codec);
     if (!main.length) throw new Error(`codec ${cfg.codec} is not offered by this browser`);
     const extra = caps.filter((c) => {
@@ -68,6 +69,45 @@ const tb = {
       if (r && pts.has(r[1]) && !withFmtp.has(r[1])) out.push(`a=fmtp:${r[1]} ${extra}`);
     }
     return out.join("\r\n");
+  },
+
+  _voice(sdp) {
+    // the audio's constant bitrate and frame length, in the description the sender applies
+    // (libwebrtc's Opus encoder takes maxaveragebitrate, cbr and ptime from the remote side)
+    const a = this.cfg.audio;
+    const lines = sdp.split("\r\n");
+    const ours = [`minptime=${a.ptimeMs}`, `maxaveragebitrate=${a.bitrateBps}`, "cbr=1", "usedtx=0"];
+    const opus = (lines.find((l) => /^a=rtpmap:\d+ opus\/48000/i.test(l)) || "").match(/^a=rtpmap:(\d+)/);
+    const pt = opus ? opus[1] : null;
+    const hasFmtp = lines.some((l) => l.startsWith(`a=fmtp:${pt} `));
+    const out = [];
+    let inAudio = false;
+    for (const l of lines) {
+      if (l.startsWith("m=")) {
+        if (inAudio) out.push(`a=ptime:${a.ptimeMs}`);
+        inAudio = l.startsWith("m=audio");
+      }
+      if (inAudio && l.startsWith("a=ptime:")) continue;
+      const f = l.match(/^a=fmtp:(\d+) (.*)$/);
+      if (inAudio && f && f[1] === pt) {  // the answer's own keys, ours over them
+        const keep = f[2].split(";").filter((kv) => !/^(maxaveragebitrate|cbr|usedtx|minptime)=/.test(kv));
+        out.push(`a=fmtp:${pt} ${keep.concat(ours).join(";")}`);
+        continue;
+      }
+      out.push(l);
+      if (inAudio && !hasFmtp && l.startsWith(`a=rtpmap:${pt} `)) out.push(`a=fmtp:${pt} ${ours.join(";")}`);
+    }
+    if (inAudio) {
+      const end = out.length && out[out.length - 1] === "" ? out.length - 1 : out.length;
+      out.splice(end, 0, `a=ptime:${a.ptimeMs}`);
+    }
+    return out.join("\r\n");
+  },
+
+  _passThrough(senderOrReceiver) {
+    // every sender and receiver of a peer connection with encoded streams must pipe its own
+    const { readable, writable } = senderOrReceiver.createEncodedStreams();
+    readable.pipeTo(writable).catch((e) => tb.errors.push("audio transform: " + e));
   },
 
   _sendTransform(sender) {
@@ -124,6 +164,7 @@ const tb = {
     this.cfg = cfg;
     const stream = await navigator.mediaDevices.getUserMedia({
       video: { width: { exact: cfg.width }, height: { exact: cfg.height }, frameRate: { exact: cfg.fps } },
+      audio: cfg.audio ? { echoCancellation: false, noiseSuppression: false, autoGainControl: false } : false,
     });
     const track = stream.getVideoTracks()[0];
     track.contentHint = "motion";
@@ -133,6 +174,13 @@ const tb = {
     this._sendTransform(tr.sender);
     this.track = track;
     this.rtpSender = tr.sender;
+    if (cfg.audio) {
+      this.voiceTrack = stream.getAudioTracks()[0];
+      const voice = pc.addTransceiver(this.voiceTrack, { direction: "sendonly" });
+      voice.setCodecPreferences(this._codecs("audio"));
+      this._passThrough(voice.sender);
+      this.audioSender = voice.sender;
+    }
     await pc.setLocalDescription(await pc.createOffer());
     await this._gathered();
     return pc.localDescription.sdp;
@@ -141,11 +189,17 @@ const tb = {
   async answer(sdp) {
     const cfg = this.cfg;
     if (cfg.abr === "fixed") sdp = this._pin(sdp);
+    if (cfg.audio) sdp = this._voice(sdp);
     await this.pc.setRemoteDescription({ type: "answer", sdp });
     const p = this.rtpSender.getParameters();
     p.degradationPreference = "maintain-resolution";
     for (const e of p.encodings) e.maxBitrate = cfg.encoderMaxBps;
     await this.rtpSender.setParameters(p);
+    if (this.audioSender) {
+      const q = this.audioSender.getParameters();
+      for (const e of q.encodings) e.maxBitrate = cfg.audio.bitrateBps;
+      await this.audioSender.setParameters(q);
+    }
     return this.pc.remoteDescription.sdp;
   },
 
@@ -154,6 +208,7 @@ const tb = {
     const pc = this._peer();
     const video = document.getElementById("v");
     pc.addEventListener("track", (ev) => {
+      if (ev.track.kind === "audio") { this._passThrough(ev.receiver); return; }
       this._recvTransform(ev.receiver);
       video.srcObject = new MediaStream([ev.track]);
       const onFrame = (t, meta) => {
@@ -164,9 +219,11 @@ const tb = {
       video.play().catch((e) => this.errors.push("play: " + e));
     });
     await pc.setRemoteDescription({ type: "offer", sdp: offer });
-    const tr = pc.getTransceivers()[0];
-    tr.direction = "recvonly";
-    tr.setCodecPreferences(this._codecs("video"));
+    for (const tr of pc.getTransceivers()) {
+      const kind = tr.receiver.track.kind;
+      tr.direction = "recvonly";
+      tr.setCodecPreferences(this._codecs(kind));
+    }
     await pc.setLocalDescription(await pc.createAnswer());
     await this._gathered();
     return pc.localDescription.sdp;
@@ -223,8 +280,22 @@ const tb = {
       `errors [${this.errors.join("; ")}]`;
   },
 
-  stopSending() {
-    if (this.rtpSender) return this.rtpSender.replaceTrack(null);
+  async pause() {
+    // no media until resume(): the tracks are taken off the senders (RTCP goes on)
+    if (this.audioSender) await this.audioSender.replaceTrack(null);
+    await this.rtpSender.replaceTrack(null);
+    return now();
+  },
+
+  async resume() {
+    await this.rtpSender.replaceTrack(this.track);
+    if (this.audioSender) await this.audioSender.replaceTrack(this.voiceTrack);
+    return now();
+  },
+
+  async stopSending() {
+    if (this.audioSender) await this.audioSender.replaceTrack(null);
+    if (this.rtpSender) await this.rtpSender.replaceTrack(null);
     return null;
   },
 
