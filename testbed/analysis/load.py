@@ -45,8 +45,19 @@ def load_cells(results: str | Path, only: set[str] | None = None) -> pd.DataFram
             fps=cell["stream"]["fps"], warmup_s=cell["stream"]["warmup_s"],
             reverse_delay_ms=link["feedback"]["delay_ms"],
         )  # fmt: skip
+        row.update(_audio(cell.get("summary", {}).get("audio")))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _audio(summary: dict[str, Any] | None) -> dict[str, float]:
+    """A cell's audio figures (testbed.rtc.audiolog.summarize_audio), when it sent audio."""
+    if not summary or not summary.get("packets"):
+        return {}
+    lat = summary["latency_ms"]
+    return {"audio_p50_ms": lat["p50"] if lat["p50"] is not None else np.nan,
+            "audio_p99_ms": lat["p99"] if lat["p99"] is not None else np.nan,
+            "audio_lost_pct": 100 * summary["lost"] / summary["packets"]}  # fmt: skip
 
 
 def load_frames(

@@ -42,6 +42,7 @@ def pooled_psnr_db(per_frame_db: pd.Series) -> float:
 
 
 BUDGET_MS = 68.0
+AUDIO = ("audio_p50_ms", "audio_p99_ms", "audio_lost_pct")  # cells that sent audio
 
 
 def _col(f: pd.DataFrame, name: str) -> pd.Series:
@@ -81,6 +82,9 @@ def cell_table(frames: pd.DataFrame, budget_ms: float = BUDGET_MS) -> pd.DataFra
             row[v] = first.get(v, DEFAULTS[v])
         for k in f.columns:  # the grid keys (load_cells); config_table groups by the varying ones
             if "." in k:
+                row[k] = first[k]
+        for k in AUDIO:
+            if k in f:
                 row[k] = first[k]
         if "psnr_roi_db" in sent:
             row["psnr_roi_db"] = pooled_psnr_db(sent.psnr_roi_db)
@@ -130,6 +134,7 @@ def config_table(cells: pd.DataFrame) -> pd.DataFrame:
             "decoded",
             "scorer_ms",
             "encode_ms",
+            *AUDIO,
         ):
             if extra in g:
                 row[extra] = g[extra].mean()

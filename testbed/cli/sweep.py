@@ -203,6 +203,8 @@ def report(results: Path, csv_out: Path | None, by: str | None, metric: str, acc
                 "encode_ms",
                 "scorer_ms",
             ]
+    if "audio_p50_ms" in configs and configs.audio_p50_ms.notna().any():
+        extra += ["audio_p50_ms", "audio_p99_ms", "audio_lost_pct"]
     cols = [
         "loss_pct",
         *varying,
