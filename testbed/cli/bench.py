@@ -235,7 +235,7 @@ def bench_viewer(scene: str, bitrates: str, judge_name: str | None, width: int, 
     from testbed.roi.scenes import scene as make_scene
     from testbed.roi.spec import RoiSpec
     from testbed.viewer.judges import make_judge
-    from testbed.viewer.offline import bitrate_at_share, evaluate
+    from testbed.viewer.offline import Encodings, bitrate_at_share, evaluate
     from testbed.viewer.scenes import builtin_questions
     from testbed.viewer.spec import ViewerSpec
 
@@ -250,8 +250,8 @@ def bench_viewer(scene: str, bitrates: str, judge_name: str | None, width: int, 
             clip = Clip(scene, width, height, 30.0, frames, load_regions(path, width, height))
             click.echo(f"{scene} {width}x{height}, {frames} frames, judge {name}, viewer 2 fps "
                        "(Qwen2.5-VL resize), oracle ROI from the scene's region")  # fmt: skip
-            points = evaluate(clip, builtin_questions(scene, width, height), rates,
-                              RoiSpec(scorer="oracle", regions=path), (False, True), judge,
+            both = Encodings(rates, RoiSpec(scorer="oracle", regions=path))
+            points = evaluate(clip, builtin_questions(scene, width, height), both, judge,
                               ViewerSpec(enabled=True), say=click.echo)  # fmt: skip
     except TestbedError as e:
         fail(e)

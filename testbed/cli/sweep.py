@@ -62,7 +62,7 @@ def run_cmd(
     """Run every cell of EXPERIMENT (skipping cells already done) as tasks on a Dask cluster
     (embedded unless --cluster), with a progress bar."""
     from testbed.config import validate_run_name
-    from testbed.experiment.runner import default_jobs, run_experiment
+    from testbed.experiment.runner import RunOptions, default_jobs, run_experiment
     from testbed.experiment.spec import load_experiment
     from testbed.net.network import terminate_unwinds
     from testbed.shaping.backends import choose_backend
@@ -86,8 +86,9 @@ def run_cmd(
         target = out or Path("results") / exp.name
         start = time.monotonic()
         with terminate_unwinds():
-            run_experiment(exp, target, jobs or default_jobs(), name, chosen, click.echo,
-                           cluster=cluster, order=order, order_seed=order_seed, tls=tls)  # fmt: skip
+            opts = RunOptions(jobs or default_jobs(), name, chosen, click.echo, cluster=cluster,
+                              order=order, order_seed=order_seed, tls=tls)  # fmt: skip
+            run_experiment(exp, target, opts)
     except TestbedError as e:
         fail(e)
     except OSError as e:

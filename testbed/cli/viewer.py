@@ -125,12 +125,13 @@ def devibench(questions_path: Path, videos: Path, bitrates: str, rois: str, judg
               height: int, out: Path | None) -> None:  # fmt: skip
     """Run DeViBench offline: each question's 5 s segment, encoded at each bitrate (uniform or
     ROI), sampled and resized as a model takes it, answered by the judge; accuracy per task type."""
-    from testbed.viewer.devibench import run_devibench
+    from testbed.viewer.devibench import DevibenchRun, run_devibench
 
     try:
-        table = run_devibench(questions_path, videos, numbers("--bitrates", bitrates),
-                              [r for r in rois.split(",") if r], judge_name, _params(params),
-                              list(task_types), limit, width, height, say=click.echo)  # fmt: skip
+        job = DevibenchRun(questions_path, videos, numbers("--bitrates", bitrates),
+                           [r for r in rois.split(",") if r], judge_name, _params(params),
+                           list(task_types), limit, width, height)  # fmt: skip
+        table = run_devibench(job, say=click.echo)
     except TestbedError as e:
         fail(e)
     target = out or Path("results") / "devibench.csv"

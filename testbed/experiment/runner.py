@@ -26,6 +26,7 @@ import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -155,49 +156,55 @@ def containers_ready(exp: Experiment) -> None:
             preflight(config.topology)
 
 
-def run_experiment(
-    exp: Experiment,
-    out: Path,
-    jobs: int,
-    run: str,
-    backend: tuple[str, str],
-    say: Say,
-    progress: bool = True,
-    cluster: str | None = None,
-    order: str = "shuffle",
-    order_seed: int | None = None,
-    tls: TlsFiles | None = None,
-) -> dict[str, Any]:
-    """backend: (name, why) as choose_backend resolved it, once for every cell. cluster: a
-    scheduler's address, or None for the embedded cluster of `jobs` workers; tls: the client's
-    checked certificates for a tls:// cluster. order: shuffle (with order_seed, recorded; random
-    when None) or grid."""
+@dataclass(frozen=True)
+class RunOptions:
+    """How a sweep runs. jobs: cells at once (embedded cluster); run: the name prefixing what
+    the cells create; backend: (name, why) as choose_backend resolved it, once for every cell;
+    cluster: a scheduler's address, or None for the embedded cluster of `jobs` workers; tls: the
+    client's checked certificates for a tls:// cluster; order: shuffle (with order_seed,
+    recorded; random when None) or grid."""
+
+    jobs: int
+    run: str
+    backend: tuple[str, str]
+    say: Say = lambda _: None
+    progress: bool = True
+    cluster: str | None = None
+    order: str = "shuffle"
+    order_seed: int | None = None
+    tls: TlsFiles | None = None
+
+
+def run_experiment(exp: Experiment, out: Path, opts: RunOptions) -> dict[str, Any]:
+    """Every cell of exp not already done in out; returns run.json."""
     from testbed.experiment.cluster import able_workers, open_cluster
 
-    seed = order_seed if order_seed is not None else random.SystemRandom().randrange(2**31)
+    seed = (
+        opts.order_seed if opts.order_seed is not None else random.SystemRandom().randrange(2**31)
+    )
     stacks = {s for c in exp.configs for s in (c.stream.stack_of("sender"),
                                                c.stream.stack_of("receiver"))}  # fmt: skip
-    need = needs(backend[0], stacks)
+    need = needs(opts.backend[0], stacks)
     check_same(out, exp)  # before anything is started or written
     containers_ready(exp)
-    with open_cluster(cluster, jobs, run, out / "cells" / f"{WORK}{os.getpid()}", tls) as cl:
+    work = out / "cells" / f"{WORK}{os.getpid()}"
+    with open_cluster(opts.cluster, opts.jobs, opts.run, work, opts.tls) as cl:
         able = able_workers(cl, need)
         out.mkdir(parents=True, exist_ok=True)
         with _results_lock(out):
-            return _run_on(cl, able, exp, out, jobs, backend, say, progress, cluster, order, seed,
-                           need)  # fmt: skip
+            return _run_on(cl, able, exp, out, replace(opts, order_seed=seed), need)
 
 
-def _run_on(cl: Any, able: list[str], exp: Experiment, out: Path, jobs: int,
-            backend: tuple[str, str], say: Say, progress: bool, cluster: str | None, order: str,
-            seed: int, need: dict[str, float]) -> dict[str, Any]:  # fmt: skip
+def _run_on(cl: Any, able: list[str], exp: Experiment, out: Path, opts: RunOptions,
+            need: dict[str, float]) -> dict[str, Any]:  # fmt: skip
     """run_experiment on a cluster whose workers can run the cells, the results locked."""
     from tqdm import tqdm
 
     from testbed.experiment.cluster import scatter_inputs
 
-    session = {"jobs": jobs, "cluster": cluster or "embedded", "order": order,
-               "order_seed": seed if order == "shuffle" else None}  # fmt: skip
+    jobs, cluster, say, backend = opts.jobs, opts.cluster, opts.say, opts.backend
+    session = {"jobs": jobs, "cluster": cluster or "embedded", "order": opts.order,
+               "order_seed": opts.order_seed if opts.order == "shuffle" else None}  # fmt: skip
     previous = prepare_results(exp, out, backend[0], session)["sessions"][:-1]
     if previous and "ended" not in previous[-1]:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(previous[-1]["started"]))
@@ -207,7 +214,8 @@ def _run_on(cl: Any, able: list[str], exp: Experiment, out: Path, jobs: int,
         shutil.rmtree(stale, ignore_errors=True)
     remove_dead_work(out / "cells", WORK)  # an embedded cluster's, its `testbed run` killed
     plan = Plan(exp, done_cells(out))
-    todo = plan.initial(order, seed)
+    assert opts.order_seed is not None  # run_experiment drew it
+    todo = plan.initial(opts.order, opts.order_seed)
     where = f"{jobs} at a time" if cluster is None else f"on the cluster {cluster}"
     say(f"{exp.name}: {sum(plan.scheduled)} cells, {len(plan.finished)} already done, "
         f"{len(todo)} to run, {where} -> {out}")  # fmt: skip
@@ -218,7 +226,7 @@ def _run_on(cl: Any, able: list[str], exp: Experiment, out: Path, jobs: int,
     _note_workers(out, cl.workers)
     sweep = _Sweep(exp, out, backend, cl, need, scatter_inputs(cl, exp.inputs), plan)
     bar = tqdm(total=sum(plan.scheduled), initial=len(plan.finished), unit="cell",
-               disable=not progress, dynamic_ncols=True)  # fmt: skip
+               disable=not opts.progress, dynamic_ncols=True)  # fmt: skip
     try:
         sweep.go(todo, bar, failed)
     except KeyboardInterrupt as e:

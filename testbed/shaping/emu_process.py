@@ -360,13 +360,13 @@ def main(argv: list[str] | None = None) -> int:
         if compiled:
             log.flush()  # the header; the compiled loop writes its lines to the same fd
             stamp_fd = stamps.sock.fileno() if stamps is not None else -1
-            common = (fd, stamp_fd, model, log.fileno(), start_mono, stop)
+            io = emucore.LoopIo(fd, stamp_fd, model, log.fileno(), start_mono, stop)
             lookahead = emucore.lookahead_ns(spec)
             if compiled_queue:
-                counters = emucore.run_queue_loop(*common, lookahead)
+                counters = emucore.run_queue_loop(io, lookahead)
             else:
                 tick = round(args.release_tick_us * 1000)
-                counters = emucore.run_loop(*common, args.wake_quantile, lookahead, tick)
+                counters = emucore.run_loop(io, args.wake_quantile, lookahead, tick)
             stats = compiled_stats(counters, granted, start_mono, stamps is not None)
         else:
             emulator.run()

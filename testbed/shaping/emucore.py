@@ -8,7 +8,7 @@ keeps the pure model: the compiled loop calls its offer() for each packet.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from testbed.config import LinkSpec
 from testbed.config.traces import Trace
@@ -51,26 +51,24 @@ def make_model(spec: LinkSpec, seed: int, start_ns: int, trace: Trace | None) ->
     return _emucore.Model(reference.initial_state())
 
 
-def run_loop(
-    tun_fd: int,
-    stamp_fd: int,
-    model: Any,
-    log_fd: int,
-    start_ns: int,
-    stop: list[int],
-    wake_quantile: float,
-    lookahead: int,
-    tick_ns: int = 0,
-) -> dict[str, Any]:
+class LoopIo(NamedTuple):
+    """What both compiled loops run on: the link's TUN, the arrival-stamp socket (-1: none),
+    the model, the log's fd, the link's start (CLOCK_MONOTONIC ns), and the stop flag a signal
+    handler sets (stop[0])."""
+
+    tun_fd: int
+    stamp_fd: int
+    model: Any
+    log_fd: int
+    start_ns: int
+    stop: list[int]
+
+
+def run_loop(io: LoopIo, wake_quantile: float, lookahead: int, tick_ns: int = 0) -> dict[str, Any]:
     """The compiled loop until stop[0] is set (by a signal handler); its counters."""
     assert _emucore is not None, WHY_NOT
     stats: dict[str, Any] = _emucore.run(
-        tun_fd,
-        stamp_fd,
-        model,
-        log_fd,
-        start_ns,
-        stop,
+        *io,
         quantile=wake_quantile,
         lookahead_ns=lookahead,
         tick_ns=tick_ns,
@@ -87,10 +85,8 @@ def make_queue_model(spec: LinkSpec, seed: int, start_ns: int, trace: Trace | No
     return _emucore.QModel(reference.initial_state())
 
 
-def run_queue_loop(tun_fd: int, stamp_fd: int, model: Any, log_fd: int, start_ns: int,
-                   stop: list[int], lookahead: int) -> dict[str, Any]:  # fmt: skip
+def run_queue_loop(io: LoopIo, lookahead: int) -> dict[str, Any]:
     """The compiled loop of a queue-discipline link until stop[0] is set; its counters."""
     assert _emucore is not None, WHY_NOT
-    stats: dict[str, Any] = _emucore.run_queue(tun_fd, stamp_fd, model, log_fd, start_ns, stop,
-                                               lookahead_ns=lookahead)  # fmt: skip
+    stats: dict[str, Any] = _emucore.run_queue(*io, lookahead_ns=lookahead)
     return stats

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from testbed.roi.regions import Box, Regions
 from testbed.roi.spec import RoiSpec
 from testbed.viewer.judges import make_judge
 from testbed.viewer.judging import wilson
-from testbed.viewer.offline import evaluate
+from testbed.viewer.offline import Encodings, evaluate
 from testbed.viewer.questions import SEGMENT_S, Question, load_questions
 from testbed.viewer.spec import ViewerSpec
 
@@ -73,11 +73,29 @@ def cut_segment(video: Path, start_s: float, width: int, height: int, out: Path,
     return n
 
 
-def run_devibench(questions_path: Path, videos: Path, bitrates: Sequence[float],
-                  rois: Sequence[str], judge_name: str, params: dict[str, Any] | None,
-                  task_types: Sequence[str], limit: int | None, width: int, height: int,
-                  say: Say = lambda _: None) -> pd.DataFrame:  # fmt: skip
+@dataclass(frozen=True)
+class DevibenchRun:
+    """The questions (a DeViBench CSV; only these task types, the first `limit`), the videos
+    they name, the bitrates and ROI scorers ("uniform" or a scorer) each segment is encoded
+    with at width x height, and the judge that answers."""
+
+    questions_path: Path
+    videos: Path
+    bitrates: Sequence[float]
+    rois: Sequence[str]
+    judge_name: str
+    params: dict[str, Any] | None = None
+    task_types: Sequence[str] = ()
+    limit: int | None = None
+    width: int = 640
+    height: int = 480
+
+
+def run_devibench(job: DevibenchRun, say: Say = lambda _: None) -> pd.DataFrame:
     from testbed.roi.spec import SCORERS
+
+    questions_path, videos, bitrates, rois = job.questions_path, job.videos, job.bitrates, job.rois
+    task_types, limit, width, height = job.task_types, job.limit, job.width, job.height
 
     questions = load_questions(questions_path)
     if task_types:
@@ -99,7 +117,7 @@ def run_devibench(questions_path: Path, videos: Path, bitrates: Sequence[float],
         raise ConfigError(str(videos), "", f"{len(missing)} video(s) missing for "
                           f"{questions_path.name}: {shown}; expected DIR/<sample_folder>.mp4 "
                           "or DIR/<sample_folder>/*.mp4 (StreamingBench's videos)")  # fmt: skip
-    judge = make_judge(judge_name, params, "--judge")
+    judge = make_judge(job.judge_name, job.params, "--judge")
     segments: dict[tuple[str, float], list[Question]] = {}
     for q in questions:
         segments.setdefault((q.sample_folder or "", q.start_s or 0.0), []).append(q)
@@ -118,8 +136,9 @@ def run_devibench(questions_path: Path, videos: Path, bitrates: Sequence[float],
             for label in rois:
                 scorer = "saliency" if label == "uniform" else label
                 spec = RoiSpec(scorer=scorer, question=qs[0].question)
-                points = evaluate(clip, [replace(q, start_s=None) for q in qs], bitrates, spec,
-                                  [label != "uniform"], judge, ViewerSpec(enabled=True), skip=0)  # fmt: skip
+                points = evaluate(clip, [replace(q, start_s=None) for q in qs],
+                                  Encodings(bitrates, spec, [label != "uniform"]), judge,
+                                  ViewerSpec(enabled=True), skip=0)  # fmt: skip
                 for p in points:
                     for a in p.answers.itertuples():
                         rows.append({"sample_folder": sample, "start_time": start, "roi": label,

@@ -60,14 +60,24 @@ def _keeper(
     return keep
 
 
-def evaluate(clip: Clip, questions: Sequence[Question], bitrates_mbps: Sequence[float],
-             roi: RoiSpec, rois: Sequence[bool], judge: Judge, viewer: ViewerSpec,
-             skip: int = 30, say: Say = lambda _: None) -> list[Point]:  # fmt: skip
+@dataclass(frozen=True)
+class Encodings:
+    """What a clip is encoded as: each bitrate, uniform (False) and/or with ROI (True) as
+    roi says."""
+
+    bitrates_mbps: Sequence[float]
+    roi: RoiSpec
+    rois: Sequence[bool] = (False, True)
+
+
+def evaluate(clip: Clip, questions: Sequence[Question], encodings: Encodings, judge: Judge,
+             viewer: ViewerSpec, skip: int = 30, say: Say = lambda _: None) -> list[Point]:  # fmt: skip
     """One point per (bitrate, uniform | ROI): achieved bitrate and the judge's answers."""
     wanted = sample_indices(clip.frames, clip.fps, viewer.fps, skip)
+    roi = encodings.roi
     out = []
-    for bitrate in bitrates_mbps:
-        for enabled in rois:
+    for bitrate in encodings.bitrates_mbps:
+        for enabled in encodings.rois:
             taken: dict[int, np.ndarray] = {}
             res = encode_clip(clip, bitrate, replace(roi, enabled=enabled), skip=skip,
                               on_decoded=_keeper(wanted, taken, viewer.max_pixels))  # fmt: skip

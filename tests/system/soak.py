@@ -67,7 +67,7 @@ def measure() -> dict[str, float]:
 
 
 def soak(experiment: Path, passes: int, run: str = "soak") -> list[dict[str, float]]:
-    from testbed.experiment.runner import run_experiment
+    from testbed.experiment.runner import RunOptions, run_experiment
     from testbed.experiment.spec import load_experiment
     from testbed.net.network import terminate_unwinds
     from testbed.shaping.backends import choose_backend
@@ -78,8 +78,7 @@ def soak(experiment: Path, passes: int, run: str = "soak") -> list[dict[str, flo
     with tempfile.TemporaryDirectory() as tmp, terminate_unwinds():
         for i in range(1, passes + 1):
             start = time.monotonic()
-            run_experiment(exp, Path(tmp) / f"pass{i}", 1, run, backend, lambda _: None,
-                           progress=False)  # fmt: skip
+            run_experiment(exp, Path(tmp) / f"pass{i}", RunOptions(1, run, backend, progress=False))
             rows.append({"pass": i, "wall_s": time.monotonic() - start, **measure()})
     return rows
 

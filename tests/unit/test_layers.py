@@ -193,3 +193,30 @@ def test_no_import_cycle_between_files() -> None:
 
 def test_the_cycle_finder_finds_one() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+MAX_PARAMETERS = 8
+
+
+def _wide_functions() -> list[str]:
+    """Functions taking more than MAX_PARAMETERS parameters (self aside), outside the two
+    places where each parameter is a user's knob: click commands (one per option) and the ABR
+    controllers' constructors (their abr_params, by name)."""
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("cli/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            a = node.args
+            names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+            count = len(names) - (names[:1] in (["self"], ["cls"]))
+            if count > MAX_PARAMETERS and not (rel.startswith("abr/") and node.name == "__init__"):
+                found.append(f"{rel}:{node.lineno} {node.name} ({count})")
+    return found
+
+
+def test_no_function_takes_more_than_eight_parameters() -> None:
+    assert _wide_functions() == [], "take a small object instead (e.g. RunOptions, LoopIo)"
