@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 KINDS = ("report", "remb", "nack", "frame", "tick")
+PERIOD_MS = 200.0  # the tick, unless a controller's period_ms says otherwise
 
 
 @dataclass(frozen=True)
@@ -20,11 +21,17 @@ class Feedback:
     report: loss_fraction (since the previous report, 0..1), packets_lost (cumulative, as the
     receiver counts them: RTX and FEC-rebuilt packets do not count as received), packets_sent
     (cumulative media packets at that moment), rtt_ms (aiortc's smoothed estimate, None until
-    known). remb: remb_bps (the receiver's estimate). nack: nack_packets (entries in the NACK).
+    known). remb: remb_bps, the stack's bandwidth estimate (aiortc: the receiver's REMB;
+    Chromium: GCC's availableOutgoingBitrate from getStats). nack: nack_packets (entries in the NACK).
     frame: a frame the receiver completed (testbed.abr.framefeedback; sent only when the
     controller is not `fixed`): frame_rtp_ts, frame_assembly_ms (first packet to complete, on
     the receiver), frame_latency_ms (the sender's estimate, assuming RTT/2 each way; None until
-    an RTT is known).
+    an RTT is known). age_ms: how old the figure was when the controller got it (Chromium:
+    now - the getStats entry's timestamp, e.g. when the receiver report arrived; aiortc: 0,
+    events are handed over as they arrive).
+
+    A controller may say how often it wants a `tick` (and, on Chromium, fresh getStats
+    figures): a class attribute period_ms (default 200).
     """
 
     now_ms: float
@@ -38,6 +45,7 @@ class Feedback:
     frame_rtp_ts: int | None = None
     frame_assembly_ms: float | None = None
     frame_latency_ms: float | None = None
+    age_ms: float = 0.0
 
 
 class Controller(Protocol):

@@ -1,10 +1,15 @@
-"""The built-in controllers: fixed, remb, budget."""
+"""The built-in controllers: fixed, remb, budget, and what AI-viewer work compares: a cap over
+the stack's estimate, a margin below it, and the accuracy-capped controller.
+
+"The stack's estimate" is the `remb` event: aiortc's receiver estimate (REMB), Chromium's
+send-side estimate (GCC's availableOutgoingBitrate, read from getStats)."""
 
 from __future__ import annotations
 
 import math
 
 from testbed.abr.base import Feedback
+from testbed.abr.curve import accuracy_at, lowest_reaching, read_curve
 from testbed.models.latency import LinkModelInput, latency_quantile_ms
 from testbed.models.loss import WindowedLoss
 
@@ -116,3 +121,78 @@ class BudgetController:
                 best = mbps
                 self.last_prediction_ms = predicted
         return best
+
+
+def _floor(min_mbps: float) -> float:
+    if not min_mbps > 0:
+        raise ValueError("need min_mbps > 0")
+    return min_mbps * 1e6
+
+
+class CapController:
+    """The stack's estimate below a ceiling: min(estimate, cap_mbps) (before the first
+    estimate: the starting bitrate, capped)."""
+
+    def __init__(self, initial_bps: float, fps: float, cap_mbps: float,
+                 min_mbps: float = 0.05) -> None:  # fmt: skip
+        if not cap_mbps > 0:
+            raise ValueError("need cap_mbps > 0")
+        self.cap, self.lo = cap_mbps * 1e6, _floor(min_mbps)
+        self.target = max(self.lo, min(initial_bps, self.cap))
+
+    def update(self, feedback: Feedback) -> float:
+        if feedback.kind == "remb" and feedback.remb_bps:
+            self.target = max(self.lo, min(self.cap, feedback.remb_bps))
+        return self.target
+
+
+class MarginController:
+    """A fixed margin below the stack's estimate: estimate - margin_mbps, at least min_mbps."""
+
+    def __init__(self, initial_bps: float, fps: float, margin_mbps: float,
+                 min_mbps: float = 0.05) -> None:  # fmt: skip
+        if not margin_mbps >= 0:
+            raise ValueError("need margin_mbps >= 0")
+        self.margin, self.lo = margin_mbps * 1e6, _floor(min_mbps)
+        self.target = initial_bps
+
+    def update(self, feedback: Feedback) -> float:
+        if feedback.kind == "remb" and feedback.remb_bps:
+            self.target = max(self.lo, feedback.remb_bps - self.margin)
+        return self.target
+
+
+class AccuracyCapController:
+    """Send no more than the AI viewer needs: the cap is the lowest bitrate at which the task's
+    accuracy reaches `threshold` on a measured curve (testbed.abr.curve: the JSON of `testbed
+    bench viewer --json` or the CSV of `testbed report --accuracy --csv`; rows of kind `roi`),
+    interpolated. The target never exceeds the stack's estimate; while it already meets the
+    threshold (its accuracy on the curve) it stays; otherwise it climbs toward the cap by
+    climb_pct_per_s (multiplicative, GCC's 8%/s by default). A curve that never reaches the
+    threshold caps at its most accurate bitrate (`reached` False in the summary)."""
+
+    def __init__(self, initial_bps: float, fps: float, curve: str, threshold: float = 0.8,
+                 roi: str = "uniform", climb_pct_per_s: float = 8.0,
+                 min_mbps: float = 0.05) -> None:  # fmt: skip
+        if not 0 < threshold <= 1 or not climb_pct_per_s > 0:
+            raise ValueError("need 0 < threshold <= 1 and climb_pct_per_s > 0")
+        self.curve = read_curve(curve, roi)
+        self.threshold, self.climb = threshold, climb_pct_per_s / 100
+        cap_mbps, self.reached = lowest_reaching(self.curve, threshold)
+        self.lo = _floor(min_mbps)
+        self.cap = max(self.lo, cap_mbps * 1e6)
+        self.target = max(self.lo, initial_bps)
+        self.estimate: float | None = None
+        self.last_ms: float | None = None
+
+    def update(self, feedback: Feedback) -> float:
+        if feedback.kind == "remb" and feedback.remb_bps:
+            self.estimate = feedback.remb_bps
+        dt_s = 0.0 if self.last_ms is None else max(0.0, feedback.now_ms - self.last_ms) / 1000
+        self.last_ms = feedback.now_ms
+        if accuracy_at(self.curve, self.target / 1e6) < self.threshold:
+            self.target = min(self.cap, max(self.target, self.target * (1 + self.climb) ** dt_s))
+        if self.estimate is not None:
+            self.target = min(self.target, self.estimate)
+        self.target = max(self.lo, self.target)
+        return self.target

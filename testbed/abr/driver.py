@@ -1,5 +1,7 @@
 """Runs a controller safely: a controller that raises, or returns a negative, zero, NaN or
-infinite bitrate, leaves the last good target in place; the error is logged once and counted."""
+infinite bitrate, leaves the last good target in place; the error is logged once, said in
+words (the controller, the event, the value) and counted. Never a silent clamp: the floor a
+source cannot go under is applied after, and recorded as what was applied."""
 
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ class AbrDriver:
     controller: Controller
     target_bps: float
     floor_bps: float = 0.0  # the source's smallest possible rate (synthetic: 16-byte frames)
-    events: list[tuple[float, str, float]] = field(default_factory=list)  # now_ms, kind, target
+    name: str = "controller"
+    # now_ms, feedback kind, target, and what the event carried: estimate, rtt, loss, its age
+    events: list[Event] = field(default_factory=list)
     errors: int = 0
     first_error: str | None = None
 
@@ -35,12 +39,17 @@ class AbrDriver:
         except Exception as e:  # a user's controller: keep streaming, record what went wrong
             self.errors += 1
             if self.first_error is None:
-                self.first_error = f"{type(e).__name__}: {e}"
-                log.error("ABR controller failed at %.0f ms (%s); keeping %.0f bps", feedback.now_ms,
-                          self.first_error, self.target_bps)  # fmt: skip
+                self.first_error = (f"{self.name} at a {feedback.kind} event "
+                                    f"({feedback.now_ms:.0f} ms): {type(e).__name__}: {e}")  # fmt: skip
+                log.error("ABR controller failed (%s); keeping %.0f bps", self.first_error,
+                          self.target_bps)  # fmt: skip
         else:
             self.target_bps = max(self.floor_bps, float(value))
         frequent = feedback.kind in ("tick", "frame")  # logged only when the target moves
         if not frequent or not self.events or self.events[-1][2] != self.target_bps:
-            self.events.append((feedback.now_ms, feedback.kind, self.target_bps))
+            self.events.append((feedback.now_ms, feedback.kind, self.target_bps, feedback.remb_bps,
+                                feedback.rtt_ms, feedback.loss_fraction, feedback.age_ms))  # fmt: skip
         return self.target_bps
+
+
+Event = tuple[float, str, float, float | None, float | None, float | None, float]

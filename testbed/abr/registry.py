@@ -10,7 +10,15 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from testbed.abr.base import Controller
-from testbed.abr.builtin import BudgetController, FixedController, RembController
+from testbed.abr.builtin import (
+    AccuracyCapController,
+    BudgetController,
+    CapController,
+    FixedController,
+    MarginController,
+    RembController,
+)
+from testbed.abr.curve import CurveError
 from testbed.errors import ConfigError
 from testbed.plugins import resolve_named
 
@@ -18,6 +26,9 @@ BUILTIN: dict[str, type[Any]] = {
     "fixed": FixedController,
     "remb": RembController,
     "budget": BudgetController,
+    "cap": CapController,
+    "margin": MarginController,
+    "accuracy_cap": AccuracyCapController,
 }
 GROUP = "rtc_testbed.abr"
 
@@ -42,6 +53,8 @@ def make(
         raise ConfigError(src, "stream.abr_params", f"{e} (for {name})") from None
     try:
         controller: Controller = cls(initial_bps=initial_bps, fps=fps, **params)
+    except CurveError as e:
+        raise ConfigError(src, "stream.abr_params.curve", str(e)) from None
     except (TypeError, ValueError) as e:
         raise ConfigError(src, "stream.abr_params", f"{e} (for {name})") from None
     return controller

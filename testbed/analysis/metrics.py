@@ -94,6 +94,10 @@ def cell_table(frames: pd.DataFrame, budget_ms: float = BUDGET_MS) -> pd.DataFra
             row["encode_ms"] = float(sent.encode_ms.mean())
         for name, fn in STATS.items():
             row[f"latency_{name}_ms"] = float(fn(lat)) if len(lat) else np.nan
+        if "latency_dropaware_ns" in sent:  # results from before it have no such column
+            waits = sent.latency_dropaware_ns.dropna().astype("float64").to_numpy() / 1e6
+            for p in (50, 95):
+                row[f"dropaware_p{p}_ms"] = float(np.percentile(waits, p)) if len(waits) else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -135,6 +139,8 @@ def config_table(cells: pd.DataFrame) -> pd.DataFrame:
             "scorer_ms",
             "encode_ms",
             *AUDIO,
+            "dropaware_p50_ms",
+            "dropaware_p95_ms",
         ):
             if extra in g:
                 row[extra] = g[extra].mean()

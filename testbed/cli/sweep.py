@@ -204,6 +204,8 @@ def report(results: Path, csv_out: Path | None, by: str | None, metric: str, acc
                 "encode_ms",
                 "scorer_ms",
             ]
+    if "abr" in varying and "dropaware_p95_ms" in configs:  # a controller may drop frames
+        extra += ["dropaware_p50_ms", "dropaware_p95_ms"]
     if "audio_p50_ms" in configs and configs.audio_p50_ms.notna().any():
         extra += ["audio_p50_ms", "audio_p99_ms", "audio_lost_pct"]
     cols = [

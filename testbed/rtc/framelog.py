@@ -28,6 +28,7 @@ COLUMNS = {
     "complete_ns": "the arrival on the receiver's wire that completed the frame (null if never)",
     "jitterbuffer_out_ns": "when the receiver's jitter buffer released the frame (its record; null if never)",
     "latency_ns": "complete_ns - sent_first_ns (null if never complete)",
+    "latency_dropaware_ns": "latency_ns; for a lost frame, the wait until the next frame that completes (its complete_ns - this frame's sent_first_ns; null if none does, or not sent)",
     "size_bytes": "frame payload bytes (synthetic: exact; video: sum of RTP payloads)",
     "wire_bytes": "IP bytes of the frame's original packets on the sender's wire",
     "packets": "original RTP packets of the frame",
@@ -200,7 +201,21 @@ def build_frame_table(
         [~done, table.packets_lost_first_try == 0, table.by_rtx == 0],
         ["none", "media", "fec"], default="rtx",
     )  # fmt: skip
+    table["latency_dropaware_ns"] = drop_aware_latency(table)
     return table[list(COLUMNS)]
+
+
+def drop_aware_latency(table: pd.DataFrame) -> pd.Series:
+    """What a viewer waits for each sent frame (the studies of AI video chat report it): a
+    complete frame its latency; a lost one until the next frame (in frame order) that does
+    complete arrives, counted from its own first packet; null for frames never sent or with
+    no complete frame after them."""
+    order = table.sort_values("frame_id")
+    completes = order.complete_ns.where(order.status == "complete")
+    next_complete = completes[::-1].cummin()[::-1].bfill()  # the first completion from here on
+    wait = (next_complete - order.sent_first_ns).where(order.status != "not_sent")
+    out = order.latency_ns.where(order.status == "complete", wait)
+    return out.reindex(table.index).astype("Int64")
 
 
 def _infer_rtx_originals(sent_labelled: pd.DataFrame, recv_labelled: pd.DataFrame,

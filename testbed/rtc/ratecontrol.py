@@ -14,15 +14,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from testbed.abr.base import Feedback
+from testbed.abr.base import PERIOD_MS, Feedback
 from testbed.abr.driver import AbrDriver
 from testbed.abr.framefeedback import latency_estimate_ms
 from testbed.abr.registry import make as make_controller
 from testbed.rtc.loops import BackgroundLoop
 from testbed.rtc.sources import min_bitrate_bps
 from testbed.rtc.spec import StreamSpec
-
-TICK_S = 0.2
 
 
 class BitrateSink(Protocol):
@@ -38,9 +36,9 @@ class RateControl(BackgroundLoop):
     ) -> None:
         self.spec, self.sink, self.on_report = spec, sink, on_report
         controller = make_controller(spec.abr, spec.abr_params, spec.bitrate_mbps * 1e6, spec.fps)
-        self.driver = AbrDriver(
-            controller, spec.bitrate_mbps * 1e6, floor_bps=min_bitrate_bps(spec)
-        )  # fmt: skip
+        self.driver = AbrDriver(controller, spec.bitrate_mbps * 1e6, min_bitrate_bps(spec),
+                                name=spec.abr)  # fmt: skip
+        self.tick_s = float(getattr(controller, "period_ms", PERIOD_MS)) / 1000
         self.estimates: list[tuple[int, float | None]] = []  # rtp ts, latency estimate ms
         self.floor_bps = min_bitrate_bps(spec)
         self.audio_bps = spec.audio_spec().bitrate_bps if spec.abr != "fixed" else 0.0
@@ -66,17 +64,27 @@ class RateControl(BackgroundLoop):
         self.apply(self.driver.feed(event))
 
     def apply(self, target_bps: float) -> None:
-        self.sink.set_target_bitrate(max(target_bps - self.audio_bps, self.floor_bps))
+        self.sink.set_target_bitrate(self.video_bps(target_bps))
+
+    def video_bps(self, target_bps: float) -> float:
+        """What the video is asked for: the budget less the audio's share, at least the floor."""
+        return max(target_bps - self.audio_bps, self.floor_bps)
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(TICK_S)
+            await asyncio.sleep(self.tick_s)
             self.apply(self.driver.feed(Feedback(time.monotonic_ns() / 1e6, "tick")))
 
     def summary(self) -> dict[str, Any]:
-        d = self.driver
-        return {"controller": self.spec.abr, "params": self.spec.abr_params, "errors": d.errors,
-                "first_error": d.first_error, "final_target_bps": d.target_bps}  # fmt: skip
+        return controller_summary(self.spec, self.driver)
 
-    def controller_rows(self) -> list[tuple[int, str, float]]:
-        return [(round(t_ms * 1e6), kind, bps) for t_ms, kind, bps in self.driver.events]
+    def controller_rows(self) -> list[tuple[Any, ...]]:
+        """The sender record's controller table (testbed.rtc.record)."""
+        return [(round(t_ms * 1e6), kind, bps, self.video_bps(bps), None, *carried)
+                for t_ms, kind, bps, *carried in self.driver.events]  # fmt: skip
+
+
+def controller_summary(spec: StreamSpec, driver: AbrDriver) -> dict[str, Any]:
+    """cell.json's `abr`: the controller, its parameters, its errors in words, its last target."""
+    return {"controller": spec.abr, "params": spec.abr_params, "errors": driver.errors,
+            "first_error": driver.first_error, "final_target_bps": driver.target_bps}  # fmt: skip

@@ -3,6 +3,8 @@
 The cell folder (one cell of a sweep later):
   frames.parquet, frames.csv   the per-frame table (testbed.rtc.framelog.COLUMNS)
   audio.parquet                the audio packets, with audio on (testbed.rtc.audiolog.COLUMNS)
+  controller.parquet           a controller's decisions, the stack's answers, the feedback
+                               (the sender record's controller table; t_s from the first frame)
   timeseries.csv               per second: target vs achieved bitrate, latency, losses
   cell.json                    resolved topology + stream config, environment, summary
   stream.json                  the stream spec the endpoints were given (and re-validated)
@@ -168,6 +170,12 @@ def _environment(backend: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def first_sent_ns(frames: pd.DataFrame) -> int:
+    """The session's time zero for tables drawn against it: its first frame on the wire."""
+    sent = frames.sent_first_ns.dropna()
+    return int(sent.min()) if len(sent) else 0
+
+
 def summarize(frames: pd.DataFrame, spec: StreamSpec) -> dict[str, Any]:
     """Short numbers for the terminal and cell.json; warm-up frames excluded."""
     f = after_warmup(frames, spec.warmup_s)
@@ -177,12 +185,15 @@ def summarize(frames: pd.DataFrame, spec: StreamSpec) -> dict[str, Any]:
     span = (sent.sent_first_ns.max() - sent.sent_first_ns.min()) / 1e9 if len(sent) > 1 else 0
     achieved = float(sent.size_bytes.sum() * 8 / span / 1e6) if span else float("nan")
 
-    def q(p: float) -> float | None:
-        return float(np.percentile(lat, p)) if len(lat) else None
+    waits = sent.latency_dropaware_ns.dropna().astype("float64").to_numpy() / 1e6
+
+    def q(p: float, values: np.ndarray = lat) -> float | None:
+        return float(np.percentile(values, p)) if len(values) else None
 
     return {
         "frames": len(sent), "complete": len(done), "lost": int((sent.status == "lost").sum()),
         "achieved_mbps": achieved, "latency_ms": {"p50": q(50), "p95": q(95), "p99": q(99)},
+        "latency_dropaware_ms": {"p50": q(50, waits), "p95": q(95, waits), "p99": q(99, waits)},
         "retransmissions": int(sent.retransmissions.sum()),
         "packets_lost_first_try": int(sent.packets_lost_first_try.sum()),
     }  # fmt: skip
@@ -329,6 +340,9 @@ class Session:
             write_atomic(out / "intake.parquet", parquet_bytes(intake_table(rcv["intake"], frames)))
         write_atomic(out / "frames.parquet", parquet_bytes(frames))
         write_atomic(out / "frames.csv", frames.to_csv(index=False))
+        if spec.abr != "fixed":  # decisions, the stack's answers, the feedback they followed
+            control = snd["controller"].assign(t_s=lambda c: (c.t_ns - first_sent_ns(frames)) / 1e9)
+            write_atomic(out / "controller.parquet", parquet_bytes(control))
         fields = {
             "path": media_path(self.topology, spec), "stream": spec.to_dict(),
             "stack": {"sender": snd.stack, "receiver": rcv.stack, "label": spec.stack_label()},

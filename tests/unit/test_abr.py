@@ -75,7 +75,7 @@ def test_driver_keeps_last_good_target() -> None:
 
 def test_registry() -> None:
     assert resolve("budget", "x") is BudgetController
-    with pytest.raises(ConfigError, match="known: budget, fixed, remb"):
+    with pytest.raises(ConfigError, match="known: accuracy_cap, budget, cap, fixed, margin, remb"):
         resolve("bola", "x.yaml")
     with pytest.raises(ConfigError, match="does not resolve"):
         resolve("nowhere.at_all:Thing", "x.yaml")

@@ -25,7 +25,8 @@ from testbed.net.ledger import OWNED_FILE_ENV
 from testbed.rtc import record
 from testbed.rtc.chromium.browser import Browser
 from testbed.rtc.chromium.cdp import Cdp
-from testbed.rtc.chromium.stack import encrypted, field_trials
+from testbed.rtc.chromium.control import BrowserControl
+from testbed.rtc.chromium.stack import ABR, encrypted, field_trials
 from testbed.rtc.signaling import Inbox, emit, endpoint_args
 from testbed.rtc.spec import StreamSpec
 from testbed.rtc.wireid import payload_types
@@ -77,8 +78,11 @@ def page_config(spec: StreamSpec) -> dict[str, Any]:
     frame_bytes = int(bps / 8 / spec.fps)
     if spec.abr == "fixed":
         encoder_max = bps * (SYNTHETIC_ENCODER_SHARE if spec.source == "synthetic" else 1.0)
-    else:
-        encoder_max = float(spec.abr_params.get("max_mbps", 50.0)) * 1e6
+    elif spec.abr == "gcc":  # GCC below a fixed ceiling (cap_mbps, or its older name max_mbps)
+        params = spec.abr_params
+        encoder_max = float(params.get("cap_mbps", params.get("max_mbps", 50.0))) * 1e6
+    else:  # a registry controller: its starting point, until its first decision
+        encoder_max = bps
     return {
         "codec": spec.codec, "fps": spec.fps, "width": spec.width, "height": spec.height,
         "bitrateBps": bps, "abr": spec.abr, "encoderMaxBps": int(encoder_max),
@@ -152,6 +156,8 @@ class Endpoint:
         self.offset = _real_minus_mono()
         self.streaming_from = (time.monotonic(), 0.0)  # (wall, browser CPU s) once connected
         self.streaming_ns = 0  # when the sender's media began (pauses count from it)
+        self.control = (BrowserControl(spec, self.js) if role == "sender" and spec.abr not in ABR
+                        else None)  # a registry controller: decisions from this process  # fmt: skip
 
     async def js(self, expression: str, timeout_s: float = 30.0) -> Any:
         assert self.cdp is not None
@@ -218,7 +224,14 @@ class Endpoint:
             await self.connected()
             emit({"type": "connected"})
             self.streaming_ns = time.monotonic_ns()
-            await self.stream_with_pauses()
+            steering = asyncio.Event()
+            loop = asyncio.ensure_future(self.control.run(steering)) if self.control else None
+            try:
+                await self.stream_with_pauses()
+            finally:
+                steering.set()
+                if loop is not None:
+                    await loop
             await self.js("tb.stopSending()")
             await asyncio.sleep(self.spec.drain_s)
             emit({"type": "done"})
@@ -263,13 +276,16 @@ class Endpoint:
 
             info.update(packets_from="wire", rtcp_received=None,
                         keyframe_requests=int(rtp.get("pliCount", 0) + rtp.get("firCount", 0)),
-                        abr={"controller": self.spec.abr, "params": self.spec.abr_params,
-                             "final_target_bps": rates[-1][1] if rates else None},
+                        abr=self.control.summary() if self.control else
+                        {"controller": self.spec.abr, "params": self.spec.abr_params,
+                         "final_target_bps": rates[-1][1] if rates else None},
                         padded_frames=sum(1 for f in got["frames"] if f[2] != f[3]))  # fmt: skip
             tables = {
                 "frames": record.table("sender", "frames").frame(
                     sender_frames(got["frames"], self.spec.fps, self.offset, target, self.paused)),
                 "rates": record.table("sender", "rates").frame(rates),
+                "controller": record.table("sender", "controller").frame(
+                    self.control.rows if self.control else []),
             }  # fmt: skip
         else:
             frames: list[tuple[int, int, str, int | None]] = [

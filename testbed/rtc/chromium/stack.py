@@ -61,7 +61,8 @@ class ChromiumStack:
     fec_schemes: tuple[str, ...] = ("none", "ulpfec", "flexfec")  # libwebrtc's own
     audio_codecs: tuple[str, ...] = ("opus",)
     audio_ptimes_ms: tuple[int, ...] = (10, 20, 40, 60)  # libwebrtc honours the answer's a=ptime
-    native_abr: tuple[str, ...] = ABR  # libwebrtc's own: a pin, or its send-side estimator
+    native_abr: tuple[str, ...] = ABR  # libwebrtc's own: a pin, or its send-side estimator;
+    # any other controller of testbed.abr runs in the endpoint's process (rtc/chromium/control)
 
     def parse_options(self, data: Mapping[str, Any], src: str) -> dict[str, Any]:
         if "encryption" in data:
@@ -85,19 +86,16 @@ class ChromiumStack:
         if why is not None:
             raise ConfigError(src, "stream.stack", why)
         check_features(self, spec, src, roles)
-        if spec.abr not in ABR:
-            raise ConfigError(src, "stream.abr", f"{spec.abr!r}: stack chromium runs libwebrtc's "
-                              f"own rate control; valid: {', '.join(ABR)} (gcc: its estimator)")  # fmt: skip
         if spec.source == "synthetic" and spec.abr != "fixed" and "sender" in roles:
             raise ConfigError(src, "stream.abr", f"{spec.abr!r}: a synthetic source on "
                               "chromium pads frames to a fixed size, which would fight the "
                               "estimator; use abr: fixed, or source: video")  # fmt: skip
         if spec.abr == "fixed" and spec.abr_params:
             raise ConfigError(src, "stream.abr_params", "abr fixed takes no parameters")
-        extra = set(spec.abr_params) - {"max_mbps"}
-        if extra:
+        extra = set(spec.abr_params) - {"max_mbps", "cap_mbps"}
+        if spec.abr == "gcc" and extra:
             raise ConfigError(src, "stream.abr_params", f"unknown for gcc: {sorted(extra)}; "
-                              "valid: max_mbps (the encoder's cap)")  # fmt: skip
+                              "valid: cap_mbps (the ceiling GCC runs below; max_mbps: the same)")  # fmt: skip
         if spec.keyframe_period_s is not None:
             raise ConfigError(src, "stream.keyframe_period_s", "stack chromium: libwebrtc "
                               "makes key frames itself (at start and on PLI); leave it unset")  # fmt: skip

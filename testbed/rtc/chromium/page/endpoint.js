@@ -266,6 +266,37 @@ const tb = {
     this.rates.push(row);
   },
 
+  async setTarget(bps) {
+    // a controller's decision: the video encoding's maxBitrate (libwebrtc's GCC runs below
+    // it); returns what the sender reads back
+    const p = this.rtpSender.getParameters();
+    for (const e of p.encodings) e.maxBitrate = Math.max(1, Math.round(bps));
+    await this.rtpSender.setParameters(p);
+    return this.rtpSender.getParameters().encodings[0].maxBitrate ?? null;
+  },
+
+  async feedback() {
+    // what a controller hears on this stack: getStats figures, each with its own timestamp
+    const report = await this.pc.getStats();
+    const out = { t: now() };
+    report.forEach((s) => {
+      if (s.type === "outbound-rtp" && s.kind === "video") {
+        out.sent = { packets: s.packetsSent, bytes: s.bytesSent, nacks: s.nackCount, plis: s.pliCount,
+          firs: s.firCount, encoded: s.framesEncoded, framesSent: s.framesSent, target: s.targetBitrate ?? null,
+          rtx: s.retransmittedPacketsSent ?? 0, limitation: s.qualityLimitationReason, t: s.timestamp };
+      }
+      if (s.type === "remote-inbound-rtp" && s.kind === "video") {
+        out.remote = { fractionLost: s.fractionLost ?? null, packetsLost: s.packetsLost ?? null,
+          rtt: s.roundTripTime ?? null, t: s.timestamp, reports: s.reportsReceived ?? null };
+      }
+      if (s.type === "media-source" && s.kind === "video") out.captured = s.frames ?? null;
+      if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
+        out.pair = { available: s.availableOutgoingBitrate ?? null, rtt: s.currentRoundTripTime ?? null, t: s.timestamp };
+      }
+    });
+    return out;
+  },
+
   async state() {
     // what a connection that does not come up is doing (for the error message)
     const pc = this.pc;

@@ -1,0 +1,108 @@
+"""A registry controller (testbed.abr) on libwebrtc: Python decides, the browser applies.
+
+Every period_ms (the controller's, 200 by default) the sender reads the page's getStats figures
+(`tb.feedback()`), turns what is new into the same Feedback events aiortc's taps give (pure:
+StatsFeedback), feeds the controller through the AbrDriver, and when the video's share of the
+target moves sets the encoding's maxBitrate (`tb.setTarget`), recording the value the sender
+reads back. libwebrtc's GCC keeps running below that ceiling: a controller caps it, it cannot
+push the encoder above GCC's own estimate.
+
+  report  a new receiver report (remote-inbound-rtp's timestamp moved): fractionLost,
+          packetsLost, packetsSent, roundTripTime; age = now - when the report arrived
+  remb    availableOutgoingBitrate (GCC's estimate) when getStats has one; age from its entry
+  nack    NACK packets received since the last poll (nackCount counts packets, not entries)
+  tick    every poll
+No `frame` events: per-frame feedback needs the receiver's per-frame reports, which only the
+aiortc receiver sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from testbed.abr.base import PERIOD_MS, Feedback
+from testbed.abr.driver import AbrDriver
+from testbed.abr.registry import make
+from testbed.rtc.ratecontrol import controller_summary
+from testbed.rtc.sources import min_bitrate_bps
+from testbed.rtc.spec import StreamSpec
+
+
+@dataclass
+class StatsFeedback:
+    """getStats snapshots -> Feedback events (what changed since the previous one)."""
+
+    last_report_t: float | None = None
+    last_nacks: int = 0
+
+    def events(self, snap: dict[str, Any], now_ms: float) -> list[Feedback]:
+        t = float(snap["t"])
+        out: list[Feedback] = []
+        sent = snap.get("sent") or {}
+        remote = snap.get("remote") or {}
+        pair = snap.get("pair") or {}
+        if remote.get("t") is not None and remote["t"] != self.last_report_t:
+            self.last_report_t = remote["t"]
+            rtt = remote.get("rtt")
+            out.append(Feedback(now_ms, "report", loss_fraction=remote.get("fractionLost"),
+                                packets_lost=remote.get("packetsLost"),
+                                packets_sent=sent.get("packets"),
+                                rtt_ms=None if rtt is None else rtt * 1000,
+                                age_ms=max(0.0, t - remote["t"])))  # fmt: skip
+        if pair.get("available"):
+            rtt = pair.get("rtt")
+            out.append(Feedback(now_ms, "remb", remb_bps=float(pair["available"]),
+                                rtt_ms=None if rtt is None else rtt * 1000,
+                                age_ms=max(0.0, t - float(pair.get("t") or t))))  # fmt: skip
+        nacks = int(sent.get("nacks") or 0)
+        if nacks > self.last_nacks:
+            out.append(Feedback(now_ms, "nack", nack_packets=nacks - self.last_nacks,
+                                age_ms=max(0.0, t - float(sent.get("t") or t))))  # fmt: skip
+        self.last_nacks = max(self.last_nacks, nacks)
+        out.append(Feedback(now_ms, "tick"))
+        return out
+
+
+@dataclass
+class BrowserControl:
+    """The loop: poll, decide, apply, record (the sender record's controller table)."""
+
+    spec: StreamSpec
+    js: Callable[[str], Awaitable[Any]]
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    applied: float | None = None
+    answer: float | None = None
+
+    def __post_init__(self) -> None:
+        spec = self.spec
+        controller = make(spec.abr, spec.abr_params, spec.bitrate_mbps * 1e6, spec.fps)
+        self.floor = min_bitrate_bps(spec)
+        self.driver = AbrDriver(controller, spec.bitrate_mbps * 1e6, self.floor, name=spec.abr)
+        self.period_s = float(getattr(controller, "period_ms", PERIOD_MS)) / 1000
+        self.audio_bps = spec.audio_spec().bitrate_bps
+        self.stats = StatsFeedback()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            snap = await self.js("tb.feedback()")
+            now_ms = time.monotonic_ns() / 1e6
+            for event in self.stats.events(snap, now_ms):
+                target = self.driver.feed(event)
+                video = max(target - self.audio_bps, self.floor)
+                if video != self.applied:
+                    self.answer = await self.js(f"tb.setTarget({int(video)})")
+                    self.applied = video
+                if event.kind != "tick" or not self.rows or self.rows[-1][2] != target:
+                    self.rows.append((round(now_ms * 1e6), event.kind, target, video, self.answer,
+                                      event.remb_bps, event.rtt_ms, event.loss_fraction,
+                                      event.age_ms))  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.period_s)
+
+    def summary(self) -> dict[str, Any]:
+        return controller_summary(self.spec, self.driver)
