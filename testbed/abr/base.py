@@ -2,7 +2,8 @@
 
 A controller is constructed as Controller(initial_bps=..., fps=..., **params) and called with
 every feedback event the sender gets, in order, with the time (ms, monotonic). It returns the
-target bitrate in bits per second. No sockets, no clocks: a unit test drives it with a list.
+target bitrate in bits per second, or a Decision that also limits the frame rate and the
+resolution. No sockets, no clocks: a unit test drives it with a list.
 """
 
 from __future__ import annotations
@@ -48,7 +49,21 @@ class Feedback:
     age_ms: float = 0.0
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What a controller may decide besides the bitrate: max_fps, the most frames per second
+    to send (None: every frame the source makes); scale_down, the resolution divided by it
+    (>= 1; None: full). Chromium applies them with setParameters (maxFramerate,
+    scaleResolutionDownBy); aiortc sends only the frames due at max_fps and scales pictures
+    before its encoder (a source that makes encoded frames, synthetic or roi, cannot be
+    scaled: counted as not applied)."""
+
+    bitrate_bps: float
+    max_fps: float | None = None
+    scale_down: float | None = None
+
+
 class Controller(Protocol):
-    def update(self, feedback: Feedback) -> float:
-        """The target bitrate (bps) from now on."""
+    def update(self, feedback: Feedback) -> float | Decision:
+        """The target bitrate (bps) from now on, or a Decision."""
         ...

@@ -26,6 +26,8 @@ from testbed.rtc.spec import StreamSpec
 class BitrateSink(Protocol):
     def set_target_bitrate(self, bps: float) -> None: ...
 
+    def set_limits(self, max_fps: float | None, scale_down: float | None) -> None: ...
+
 
 class RateControl(BackgroundLoop):
     def __init__(
@@ -65,6 +67,7 @@ class RateControl(BackgroundLoop):
 
     def apply(self, target_bps: float) -> None:
         self.sink.set_target_bitrate(self.video_bps(target_bps))
+        self.sink.set_limits(self.driver.max_fps or self.spec.send_fps, self.driver.scale_down)
 
     def video_bps(self, target_bps: float) -> float:
         """What the video is asked for: the budget less the audio's share, at least the floor."""
@@ -80,7 +83,7 @@ class RateControl(BackgroundLoop):
 
     def controller_rows(self) -> list[tuple[Any, ...]]:
         """The sender record's controller table (testbed.rtc.record)."""
-        return [(round(t_ms * 1e6), kind, bps, self.video_bps(bps), None, *carried)
+        return [(round(t_ms * 1e6), kind, bps, self.video_bps(bps), None, *carried, None, None)
                 for t_ms, kind, bps, *carried in self.driver.events]  # fmt: skip
 
 

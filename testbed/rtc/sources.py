@@ -173,21 +173,31 @@ class PatternSource:
             self.scene = FrameSource(spec.video, spec.width, spec.height)
         self.container = av.open(spec.video) if spec.video and self.scene is None else None
         self.decoded: Any = None
+        self.last_index = -1
 
     def _image(self, index: int) -> Any:
         spec = self.spec
         if self.scene is not None:
             return av.VideoFrame.from_ndarray(self.scene.rgb(index), format="rgb24")
         if self.container is not None:
-            for _ in range(2):
+            skip = max(0, index - self.last_index - 1)  # frames not sent (send_fps, a pause):
+            self.last_index = index  # the clip keeps its own clock
+            empty_passes = 0
+            while empty_passes < 2:
                 if self.decoded is None:
                     self.decoded = self.container.decode(video=0)
                 try:
                     frame = next(self.decoded)
-                    return frame.reformat(width=spec.width, height=spec.height, format="yuv420p")
                 except StopIteration:
                     self.container.seek(0)
                     self.decoded = None
+                    empty_passes += 1
+                    continue
+                empty_passes = 0
+                if skip:
+                    skip -= 1
+                    continue
+                return frame.reformat(width=spec.width, height=spec.height, format="yuv420p")
         w, h = spec.width, spec.height
         x = np.arange(w, dtype=np.uint16)
         img = np.empty((h, w, 3), dtype=np.uint8)

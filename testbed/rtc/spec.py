@@ -39,6 +39,8 @@ class StreamSpec:
     audio: a voice beside the video (testbed.rtc.audiospec.AudioSpec; off by default).
     pauses: [[from_s, to_s], ...] after the connection during which the sender sends no media
     (video nor audio; RTCP goes on), then resumes; the stream still ends at duration_s.
+    send_fps: send at most this many frames per second (e.g. the AI viewer's intake rate or a
+    multiple of it); the source still runs at fps. A controller's Decision.max_fps overrides it.
     stack: which WebRTC implementation runs the endpoints (testbed.rtc.stack); sender_stack /
     receiver_stack give one role another (a mixed pair). `options` holds the keys only those
     stacks have (aiortc: nack, history_packets, ...; chromium: encryption, field_trials, ...),
@@ -65,6 +67,7 @@ class StreamSpec:
     viewer: dict[str, Any] = field(default_factory=dict)
     audio: dict[str, Any] = field(default_factory=dict)
     pauses: tuple[tuple[float, float], ...] = ()
+    send_fps: float | None = None
     drain_s: float = 1.5
     connect_timeout_s: float = 20.0
     sender: str = "sender"
@@ -117,7 +120,7 @@ _NUMBERS = (
     ("bitrate_mbps", 0, 1000, True), ("fps", 0, 240, True), ("duration_s", 0, 86400, True),
     ("warmup_s", 0, 86400, False), ("keyframe_period_s", 0, 3600, True),
     ("keyframe_ratio", 1, 100, False), ("giveup_ms", 0, 600000, True), ("drain_s", 0, 600, False),
-    ("connect_timeout_s", 0, 600, True),
+    ("connect_timeout_s", 0, 600, True), ("send_fps", 0, 240, True),
 )  # fmt: skip
 
 
@@ -216,6 +219,9 @@ def parse_stream(data: Mapping[str, Any], src: str = "--stream") -> StreamSpec:
             "stream.bitrate_mbps",
             f"frames would be under {MIN_FRAME_BYTES} bytes; raise the bitrate or lower fps",
         )
+    if spec.send_fps is not None and spec.send_fps > spec.fps:
+        raise ConfigError(src, "stream.send_fps", f"{spec.send_fps:g} is more than fps "
+                          f"{spec.fps:g}; valid: (0, fps]")  # fmt: skip
     for st in used:
         st.check(spec, src, tuple(r for r, x in role_stacks.items() if x.name == st.name))
     return spec

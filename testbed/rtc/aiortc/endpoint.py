@@ -141,7 +141,7 @@ def sender_record(spec: StreamSpec, opts: AiortcOptions, track: SourceTrack,
         "cpu": _cpu(), "where": _where(), "track_start_ns": track.pacer.start_ns, "rtcp_received": tap.rtcp_received,
         "keyframe_requests": tap.keyframe_requests, "rtt_samples": tap.rtt.samples, "abr": rate.summary(), "encrypted": True,
         "payload_types": {"media": tap.media_pt, "rtx": tap.rtx_pt, "fec": fec_pt, "audio": tap.audio_pt},
-        "history_packets": opts.history_packets,
+        "history_packets": opts.history_packets, "not_applied": track.not_applied,
     }  # fmt: skip
     return record.EndpointRecord("sender", "aiortc", info, tables)
 

@@ -75,8 +75,8 @@ class BrowserControl:
     spec: StreamSpec
     js: Callable[[str], Awaitable[Any]]
     rows: list[tuple[Any, ...]] = field(default_factory=list)
-    applied: float | None = None
-    answer: float | None = None
+    applied: tuple[float, float | None, float | None] | None = None
+    answer: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         spec = self.spec
@@ -93,14 +93,19 @@ class BrowserControl:
             now_ms = time.monotonic_ns() / 1e6
             for event in self.stats.events(snap, now_ms):
                 target = self.driver.feed(event)
-                video = max(target - self.audio_bps, self.floor)
-                if video != self.applied:
-                    self.answer = await self.js(f"tb.setTarget({int(video)})")
-                    self.applied = video
-                if event.kind != "tick" or not self.rows or self.rows[-1][2] != target:
-                    self.rows.append((round(now_ms * 1e6), event.kind, target, video, self.answer,
-                                      event.remb_bps, event.rtt_ms, event.loss_fraction,
-                                      event.age_ms))  # fmt: skip
+                d = self.driver
+                wanted = (max(target - self.audio_bps, self.floor), d.max_fps or self.spec.send_fps,
+                          d.scale_down)  # fmt: skip
+                if wanted != self.applied:
+                    args = ", ".join("null" if v is None else f"{v:g}" for v in wanted)
+                    self.answer = await self.js(f"tb.setTarget({args})")
+                    self.applied = wanted
+                a = self.answer
+                row = (round(now_ms * 1e6), event.kind, target, wanted[0], a.get("maxBitrate"),
+                       event.remb_bps, event.rtt_ms, event.loss_fraction, event.age_ms, d.max_fps,
+                       d.scale_down, a.get("maxFramerate"), a.get("scaleResolutionDownBy"))  # fmt: skip
+                if event.kind != "tick" or not self.rows or self.rows[-1][2:4] != row[2:4]:
+                    self.rows.append(row)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.period_s)
 

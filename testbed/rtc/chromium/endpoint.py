@@ -89,6 +89,7 @@ def page_config(spec: StreamSpec) -> dict[str, Any]:
         "synthetic": spec.source == "synthetic", "frameBytes": frame_bytes,
         "keyframeBytes": int(frame_bytes * spec.keyframe_ratio),
         "fec": spec.fec["scheme"], "nack": True, "audio": _audio_config(spec),
+        "sendFps": spec.send_fps,
     }  # fmt: skip
 
 

@@ -45,10 +45,12 @@ const tb = {
     return main.concat(extra);
   },
 
-  _pin(sdp) {
-    // fixed bitrate: x-google-min/max/start on every video codec's fmtp (added where none is)
+  _pin(sdp, startOnly) {
+    // fixed bitrate: x-google-min/max/start on every video codec's fmtp (added where none is);
+    // startOnly (a controller of the testbed's): GCC starts at the controller's first target
     const kbps = Math.round(this.cfg.bitrateBps / 1000);
-    const extra = `x-google-min-bitrate=${kbps};x-google-max-bitrate=${kbps};x-google-start-bitrate=${kbps}`;
+    const extra = startOnly ? `x-google-start-bitrate=${kbps}` :
+      `x-google-min-bitrate=${kbps};x-google-max-bitrate=${kbps};x-google-start-bitrate=${kbps}`;
     const lines = sdp.split("\r\n");
     const pts = new Set();
     const withFmtp = new Set();
@@ -188,12 +190,16 @@ const tb = {
 
   async answer(sdp) {
     const cfg = this.cfg;
-    if (cfg.abr === "fixed") sdp = this._pin(sdp);
+    if (cfg.abr === "fixed") sdp = this._pin(sdp, false);
+    else if (cfg.abr !== "gcc") sdp = this._pin(sdp, true);
     if (cfg.audio) sdp = this._voice(sdp);
     await this.pc.setRemoteDescription({ type: "answer", sdp });
     const p = this.rtpSender.getParameters();
     p.degradationPreference = "maintain-resolution";
-    for (const e of p.encodings) e.maxBitrate = cfg.encoderMaxBps;
+    for (const e of p.encodings) {
+      e.maxBitrate = cfg.encoderMaxBps;
+      if (cfg.sendFps) e.maxFramerate = cfg.sendFps;
+    }
     await this.rtpSender.setParameters(p);
     if (this.audioSender) {
       const q = this.audioSender.getParameters();
@@ -266,13 +272,20 @@ const tb = {
     this.rates.push(row);
   },
 
-  async setTarget(bps) {
+  async setTarget(bps, maxFps, scaleDown) {
     // a controller's decision: the video encoding's maxBitrate (libwebrtc's GCC runs below
-    // it); returns what the sender reads back
+    // it), maxFramerate and scaleResolutionDownBy (null: unset); returns what the sender
+    // reads back
     const p = this.rtpSender.getParameters();
-    for (const e of p.encodings) e.maxBitrate = Math.max(1, Math.round(bps));
+    for (const e of p.encodings) {
+      e.maxBitrate = Math.max(1, Math.round(bps));
+      if (maxFps !== null) e.maxFramerate = maxFps; else delete e.maxFramerate;
+      e.scaleResolutionDownBy = scaleDown === null ? 1 : scaleDown;
+    }
     await this.rtpSender.setParameters(p);
-    return this.rtpSender.getParameters().encodings[0].maxBitrate ?? null;
+    const e = this.rtpSender.getParameters().encodings[0];
+    return { maxBitrate: e.maxBitrate ?? null, maxFramerate: e.maxFramerate ?? null,
+             scaleResolutionDownBy: e.scaleResolutionDownBy ?? null };
   },
 
   async feedback() {
