@@ -46,6 +46,8 @@ def load_cells(results: str | Path, only: set[str] | None = None) -> pd.DataFram
             reverse_delay_ms=link["feedback"]["delay_ms"],
         )  # fmt: skip
         row.update(_audio(cell.get("summary", {}).get("audio")))
+        abr = cell.get("abr") or {}
+        row.update(abr_errors=int(abr.get("errors") or 0), abr_first_error=abr.get("first_error"))
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -120,9 +120,12 @@ def _style() -> None:
                          "pdf.fonttype": 42})  # fmt: skip
 
 
-def timeseries(series: dict[str, pd.DataFrame], budget_ms: float = 68.0) -> Any:
+def timeseries(series: dict[str, pd.DataFrame], budget_ms: float = 68.0,
+               controls: dict[str, pd.DataFrame] | None = None) -> Any:  # fmt: skip
     """Target vs achieved bitrate, p95 latency and loss events over time, one colour per
-    session (label -> analysis.timeseries.per_second output). Returns the Figure."""
+    session (label -> analysis.timeseries.per_second output); controls: a session's
+    controller.parquet (its decisions and the stack's estimate it heard). Returns the Figure."""
+    controls = controls or {}
     _style()
     fig, (ax_rate, ax_lat, ax_loss) = plt.subplots(
         3, 1, figsize=(6.8, 4.6), sharex=True, constrained_layout=True,
@@ -143,11 +146,19 @@ def timeseries(series: dict[str, pd.DataFrame], budget_ms: float = 68.0) -> Any:
         c = PALETTE[i % len(PALETTE)]
         ax_rate.step(ts.t_s, ts.target_mbps, where="post", color=c, linestyle="--", linewidth=0.9)
         ax_rate.plot(ts.t_s, ts.achieved_mbps, color=c, linewidth=1.1, label=label)
+        if (ctl := controls.get(label)) is not None and not ctl.empty:
+            ax_rate.step(ctl.t_s, ctl.target_bps / 1e6, where="post", color=c, linestyle="-.",
+                         linewidth=0.7)  # fmt: skip
+            est = ctl.dropna(subset=["estimate_bps"])
+            ax_rate.plot(est.t_s, est.estimate_bps / 1e6, ".", color=c, markersize=1.5)
         ax_lat.plot(ts.t_s, ts.latency_p95_ms, color=c, linewidth=1.0)
         width = 0.8 / max(1, len(series))
         ax_loss.bar(ts.t_s + i * width, ts.frames_lost, width=width, color=c, alpha=0.9)
         ax_loss.bar(ts.t_s + i * width, ts.frames_hit, width=width, color=c, alpha=0.35)
-    ax_rate.set_ylabel("Mbps: achieved (solid),\ntarget (dashed)")
+    ax_rate.set_ylabel(
+        "Mbps: achieved (solid),\ntarget (dashed)"
+        + (",\ndecision (dash-dot),\nestimate (dots)" if controls else "")
+    )
     ax_rate.legend(loc="lower left", bbox_to_anchor=(0, 1), frameon=False, ncol=len(series) + 1)
     ax_lat.axhline(budget_ms, color="0.3", linewidth=0.7, linestyle=":")
     ax_lat.set_yscale("log")

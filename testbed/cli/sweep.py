@@ -231,6 +231,7 @@ def report(results: Path, csv_out: Path | None, by: str | None, metric: str, acc
         cols = [c for c in cols if not c.startswith("model_")]
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 2):
         click.echo(configs[cols].to_string(index=False))
+    _say_controller_errors(results)
     if csv_out:
         configs.to_csv(csv_out, index=False)
 
@@ -335,6 +336,18 @@ def plot(
     click.echo("figure: " + ", ".join(str(p) for p in paths))
 
 
+def _say_controller_errors(results: Path) -> None:
+    """Cells whose controller raised or returned nonsense, in its own words (never hidden)."""
+    from testbed.analysis.load import load_cells
+
+    cells = load_cells(results)
+    if "abr_errors" not in cells:
+        return
+    for _, c in cells[cells.abr_errors > 0].iterrows():
+        click.echo(f"cell {c.cell_id}: the controller failed {c.abr_errors} time(s), kept its "
+                   f"last good target; first: {c.abr_first_error}")  # fmt: skip
+
+
 def _plot_timeseries(results: Path, out: Path | None, budget_ms: float) -> None:
     import json
 
@@ -352,7 +365,7 @@ def _plot_timeseries(results: Path, out: Path | None, budget_ms: float) -> None:
                 "no frames.parquet here or in cells/*; give a cell or a results folder",
             )
         )
-    series = {}
+    series, controls = {}, {}
     for cell in cells:
         meta = json.loads((cell / "cell.json").read_text()) if (cell / "cell.json").exists() else {}
         stream = meta.get("stream", {})
@@ -371,6 +384,10 @@ def _plot_timeseries(results: Path, out: Path | None, budget_ms: float) -> None:
                 series[f"{label}: {name}" if len(cells) > 1 else name] = ts
             continue
         series[label] = cell_series(cell)
+        if (cell / "controller.parquet").exists():
+            import pandas as pd
+
+            controls[label] = pd.read_parquet(cell / "controller.parquet")
     target = out or (results.parent / f"{results.name}-timeseries.pdf")
-    paths = save(timeseries(series, budget_ms), target)
+    paths = save(timeseries(series, budget_ms, controls), target)
     click.echo("figure: " + ", ".join(str(p) for p in paths))
