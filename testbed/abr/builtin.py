@@ -196,3 +196,24 @@ class AccuracyCapController:
             self.target = min(self.target, self.estimate)
         self.target = max(self.lo, self.target)
         return self.target
+
+
+class StepsController:
+    """A square wave for step responses: levels_mbps in turn, each for every_s, from the first
+    event on (`testbed bench reaction` times how the stack's output follows)."""
+
+    period_ms = 50.0
+
+    def __init__(self, initial_bps: float, fps: float, levels_mbps: tuple[float, ...] = (1.0, 0.25),
+                 every_s: float = 3.0) -> None:  # fmt: skip
+        levels = list(levels_mbps)
+        if len(levels) < 2 or any(not x > 0 for x in levels) or not every_s > 0:
+            raise ValueError("need two or more levels_mbps > 0 and every_s > 0")
+        self.levels, self.every_ms = [x * 1e6 for x in levels], every_s * 1000
+        self.first_ms: float | None = None
+
+    def update(self, feedback: Feedback) -> float:
+        if self.first_ms is None:
+            self.first_ms = feedback.now_ms
+        turn = int((feedback.now_ms - self.first_ms) // self.every_ms)
+        return self.levels[turn % len(self.levels)]

@@ -17,6 +17,7 @@ from testbed.abr.builtin import (
     FixedController,
     MarginController,
     RembController,
+    StepsController,
 )
 from testbed.abr.curve import CurveError
 from testbed.errors import ConfigError
@@ -29,6 +30,7 @@ BUILTIN: dict[str, type[Any]] = {
     "cap": CapController,
     "margin": MarginController,
     "accuracy_cap": AccuracyCapController,
+    "steps": StepsController,
 }
 GROUP = "rtc_testbed.abr"
 

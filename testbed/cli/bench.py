@@ -139,6 +139,22 @@ def bench_floor(
         json_out.write_text(json.dumps(rows, indent=1))
 
 
+@bench.command(name="reaction")
+@click.argument("results", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def bench_reaction(results: Path) -> None:
+    """How fast each stack's encoder output follows a controller's steps (a cell, or every cell
+    of a results folder run with e.g. abr: steps): median reaction per direction."""
+    from testbed.bench.reaction import reaction_summary
+
+    cells = [results] if (results / "cell.json").exists() else sorted(
+        p for p in (results / "cells").glob("*") if (p / "cell.json").exists())  # fmt: skip
+    try:
+        table = reaction_summary(cells)
+    except TestbedError as e:
+        fail(e)
+    click.echo(table.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
+
+
 @bench.command(name="roi")
 @click.option(
     "--video", default="builtin:scene", show_default=True, help="a video file or builtin:scene"

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 # keys whose string values name files (a link's trace; the stream's video, ROI regions and
-# weights; the AI viewer's question file); "builtin:..." values name nothing on disk
-FILE_KEYS = frozenset({"trace", "video", "regions", "weights", "questions"})
+# weights; the AI viewer's question file; an accuracy-capped controller's curve); "builtin:..."
+# values name nothing on disk
+FILE_KEYS = frozenset({"trace", "video", "regions", "weights", "questions", "curve"})
 CAS = "cas:"  # a job value "cas:SHA/NAME": the file with that content, named NAME
 
 

@@ -112,9 +112,12 @@ def _file_value(key: str, value: Any, exp_dir: Path) -> Any:
 
 
 def _stream_files(data: dict[str, Any], exp_dir: Path) -> dict[str, Any]:
-    """Stream keys that name files: video, roi.regions, roi.weights."""
+    """Stream keys that name files: video, roi.regions, roi.weights, abr_params.curve."""
     if "video" in data:
         data["video"] = _beside(data["video"], exp_dir)
+    params = data.get("abr_params")
+    if isinstance(params, Mapping) and "curve" in params:
+        data["abr_params"] = {**params, "curve": _beside(params["curve"], exp_dir)}
     roi = data.get("roi")
     if isinstance(roi, Mapping):
         data["roi"] = {k: _beside(v, exp_dir) if k in ("regions", "weights") else v
@@ -176,7 +179,14 @@ def load_experiment(path: str | Path, max_cells: int | None = None) -> Experimen
         stream_data = dict(stream)
         overrides: list[Override] = [(k, _file_value(k, v, exp_dir)) for k, v in sets.items()]
         for key, value in values.items():
-            if key.startswith("stream."):
+            if (
+                key == "stream"
+            ):  # a grid over whole sets of stream keys (a controller and its params)
+                if not isinstance(value, Mapping):
+                    raise ConfigError(src, "grid.stream", f"{value!r}: valid: mappings of stream "
+                                      "keys, e.g. [{abr: gcc}, {abr: cap, abr_params: {cap_mbps: 1}}]")  # fmt: skip
+                stream_data.update(value)
+            elif key.startswith("stream."):
                 set_key(stream_data, key.removeprefix("stream."), value)
             else:
                 overrides.append((key, _file_value(key, value, exp_dir)))

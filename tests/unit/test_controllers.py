@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -120,3 +121,24 @@ def test_drop_aware_latency_waits_for_the_next_complete_frame() -> None:
     })  # fmt: skip
     got = drop_aware_latency(t).tolist()
     assert got[:4] == [40, 190 - 33, 190 - 66, 90] and pd.isna(got[4]) and pd.isna(got[5])
+
+
+def test_steps_and_the_reaction_to_each() -> None:
+    from testbed.bench.reaction import step_reactions
+
+    steps = make("steps", {"levels_mbps": [1.0, 0.25], "every_s": 1}, 1e6, 30)
+    assert [steps.update(Feedback(ms, "tick")) for ms in (0, 999, 1000, 2500)] == [
+        1e6,
+        1e6,
+        0.25e6,
+        1e6,
+    ]
+    # 30 fps frames: 1 Mbps until 1.3 s (the stack took 0.3 s), then 0.25 Mbps, then 1 Mbps at 2.1 s
+    t = np.arange(0, 3.0, 1 / 30)
+    size = np.where(t < 1.3, 1e6, np.where(t < 2.1, 0.25e6, 1e6)) / 8 / 30
+    frames = pd.DataFrame({"sent_first_ns": pd.array((t * 1e9).astype("int64"), dtype="Int64"),
+                           "size_bytes": size.astype("int64")})  # fmt: skip
+    control = pd.DataFrame({"t_ns": [0, int(1e9), int(2e9)], "target_bps": [1e6, 0.25e6, 1e6]})
+    r = step_reactions(frames, control)
+    assert r.direction.tolist() == ["down", "up"]
+    assert 0.3 <= r.reaction_s[0] <= 0.6 and 0.05 <= r.reaction_s[1] <= 0.35, r

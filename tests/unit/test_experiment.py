@@ -208,8 +208,8 @@ def test_every_shipped_experiment_keeps_working() -> None:
     for path in sorted((ROOT / "experiments").glob("*.yaml")):
         exp = load_experiment(path, max_cells=10**6)
         assert exp.cells and all(c.stream.stack in ("aiortc", "chromium") for c in exp.cells), path
-        if "chromium" in path.stem:  # the Chromium experiments run it at both ends
-            assert all(c.stream.stack_label() == "chromium" for c in exp.cells), path
+        if "chromium" in path.stem:  # the Chromium experiments send with it
+            assert all(c.stream.stack_of("sender") == "chromium" for c in exp.cells), path
 
 
 def test_a_malformed_flow_aimed_off_the_stream_is_refused_up_front(tmp_path: Path) -> None:
@@ -227,3 +227,17 @@ cross_traffic:
     with pytest.raises(ConfigError, match=r"cross_traffic.junk.to.*valid: sender, receiver") as e:
         load_experiment(exp)
     assert e.value.exit_code == 2
+
+
+def test_a_grid_over_whole_stream_mappings_and_a_curve_beside_the_file(tmp_path: Path) -> None:
+    (tmp_path / "c.csv").write_text(
+        "roi,achieved_mbps,accuracy\nuniform,0.1,0.2\nuniform,0.5,0.9\n"
+    )
+    exp = load_experiment(write(tmp_path, (
+        "grid:\n  stream:\n    - {abr: remb}\n"
+        "    - {abr: accuracy_cap, abr_params: {curve: c.csv, threshold: 0.8}}\n")))  # fmt: skip
+    assert [c.stream.abr for c in exp.cells] == ["remb", "accuracy_cap"]
+    assert exp.cells[1].stream.abr_params["curve"] == str(tmp_path / "c.csv")
+    assert str(tmp_path / "c.csv") in exp.inputs  # shipped to workers by content, in the digest
+    with pytest.raises(ConfigError, match=r"grid\.stream"):
+        load_experiment(write(tmp_path, "grid: {stream: [remb]}\n"))
