@@ -31,6 +31,10 @@ class Feedback:
     now - the getStats entry's timestamp, e.g. when the receiver report arrived; aiortc: 0,
     events are handed over as they arrive).
 
+    tick: on Chromium also what getStats says of the encoder: stack_target_bps (libwebrtc's own
+    target for the video), frames_encoded, frames_sent, frames_dropped (captured - encoded),
+    plis (cumulative PLIs received); None on aiortc, whose encoder is the testbed's to read.
+
     A controller may say how often it wants a `tick` (and, on Chromium, fresh getStats
     figures): a class attribute period_ms (default 200).
     """
@@ -47,6 +51,11 @@ class Feedback:
     frame_assembly_ms: float | None = None
     frame_latency_ms: float | None = None
     age_ms: float = 0.0
+    stack_target_bps: float | None = None
+    frames_encoded: int | None = None
+    frames_sent: int | None = None
+    frames_dropped: int | None = None
+    plis: int | None = None
 
 
 @dataclass(frozen=True)

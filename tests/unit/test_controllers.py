@@ -94,11 +94,14 @@ def test_a_controllers_error_names_it_the_event_and_the_value() -> None:
 
 def test_getstats_figures_become_the_same_events_as_on_aiortc() -> None:
     fb = StatsFeedback()
-    snap = {"t": 10_000.0, "sent": {"packets": 900, "nacks": 0, "t": 9_990.0},
+    snap = {"t": 10_000.0, "captured": 300,
+            "sent": {"packets": 900, "nacks": 0, "t": 9_990.0, "encoded": 290, "target": 1e6},
             "remote": {"fractionLost": 0.05, "packetsLost": 40, "rtt": 0.061, "t": 9_700.0},
             "pair": {"available": 2.5e6, "rtt": 0.06, "t": 9_990.0}}  # fmt: skip
     kinds = [(e.kind, e.age_ms) for e in fb.events(snap, 1.0)]
-    assert kinds == [("report", 300.0), ("remb", 10.0), ("tick", 0.0)]
+    assert kinds == [("report", 300.0), ("remb", 10.0), ("tick", 10.0)]
+    tick = fb.events(snap, 1.0)[-1]
+    assert (tick.frames_dropped, tick.frames_encoded, tick.stack_target_bps) == (10, 290, 1e6)
     report = fb.events(snap, 1.0)  # the same report again: not new
     assert [e.kind for e in report] == ["remb", "tick"]
     snap2 = {

@@ -11,7 +11,8 @@ push the encoder above GCC's own estimate.
           packetsLost, packetsSent, roundTripTime; age = now - when the report arrived
   remb    availableOutgoingBitrate (GCC's estimate) when getStats has one; age from its entry
   nack    NACK packets received since the last poll (nackCount counts packets, not entries)
-  tick    every poll
+  tick    every poll, with the encoder's figures (libwebrtc's target, frames encoded / sent /
+          dropped, PLIs received)
 No `frame` events: per-frame feedback needs the receiver's per-frame reports, which only the
 aiortc receiver sends.
 """
@@ -64,7 +65,12 @@ class StatsFeedback:
             out.append(Feedback(now_ms, "nack", nack_packets=nacks - self.last_nacks,
                                 age_ms=max(0.0, t - float(sent.get("t") or t))))  # fmt: skip
         self.last_nacks = max(self.last_nacks, nacks)
-        out.append(Feedback(now_ms, "tick"))
+        encoded, captured = sent.get("encoded"), snap.get("captured")
+        dropped = captured - encoded if captured is not None and encoded is not None else None
+        out.append(Feedback(now_ms, "tick", stack_target_bps=sent.get("target"),
+                            frames_encoded=encoded, frames_sent=sent.get("framesSent"),
+                            frames_dropped=None if dropped is None else max(0, dropped),
+                            plis=sent.get("plis"), age_ms=max(0.0, t - float(sent.get("t") or t))))  # fmt: skip
         return out
 
 
