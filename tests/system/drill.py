@@ -14,6 +14,7 @@ the cell process, writing (the topology is gone, the frame table is being writte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -134,6 +135,11 @@ def _leftovers(cell_run: str, before: set[int], root_ns: int) -> list[str]:
         name = line.split(":")[1].strip().split("@")[0]
         if name.startswith(f"{cell_run}-"):
             left.append(f"link {name}")
+    others = set()  # namespaces other runs hold now (another test or session on this host)
+    for n in os.listdir(NETNS_DIR) if os.path.isdir(NETNS_DIR) else []:
+        if not n.startswith(f"{cell_run}-"):
+            with contextlib.suppress(OSError):
+                others.add(os.stat(os.path.join(NETNS_DIR, n)).st_ino)
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) in before or int(name) == os.getpid():
             continue
@@ -143,7 +149,7 @@ def _leftovers(cell_run: str, before: set[int], root_ns: int) -> list[str]:
         except OSError:
             continue
         cmd = _cmdline(pid)
-        if cmd and (netns != root_ns or cell_run in cmd):
+        if cmd and ((netns != root_ns and netns not in others) or cell_run in cmd):
             left.append(f"process {pid} ({cmd[:60]})")
     if Ledger(cell_run).dir.exists():
         left.append(f"state folder {Ledger(cell_run).dir}")
