@@ -19,7 +19,7 @@ from testbed.rtc.session import run_stream
 from testbed.rtc.spec import parse_stream
 from testbed.shaping.backends import make_backend
 from tests.conftest import ROOT
-from tests.system.conftest import namespaces_of
+from tests.system.conftest import namespaces_of, run_cli
 
 P2P = ROOT / "topologies" / "p2p.yaml"
 no_chromium = pytest.mark.skipif(missing() is not None, reason=str(missing()))
@@ -114,3 +114,22 @@ def test_a_controller_returning_nonsense_is_said_in_words(
     assert abr["errors"] > 0 and "NanController at a" in abr["first_error"], abr
     assert "nan" in abr["first_error"] and abr["final_target_bps"] == 1e6
     assert (frames.status == "complete").mean() > 0.9
+
+
+@pytest.mark.parametrize(
+    ("sets", "words"),
+    [
+        (["abr=accuracy_cap"], "stream.abr_params"),
+        (["abr=accuracy_cap", "abr_params={curve: /no/such.csv}"], "stream.abr_params.curve: /no/such.csv: cannot be read"),
+        (["abr=tests.system.stepper:NoSuch"], "stream.abr"),
+        (["abr=cap", "abr_params={cap_mbps: -1}"], "need cap_mbps > 0"),
+    ],
+)  # fmt: skip
+def test_bad_controllers_are_one_line_exit_2_before_anything(
+    run: str, tmp_path: Path, sets: list[str], words: str
+) -> None:
+    args = [a for s in sets for a in ("--stream-set", s)]
+    res = run_cli("stream", str(P2P), *args, "-o", str(tmp_path / "o"), "--name", run)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and words in lines[0], res.stderr
+    assert namespaces_of(run) == [] and not (tmp_path / "o").exists()
