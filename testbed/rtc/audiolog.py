@@ -31,7 +31,7 @@ COLUMNS = {
 def audio_table(sent_wire: pd.DataFrame, recv_wire: pd.DataFrame,
                 audio_pts: Collection[int]) -> pd.DataFrame:  # fmt: skip
     """One row per audio packet the sender's wire carried (the session's media direction:
-    testbed.rtc.session.media_flow), in the order sent."""
+    testbed.rtc.mediapath.media_flow), in the order sent."""
     pts = list(audio_pts)
     sent = sent_wire[(sent_wire.kind == "rtp") & sent_wire.pt.isin(pts)]
     sent = sent.sort_values("t_ns").drop_duplicates(["ssrc", "seq", "ts"])

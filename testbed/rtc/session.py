@@ -18,18 +18,15 @@ endpoint records; the wire captures time everything.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
-import select
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,11 +44,18 @@ from testbed.procstat import exit_words
 from testbed.roi.quality import add_roi_columns
 from testbed.rtc.audiolog import audio_table, summarize_audio
 from testbed.rtc.capture import Capture, read_pcap, to_frame
+from testbed.rtc.endpointproc import Endpoint
 from testbed.rtc.framelog import after_warmup, frame_table
+from testbed.rtc.mediapath import (
+    media_flow,
+    media_hops,
+    media_path,
+    media_ports,
+    stray_datagrams,
+)
 from testbed.rtc.record import EndpointRecord
 from testbed.rtc.sharing import multi_cell as _multi_cell
 from testbed.rtc.sharing import sharing_series
-from testbed.rtc.signaling import candidate_port
 from testbed.rtc.spec import StreamSpec, session_streams
 from testbed.rtc.stack import get_stack
 from testbed.rtc.timeseries import cell_series
@@ -66,93 +70,6 @@ from testbed.versions import package_versions
 from testbed.viewer.judging import intake_table, judge_cell
 
 Say = Callable[[str], None]
-
-
-class Endpoint:
-    """An endpoint process in its host, spoken to with JSON lines on stdin/stdout."""
-
-    def __init__(self, net: Network, role: str, host: str, argv: list[str], out: Path,
-                 owns: str | None = None) -> None:  # fmt: skip
-        self.role = role
-        self.errfile = open(out / f"{role}.stderr", "w")  # noqa: SIM115 (closed in close())
-        spec = net.topology.container(host)
-        if spec is not None:  # the stack's command as it runs in the container host
-            argv = containers.endpoint_argv(spec, argv, role)
-        self.proc = net.popen(host, argv, owns=owns or role, in_image=True, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=self.errfile, text=True)  # fmt: skip
-        self._buffer = b""  # what was read past the last whole line (read raw: see expect)
-        self.watch: Callable[[], None] = lambda: None  # called each second while waiting
-
-    def send(self, message: dict[str, Any]) -> None:
-        """Say MESSAGE to the endpoint; to one that has exited, nothing (its exit status is
-        checked and said when the session ends)."""
-        stdin: IO[str] | None = self.proc.stdin
-        assert stdin is not None
-        try:
-            stdin.write(json.dumps(message) + "\n")
-            stdin.flush()
-        except BrokenPipeError:
-            pass
-
-    def _line(self, timeout_s: float) -> bytes | None:
-        """The next line the endpoint wrote (b"" once it exits; None on a timeout). Read from
-        the raw fd with our own buffer: a buffered readline may take two messages at once and
-        leave select() waiting for one already read."""
-        stdout = self.proc.stdout
-        assert stdout is not None
-        fd = stdout.fileno()
-        deadline = time.monotonic() + timeout_s
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            if not select.select([fd], [], [], min(left, 1.0))[0]:
-                self.watch()  # e.g. a dead link: say it now, not at the timeout
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b""
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return line + b"\n"
-
-    def expect(self, kind: str, timeout_s: float) -> dict[str, Any]:
-        line = self._line(timeout_s)
-        if line is None:
-            raise TestbedError(f"{self.role}: no {kind!r} within {timeout_s:.0f} s{self._tail()}")
-        if not line:
-            try:
-                how = exit_words(self.proc.wait(timeout=5))
-            except subprocess.TimeoutExpired:
-                how = "closed its output"
-            raise TestbedError(f"{self.role} endpoint (pid {self.proc.pid}) {how} before "
-                               f"{kind!r}{self._tail()}")  # fmt: skip
-        message: dict[str, Any] = json.loads(line)
-        if message.get("type") == "error":
-            raise TestbedError(f"{self.role} failed: {message['error']}{self._tail()}")
-        if message.get("type") != kind:
-            raise TestbedError(f"{self.role}: expected {kind!r}, got {message.get('type')!r}")
-        return message
-
-    def _tail(self) -> str:
-        if not self.errfile.closed:
-            self.errfile.flush()
-        try:
-            lines = Path(self.errfile.name).read_text().strip().splitlines()[-3:]
-        except OSError:
-            lines = []
-        return (": " + " | ".join(lines)) if lines else ""
-
-    def close(self, timeout_s: float = 15) -> None:
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        if self.proc.stdin is not None:
-            with contextlib.suppress(OSError):  # what a dead endpoint was not told
-                self.proc.stdin.close()
-        self.errfile.close()
 
 
 @dataclass
@@ -526,84 +443,6 @@ def _check_link(net: Network, started_real_ns: int, cause: Exception | None = No
         after = (time.time_ns() - started_real_ns) / 1e9
         raise LinkFailed(f"the emulated link failed: {'; '.join(dead)} (noticed {after:.1f} s "
                            "into the session); nothing of this session is kept") from cause  # fmt: skip
-
-
-def media_hops(topology: TopologySpec, spec: StreamSpec) -> list[tuple[int, str]]:
-    """The links the media crosses, in order, as (link index, direction): the link joining the
-    two hosts, or the shortest path through router hosts (testbed.net.routes)."""
-    from testbed.net.routes import path
-
-    index = {lk.name: i for i, lk in enumerate(topology.links)}
-    direct = [
-        i for i, lk in enumerate(topology.links) if set(lk.between) == {spec.sender, spec.receiver}
-    ]
-    names_ = (
-        [topology.links[direct[0]].name] if direct else path(topology, spec.sender, spec.receiver)
-    )
-    if not names_:
-        raise TestbedError(f"no route from {spec.sender} to {spec.receiver} in {topology.source}: "
-                           "a path needs router hosts (forward: true) between them")  # fmt: skip
-    hops, at = [], spec.sender
-    for name in names_:
-        link = topology.links[index[name]]
-        hops.append((index[name], "uplink" if link.between[0] == at else "downlink"))
-        at = link.between[1] if link.between[0] == at else link.between[0]
-    return hops
-
-
-def _narrowest(topology: TopologySpec, hops: list[tuple[int, str]]) -> tuple[int, str]:
-    """The hop that limits the media: the lowest rate; a trace or a schedule counts as
-    narrower than any rate (it is what an experiment varies); none limited: the first."""
-
-    def width(hop: tuple[int, str]) -> float:
-        spec: LinkSpec = getattr(topology.links[hop[0]], hop[1])
-        if spec.trace is not None or spec.schedule is not None:
-            return -1.0
-        return spec.rate_mbps if spec.rate_mbps is not None else float("inf")
-
-    return min(hops, key=width)
-
-
-def media_path(topology: TopologySpec, spec: StreamSpec) -> dict[str, Any]:
-    """Which link and direction carry the media (the narrowest hop: its uplink when the sender
-    is its first end), and every hop when there are several (cell.json's `path`: analysis
-    reads this, never assumes)."""
-    hops = media_hops(topology, spec)
-    i, direction = _narrowest(topology, hops)
-    out: dict[str, Any] = {"link": topology.links[i].name, "direction": direction}
-    if len(hops) > 1:
-        out["hops"] = [[topology.links[j].name, d] for j, d in hops]
-    return out
-
-
-def media_ports(
-    offer: str, answer: str, sender_ip: str, receiver_ip: str
-) -> tuple[int, int] | None:
-    """(sender port, receiver port) of the media, from the host candidates each end offered;
-    None when either is unclear (then the wire is filtered by address only)."""
-    sport, dport = candidate_port(offer, sender_ip), candidate_port(answer, receiver_ip)
-    return (sport, dport) if sport is not None and dport is not None else None
-
-
-def media_flow(wire: pd.DataFrame, sender_ip: str, receiver_ip: str,
-               ports: tuple[int, int] | None) -> pd.DataFrame:  # fmt: skip
-    """The captured packets of the media direction (sender -> receiver), stray datagrams
-    between the same hosts (cross traffic, hostile bursts) left out when the ports are known."""
-    keep = (wire.src == sender_ip) & (wire.dst == receiver_ip)
-    if ports is not None:
-        keep &= (wire.sport == ports[0]) & (wire.dport == ports[1])
-    return wire[keep]
-
-
-def stray_datagrams(wire: pd.DataFrame, ip: str, ports: tuple[int, int] | None,
-                    side: int) -> dict[str, int] | None:  # fmt: skip
-    """UDP datagrams that reached an endpoint's media port from anywhere but its peer's media
-    port (hostile bursts; the endpoint must drop them), counted from its own capture."""
-    if ports is None:
-        return None
-    mine, peer = ports[side], ports[1 - side]
-    to_me = wire[(wire.dst == ip) & (wire.dport == mine) & (wire.sport != peer)]
-    return {"datagrams": len(to_me), "ip_bytes": int(to_me.ip_bytes.sum())}
 
 
 def complete_from_wire(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from testbed.analysis.load import media_link
 from testbed.config import load_topology
-from testbed.rtc.session import media_path
+from testbed.rtc.mediapath import media_path
 from testbed.rtc.spec import parse_stream
 from testbed.rtc.timeseries import media_log
 from tests.conftest import ROOT
