@@ -45,6 +45,9 @@ from testbed.errors import ConfigError, TestbedError, interrupt_exit_code
               help="the cluster's certificates (`testbed cluster certs DIR`) for --cluster tls://")  # fmt: skip
 @click.option("--insecure", is_flag=True, help="allow --cluster tcp:// off this machine "
               "(unauthenticated: only on a network only you use)")  # fmt: skip
+@click.option(
+    "--dry-run", is_flag=True, help="validate every cell and print the plan; start nothing"
+)
 @name_option()
 def run_cmd(
     experiment: Path,
@@ -57,6 +60,7 @@ def run_cmd(
     order_seed: int | None,
     certs: Path | None,
     insecure: bool,
+    dry_run: bool,
     name: str,
 ) -> None:
     """Run every cell of EXPERIMENT (skipping cells already done) as tasks on a Dask cluster
@@ -72,6 +76,14 @@ def run_cmd(
         exp = load_experiment(experiment, max_cells=10**9 if yes else None)
         if jobs is not None and jobs < 1:
             raise ConfigError("--jobs", str(jobs), "valid: a whole number >= 1")
+        if dry_run:
+            from testbed.experiment.dryrun import plan_lines
+            from testbed.experiment.runner import done_cells
+
+            target = out or Path("results") / exp.name
+            for line in plan_lines(exp, done_cells(target), jobs or default_jobs()):
+                click.echo(line)
+            return
         tls = None
         if cluster is not None:
             from testbed.cli.worker import check_address

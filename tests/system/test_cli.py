@@ -188,3 +188,24 @@ def test_bench_load_smoke_prints_the_floor_and_saves_the_ceiling(tmp_path: Path,
     assert row["emulator"]["deliver"] == row["receiver"]["ip_in_receives"]  # every packet
     assert saved["overload"][0]["delivered_mbps"] > 0.85 * 20
     assert namespaces_of(run) == []
+
+
+def test_a_dry_run_validates_and_plans_and_starts_nothing(tmp_path: Path, run: str) -> None:
+    out = tmp_path / "res"
+    res = run_cli("run", str(ROOT / "experiments" / "quick.yaml"), "--dry-run", "-o", str(out),
+                  "--name", run)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert lines[0].startswith("quick: 8 configuration(s)") and len(lines) == 10
+    assert "8 cell(s) to run, 72 s of streaming" in lines[-1] and "nothing was started" in lines[-1]
+    assert not out.exists() and namespaces_of(run) == []
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        f"topology: {ROOT / 'topologies' / 'p2p.yaml'}\ngrid: {{uplink.loss_pct: [1, 150]}}\n"
+    )
+    res = run_cli("run", str(bad), "--dry-run", "--name", run)
+    assert (
+        res.returncode == 2
+        and "uplink.loss_pct" in res.stderr
+        and len(res.stderr.splitlines()) == 1
+    )
