@@ -4,7 +4,8 @@ threshold on it. Pure (stdlib only): read once when the controller is made.
 Accepted files: the JSON `testbed bench viewer --json` writes (its `points`), or the CSV
 `testbed report RESULTS --accuracy --csv` writes. Rows: `achieved_mbps` (the bitrate the
 encoder reached; `bitrate_target_mbps` where it is missing), `accuracy`, and `roi` (uniform or
-ROI; one kind is used, `uniform` by default). Several rows at one bitrate (several videos or
+ROI; one kind is used, `uniform` by default, which also takes the `none` of a source without
+ROI). The curve starts at its lowest measured bitrate: a threshold reached there caps there. Several rows at one bitrate (several videos or
 loss rates) are averaged.
 """
 
@@ -40,7 +41,8 @@ def read_curve(path: str | Path, roi: str = "uniform") -> list[tuple[float, floa
         rows = list(csv.DictReader(text.splitlines()))
     sums: dict[float, list[float]] = {}
     for row in rows:
-        if str(row.get("roi", "uniform")) != roi:
+        kind = str(row.get("roi", "uniform"))
+        if kind != roi and not (roi == "uniform" and kind == "none"):  # none: not a roi source
             continue
         try:
             mbps = float(row.get("achieved_mbps") or row["bitrate_target_mbps"])

@@ -33,8 +33,8 @@ def test_curves_from_bench_viewer_json_and_report_csv(tmp_path: Path) -> None:
     points += [{"achieved_mbps": 0.2, "accuracy": 1.0, "roi": "ROI"}]
     (tmp_path / "c.json").write_text(json.dumps({"points": points}))
     assert read_curve(tmp_path / "c.json") == CURVE
-    rows = ["video,roi,achieved_mbps,accuracy", "a,uniform,0.1,0.1", "b,uniform,0.1,0.3",
-            "a,uniform,0.5,0.9"]  # fmt: skip
+    rows = ["video,roi,achieved_mbps,accuracy", "a,uniform,0.1,0.1", "b,none,0.1,0.3",
+            "a,uniform,0.5,0.9", "a,ROI,0.5,1.0"]  # fmt: skip
     (tmp_path / "c.csv").write_text("\n".join(rows))
     assert read_curve(tmp_path / "c.csv") == [(0.1, pytest.approx(0.2)), (0.5, 0.9)]
     (tmp_path / "bad.csv").write_text("roi,achieved_mbps,accuracy\nuniform,x,1\n")
