@@ -47,7 +47,8 @@ def load_cells(results: str | Path, only: set[str] | None = None) -> pd.DataFram
         )  # fmt: skip
         row.update(_audio(cell.get("summary", {}).get("audio")))
         abr = cell.get("abr") or {}
-        row.update(abr_errors=int(abr.get("errors") or 0), abr_first_error=abr.get("first_error"))
+        row.update(abr_errors=int(abr.get("errors") or 0), abr_first_error=abr.get("first_error"),
+                   fidelity_flags="; ".join((cell.get("fidelity") or {}).get("flags", [])))  # fmt: skip
         rows.append(row)
     return pd.DataFrame(rows)
 

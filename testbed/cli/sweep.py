@@ -243,7 +243,7 @@ def report(results: Path, csv_out: Path | None, by: str | None, metric: str, acc
         cols = [c for c in cols if not c.startswith("model_")]
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 2):
         click.echo(configs[cols].to_string(index=False))
-    _say_controller_errors(results)
+    _say_cell_warnings(results)
     if csv_out:
         configs.to_csv(csv_out, index=False)
 
@@ -348,8 +348,9 @@ def plot(
     click.echo("figure: " + ", ".join(str(p) for p in paths))
 
 
-def _say_controller_errors(results: Path) -> None:
-    """Cells whose controller raised or returned nonsense, in its own words (never hidden)."""
+def _say_cell_warnings(results: Path) -> None:
+    """Cells whose controller raised or returned nonsense, in its own words, and cells whose
+    fidelity record was flagged (testbed.rtc.fidelity): never hidden in the averages."""
     from testbed.analysis.load import load_cells
 
     cells = load_cells(results)
@@ -358,6 +359,8 @@ def _say_controller_errors(results: Path) -> None:
     for _, c in cells[cells.abr_errors > 0].iterrows():
         click.echo(f"cell {c.cell_id}: the controller failed {c.abr_errors} time(s), kept its "
                    f"last good target; first: {c.abr_first_error}")  # fmt: skip
+    for _, c in cells[cells.fidelity_flags.astype(bool)].iterrows():
+        click.echo(f"cell {c.cell_id} flagged (kept after its rerun): {c.fidelity_flags}")
 
 
 def _plot_timeseries(results: Path, out: Path | None, budget_ms: float) -> None:

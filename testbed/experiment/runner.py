@@ -42,6 +42,8 @@ from testbed.files import free_bytes, fsync_dir, write_json_atomic
 from testbed.versions import package_versions
 
 Say = Callable[[str], None]
+RERUN = "rerun"  # _settle: the cell's fidelity record flagged it; run it once more
+FLAGGED = "flagged"  # where a flagged first run is kept (beside cells/, never a result)
 WORK = ".work-"  # results/NAME/cells/.work-PID: the embedded cluster's cells being written
 
 
@@ -232,10 +234,10 @@ def _run_on(cl: Any, able: list[str], exp: Experiment, out: Path, opts: RunOptio
     except KeyboardInterrupt as e:
         sweep.cancel()
         bar.close()
-        _end_session(out, failed, interrupted=str(e) or "SIGINT")
+        _end_session(out, failed, interrupted=str(e) or "SIGINT", reruns=sweep.reruns)
         raise
     bar.close()
-    _end_session(out, failed, precision=sweep.intervals())
+    _end_session(out, failed, precision=sweep.intervals(), reruns=sweep.reruns)
     if sweep.stop_reason:
         raise TestbedError(f"{sweep.stop_reason}; finished cells are kept: free space (or use "
                            "another -o) and rerun the same command")  # fmt: skip
@@ -259,6 +261,7 @@ class _Sweep:
                        if cl.address == "embedded" else {})  # fmt: skip
         self.running: dict[str, str] = {}  # cell id -> the worker running it
         self.stop_reason: str | None = None
+        self.reruns: dict[str, list[str]] = {}  # cell id -> why its first run was flagged
         self._priority = 0
         self._status = ""
         cl.client.subscribe_topic(TOPIC, self._event)
@@ -298,6 +301,11 @@ class _Sweep:
             for fut in done:
                 config, cell = self.futures.pop(fut)
                 reason = self._settle(fut, cell)
+                if reason == RERUN:  # disturbed: kept aside, run once more
+                    bar.write(f"cell {cell.cell_id} {cell.params} rerun: "
+                              + "; ".join(self.reruns[cell.cell_id]))  # fmt: skip
+                    self.submit([(config, cell)])
+                    continue
                 self.plan.settled(config, cell.cell_id, reason is None)
                 if reason is None:
                     bar.update(1)
@@ -350,6 +358,10 @@ class _Sweep:
         res = fut.result()
         if not res["ok"]:
             return f"{res['reason']} (on {res['host']})"
+        if res.get("flags") and cell.cell_id not in self.reruns:
+            self.reruns[cell.cell_id] = list(res["flags"])
+            write_cell(self.out / FLAGGED / cell.cell_id, res["tar"])  # the evidence, aside
+            return RERUN
         write_cell(self.out / "cells" / cell.cell_id, res["tar"])
         return None
 
@@ -428,9 +440,12 @@ def _no_room(out: Path, cell: Cell) -> str | None:
 
 
 def _end_session(out: Path, failed: list[dict[str, Any]], interrupted: str | None = None,
-                 precision: list[dict[str, object]] | None = None) -> None:  # fmt: skip
+                 precision: list[dict[str, object]] | None = None,
+                 reruns: dict[str, list[str]] | None = None) -> None:  # fmt: skip
     meta = dict(json.loads((out / "run.json").read_text()))
     meta["sessions"][-1].update(ended=time.time(), failed=failed)
+    if reruns:
+        meta["sessions"][-1]["reruns"] = [{"cell": c, "why": w} for c, w in reruns.items()]
     if precision is not None:
         meta["sessions"][-1]["precision"] = precision
     if interrupted:

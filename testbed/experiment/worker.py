@@ -248,6 +248,16 @@ def _pack(folder: Path) -> bytes:
     return buf.getvalue()
 
 
+def _flags(cell: Path) -> list[str]:
+    """What the cell's fidelity record flags (testbed.rtc.fidelity): the runner reruns it once."""
+    try:
+        return list(
+            json.loads((cell / "cell.json").read_text()).get("fidelity", {}).get("flags", [])
+        )
+    except (OSError, ValueError):
+        return []
+
+
 def run_cell(job: dict[str, Any], blobs: Mapping[str, bytes]) -> dict[str, Any]:
     """The Dask task: {"ok": True, "tar": bytes, ...} or {"ok": False, "reason": words}."""
     host = _STATE.offer.host
@@ -283,7 +293,7 @@ def run_cell(job: dict[str, Any], blobs: Mapping[str, bytes]) -> dict[str, Any]:
                         "host": host["name"]}  # fmt: skip
             log.unlink(missing_ok=True)
             return {"ok": True, "tar": _pack(final), "host": host["name"], "name": name,
-                    "seconds": time.time() - started}  # fmt: skip
+                    "seconds": time.time() - started, "flags": _flags(final)}  # fmt: skip
         finally:
             shutil.rmtree(final, ignore_errors=True)
             _say({"cell": cell_id, "state": "end"})

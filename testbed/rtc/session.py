@@ -6,7 +6,8 @@ The cell folder (one cell of a sweep later):
   controller.parquet           a controller's decisions, the stack's answers, the feedback
                                (the sender record's controller table; t_s from the first frame)
   timeseries.csv               per second: target vs achieved bitrate, latency, losses
-  cell.json                    resolved topology + stream config, environment, summary
+  cell.json                    resolved topology + stream config, environment, summary, and
+                               the fidelity record (testbed.rtc.fidelity: was it undisturbed?)
   stream.json                  the stream spec the endpoints were given (and re-validated)
   sender.pcap, receiver.pcap   wire captures (kernel ns timestamps; open them in Wireshark)
   link-*.log, link-*.stats.json  the emulator's per-packet link logs
@@ -45,6 +46,7 @@ from testbed.roi.quality import add_roi_columns
 from testbed.rtc.audiolog import audio_table, summarize_audio
 from testbed.rtc.capture import Capture, read_pcap, to_frame
 from testbed.rtc.endpointproc import Endpoint
+from testbed.rtc.fidelity import HostSampler, fidelity_record
 from testbed.rtc.framelog import after_warmup, frame_table
 from testbed.rtc.mediapath import (
     media_flow,
@@ -311,6 +313,8 @@ def run_stream(
         cross: CrossTraffic | None = None
         cross_info: dict[str, Any] = {}
         finished = False
+        sampler: HostSampler | None = None
+        host: dict[str, Any] = {}
         try:
             net.ledger.note_phase("setup")
             for sess in sessions:
@@ -328,6 +332,7 @@ def run_stream(
                             if first.ports else None)  # fmt: skip
             say(f"connected in {first.connect_s:.2f} s; streaming {first.spec.duration_s:g} s")
             net.ledger.note_phase("streaming")
+            sampler = HostSampler().start()
             for sess in sessions[1:]:  # in the order of their start times
                 wait = first.connected_mono + sess.start_s - time.monotonic()
                 while wait > 0:
@@ -341,6 +346,7 @@ def run_stream(
             for sess in sorted(sessions, key=lambda x: x.start_s + x.spec.duration_s):
                 sess.wait_done()
             net.ledger.note_phase("teardown")
+            host = sampler.stop()
             _check_link(net, started)
             if cross is not None:
                 cross_info = cross.stop()
@@ -356,6 +362,8 @@ def run_stream(
                 raise TestbedError(f"{failed.label} failed: {e}") from e
             raise
         finally:
+            if sampler is not None and not host:  # an error: its thread ends with the cell
+                sampler.stop()
             if cross is not None and not cross_info:  # an error: end the flows at once
                 cross.stop(timeout_s=0)
             for sess in sessions:
@@ -401,6 +409,12 @@ def run_stream(
         if p.suffix in (".log", ".json"):
             shutil.copy(p, out / p.name)
     shutil.rmtree(out / "links", ignore_errors=True)
+    captures = {(f"{sess.name}/" if sess.name else "") + role: said
+                for sess in sessions for role, said in sess.capture_stats.items()}  # fmt: skip
+    cpus = {(f"{sess.name}/" if sess.name else "") + role: cpu
+            for sess, _, _, f in collected for role, cpu in (f.get("cpu") or {}).items()}  # fmt: skip
+    cell["fidelity"] = fidelity_record(out, frames, captures, cpus, host)
+    write_json_atomic(out / "cell.json", cell)
     if first.name is None:
         write_atomic(out / "timeseries.csv", cell_series(out).to_csv(index=False))
     else:

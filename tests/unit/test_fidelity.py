@@ -1,0 +1,43 @@
+"""The fidelity record's rules (pure) and the host sampler (real /proc)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from testbed.rtc.fidelity import HostSampler, capture_drops, flags
+
+
+def test_a_quiet_cell_is_not_flagged_and_each_disturbance_is_said() -> None:
+    quiet = {"emulator": {"path-uplink": {"lateness_p99_us": 120.0, "late_over_1ms": 0, "released": 900}},
+             "host": {"cpus": 2, "steal_pct": 0.1, "runqueue_mean": 1.2}, "captures": {"sender": 0}}  # fmt: skip
+    assert flags(quiet) == []
+    late = {**quiet, "emulator": {"path-uplink": {"lateness_p99_us": 2500.0, "late_over_1ms": 40,
+                                                  "released": 900}}}  # fmt: skip
+    said = flags(late)
+    assert len(said) == 2 and "p99 2500 us" in said[0] and "40 of 900 releases" in said[1]
+    busy = {
+        **quiet,
+        "host": {"cpus": 2, "steal_pct": 9.0, "runqueue_mean": 3.5},
+        "captures": {"receiver": 3},
+    }
+    assert [s.split(":")[0] for s in flags(busy)] == ["host", "host", "capture receiver"]
+
+
+def test_capture_drops_from_tcpdumps_words() -> None:
+    said = "898 packets captured\n900 packets received by filter\n2 packets dropped by kernel"
+    assert capture_drops(said) == 2 and capture_drops("") == 0
+
+
+def test_the_sampler_sees_a_busy_host() -> None:
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # always runnable
+    try:
+        sampler = HostSampler(period_s=0.05).start()
+        time.sleep(0.5)
+        host = sampler.stop()
+    finally:
+        spin.kill()
+        spin.wait()
+    assert host["runqueue_max"] >= 1 and len(sampler.samples) >= 5
+    assert 0 <= host["steal_pct"] <= 100 and host["cpus"] >= 1
