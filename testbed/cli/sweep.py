@@ -48,6 +48,8 @@ from testbed.errors import ConfigError, TestbedError, interrupt_exit_code
 @click.option(
     "--dry-run", is_flag=True, help="validate every cell and print the plan; start nothing"
 )
+@click.option("--pin/--no-pin", default=None, help="each cell on its own cores [when --jobs > 1 "
+              "and this host has a core for each]")  # fmt: skip
 @name_option()
 def run_cmd(
     experiment: Path,
@@ -61,12 +63,13 @@ def run_cmd(
     certs: Path | None,
     insecure: bool,
     dry_run: bool,
+    pin: bool | None,
     name: str,
 ) -> None:
     """Run every cell of EXPERIMENT (skipping cells already done) as tasks on a Dask cluster
     (embedded unless --cluster), with a progress bar."""
     from testbed.config import validate_run_name
-    from testbed.experiment.runner import RunOptions, default_jobs, run_experiment
+    from testbed.experiment.runner import RunOptions, default_jobs, pin_cells, run_experiment
     from testbed.experiment.spec import load_experiment
     from testbed.net.network import terminate_unwinds
     from testbed.shaping.backends import choose_backend
@@ -94,12 +97,13 @@ def run_cmd(
         elif certs is not None:
             raise ConfigError("--certs", str(certs), "only with --cluster tls://HOST:PORT")
         chosen = choose_backend(backend, name)
+        opts = RunOptions(jobs or default_jobs(), name, chosen, click.echo, cluster=cluster,
+                          order=order, order_seed=order_seed, tls=tls, pin=pin)  # fmt: skip
+        pin_cells(opts)  # --pin with more cells than cores: one line, before anything starts
         require_root()
         target = out or Path("results") / exp.name
         start = time.monotonic()
         with terminate_unwinds():
-            opts = RunOptions(jobs or default_jobs(), name, chosen, click.echo, cluster=cluster,
-                              order=order, order_seed=order_seed, tls=tls)  # fmt: skip
             run_experiment(exp, target, opts)
     except TestbedError as e:
         fail(e)

@@ -121,12 +121,14 @@ def done_cells(out: Path) -> set[str]:
     }
 
 
-def _job(cell: Cell, exp: Experiment, backend: tuple[str, str]) -> str:
-    """A cell's job: its resolved specs as data (re-validated by the cell), never --set text."""
+def _job(cell: Cell, exp: Experiment, backend: tuple[str, str], pinned: int = 0) -> str:
+    """A cell's job: its resolved specs as data (re-validated by the cell), never --set text;
+    pinned: how many cells divide the worker host's cores (0: none)."""
     return json.dumps({
         "cell_id": cell.cell_id, "params": cell.params, "topology_source": exp.topology_path,
         "topology": cell.topology.to_dict(), "stream": cell.stream.to_dict(), "seed": cell.seed,
         "backend": backend[0], "backend_reason": backend[1], "experiment": exp.name,
+        "pin_cells": pinned,
     })  # fmt: skip
 
 
@@ -175,6 +177,22 @@ class RunOptions:
     order: str = "shuffle"
     order_seed: int | None = None
     tls: TlsFiles | None = None
+    pin: bool | None = None  # each cell on its own cores: None = when the embedded cluster runs
+    # several cells and this host has a core for each
+
+
+def pin_cells(opts: RunOptions) -> int:
+    """How many cells share this host's cores, each pinned to its own (0: no pinning). Only
+    the embedded cluster pins (a remote worker's host is its own to divide)."""
+    cores = len(os.sched_getaffinity(0))
+    if opts.cluster is not None or opts.pin is False:
+        return 0
+    if opts.pin is None:
+        return opts.jobs if 1 < opts.jobs <= cores else 0
+    if opts.jobs > cores:
+        raise ConfigError("--jobs", str(opts.jobs), f"more cells at once than this host's {cores} "
+                          f"cores to pin them to; valid with --pin: at most {cores}")  # fmt: skip
+    return opts.jobs
 
 
 def run_experiment(exp: Experiment, out: Path, opts: RunOptions) -> dict[str, Any]:
@@ -206,6 +224,7 @@ def _run_on(cl: Any, able: list[str], exp: Experiment, out: Path, opts: RunOptio
 
     jobs, cluster, say, backend = opts.jobs, opts.cluster, opts.say, opts.backend
     session = {"jobs": jobs, "cluster": cluster or "embedded", "order": opts.order,
+               "pinned": pin_cells(opts),
                "order_seed": opts.order_seed if opts.order == "shuffle" else None}  # fmt: skip
     previous = prepare_results(exp, out, backend[0], session)["sessions"][:-1]
     if previous and "ended" not in previous[-1]:
@@ -227,6 +246,7 @@ def _run_on(cl: Any, able: list[str], exp: Experiment, out: Path, opts: RunOptio
             + ", ".join(sorted({cl.workers[a]['host']['name'] for a in able})))  # fmt: skip
     _note_workers(out, cl.workers)
     sweep = _Sweep(exp, out, backend, cl, need, scatter_inputs(cl, exp.inputs), plan)
+    sweep.pinned = pin_cells(opts)
     bar = tqdm(total=sum(plan.scheduled), initial=len(plan.finished), unit="cell",
                disable=not opts.progress, dynamic_ncols=True)  # fmt: skip
     try:
@@ -262,6 +282,7 @@ class _Sweep:
         self.running: dict[str, str] = {}  # cell id -> the worker running it
         self.stop_reason: str | None = None
         self.reruns: dict[str, list[str]] = {}  # cell id -> why its first run was flagged
+        self.pinned = 0  # cells dividing the host's cores (pin_cells)
         self._priority = 0
         self._status = ""
         cl.client.subscribe_topic(TOPIC, self._event)
@@ -278,7 +299,8 @@ class _Sweep:
     def submit(self, cells: list[tuple[int, Cell]], first: bool = False) -> None:
         """Dask runs higher priorities first: the given order, added repetitions first."""
         for i, (config, cell) in enumerate(cells):
-            job = addressed(json.loads(_job(cell, self.exp, self.backend)), self.exp.inputs)
+            job = addressed(json.loads(_job(cell, self.exp, self.backend, self.pinned)),
+                            self.exp.inputs)  # fmt: skip
             blobs = {sha: self.blobs[sha] for sha in hashes_needed(job)}
             self.ids.add(cell.cell_id)  # before its start event can arrive
             priority = len(cells) - i if first else 10**9 - self._priority

@@ -79,7 +79,8 @@ class HostSampler:
         d_total = max(1, total - self._start[1])
         runq = self.samples or [0]
         return {"cpus": os.cpu_count() or 1, "steal_pct": 100 * (steal - self._start[0]) / d_total,
-                "runqueue_mean": sum(runq) / len(runq), "runqueue_max": max(runq)}  # fmt: skip
+                "runqueue_mean": sum(runq) / len(runq), "runqueue_max": max(runq),
+                "affinity": sorted(os.sched_getaffinity(0))}  # fmt: skip
 
 
 def emulator_record(cell: Path) -> dict[str, dict[str, Any]]:

@@ -72,3 +72,22 @@ def test_a_quiet_cell_has_a_record_that_flags_nothing(run: str, tmp_path: Path) 
     assert record["emulator"]["path-uplink"]["released"] > 1000
     assert record["captures"] == {"sender": 0, "receiver": 0} and record["host"]["cpus"] >= 1
     assert "reruns" not in json.loads((out / "run.json").read_text())["sessions"][-1]
+
+
+def test_two_cells_at_once_run_on_their_own_cores(run: str, tmp_path: Path) -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        import pytest
+
+        pytest.skip("one core: nothing to divide")
+    exp = tmp_path / "two.yaml"
+    exp.write_text(EXP.format(topo=ROOT / "topologies" / "p2p.yaml").replace("hogged", "two")
+                   + "grid: {uplink.loss_pct: [0, 1]}\n")  # fmt: skip
+    out = tmp_path / "res"
+    res = run_cli("run", str(exp), "-o", str(out), "--jobs", "2", "--name", run, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((out / "run.json").read_text())["sessions"][-1]["pinned"] == 2
+    masks = [json.loads(p.read_text())["fidelity"]["host"]["affinity"]
+             for p in sorted((out / "cells").glob("*/cell.json"))]  # fmt: skip
+    assert len(masks) == 2 and all(len(m) == len(cores) // 2 for m in masks), masks
+    assert not set(masks[0]) & set(masks[1]) or masks[0] == masks[1], masks  # (one at a time)

@@ -6,6 +6,9 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+from testbed.errors import ConfigError
 from testbed.rtc.fidelity import HostSampler, capture_drops, flags
 
 
@@ -41,3 +44,20 @@ def test_the_sampler_sees_a_busy_host() -> None:
         spin.wait()
     assert host["runqueue_max"] >= 1 and len(sampler.samples) >= 5
     assert 0 <= host["steal_pct"] <= 100 and host["cpus"] >= 1
+
+
+def test_cells_divide_the_hosts_cores() -> None:
+    import os
+
+    from testbed.experiment.runner import RunOptions, pin_cells
+    from testbed.experiment.worker import cell_cores
+
+    cores = sorted(os.sched_getaffinity(0))
+    assert cell_cores("tb0", 0) is None and cell_cores("tb0", len(cores) + 1) is None
+    shares = [cell_cores(f"tb{n}", len(cores)) for n in range(len(cores))]
+    assert [sorted(s or ()) for s in shares] == [[c] for c in cores]  # one core each, disjoint
+    opts = RunOptions(len(cores), "tb", ("emu", "test"))
+    assert pin_cells(opts) == (len(cores) if len(cores) > 1 else 0)
+    assert pin_cells(RunOptions(1, "tb", ("emu", "test"))) == 0  # one at a time: no need
+    with pytest.raises(ConfigError, match="--jobs"):
+        pin_cells(RunOptions(len(cores) + 1, "tb", ("emu", "test"), pin=True))
