@@ -21,6 +21,7 @@ from testbed.abr.registry import make as make_controller
 from testbed.rtc.loops import BackgroundLoop
 from testbed.rtc.sources import min_bitrate_bps
 from testbed.rtc.spec import StreamSpec
+from testbed.rtc.stopping import Stopper
 
 
 class BitrateSink(Protocol):
@@ -41,6 +42,8 @@ class RateControl(BackgroundLoop):
         self.driver = AbrDriver(controller, spec.bitrate_mbps * 1e6, min_bitrate_bps(spec),
                                 name=spec.abr)  # fmt: skip
         self.tick_s = float(getattr(controller, "period_ms", PERIOD_MS)) / 1000
+        rule = spec.stop_rule()
+        self.stopper = Stopper(rule) if rule is not None else None  # stop_when: fed here
         self.estimates: list[tuple[int, float | None]] = []  # rtp ts, latency estimate ms
         self.floor_bps = min_bitrate_bps(spec)
         self.audio_bps = spec.audio_spec().bitrate_bps if spec.abr != "fixed" else 0.0
@@ -56,6 +59,9 @@ class RateControl(BackgroundLoop):
         for ts, assembly_us, age_us in entries:
             latency = latency_estimate_ms(now_ns, age_us, rtt_ms, first_sent.get(ts))
             self.estimates.append((ts, latency))
+            if self.stopper is not None and latency is not None:
+                self.stopper.add(latency)
+                self.stopper.rtt_ms = rtt_ms
             event = Feedback(now_ns / 1e6, "frame", rtt_ms=rtt_ms, frame_rtp_ts=ts,
                              frame_assembly_ms=assembly_us / 1000, frame_latency_ms=latency)  # fmt: skip
             self.apply(self.driver.feed(event))
@@ -63,6 +69,8 @@ class RateControl(BackgroundLoop):
     def on_feedback(self, event: Feedback) -> None:
         if event.kind == "report" and self.on_report is not None:
             self.on_report(event)
+        if self.stopper is not None and (event.kind == "nack" or (event.loss_fraction or 0) > 0):
+            self.stopper.loss_heard = True
         self.apply(self.driver.feed(event))
 
     def apply(self, target_bps: float) -> None:

@@ -274,7 +274,7 @@ class Session:
             "where": {"sender": snd.info.get("where"), "receiver": rcv.info.get("where")},
             "abr": snd.info.get("abr"), "fec_nacks_saved": rcv.info.get("fec_nacks_saved", 0),
             "keyframe_requests": snd.info.get("keyframe_requests", 0),
-            "connect_s": self.connect_s,
+            "connect_s": self.connect_s, "stopped": snd.info.get("stopped"),
             "media_ports": {"sender": ports[0], "receiver": ports[1]} if ports else None,
             "stray_datagrams": strays,
             "browser": {"sender": snd.info.get("browser"), "receiver": rcv.info.get("browser")},

@@ -18,6 +18,7 @@ from testbed.roi.scene import BUILTIN_SCENE, BUILTINS
 from testbed.roi.scenes import SCENES
 from testbed.roi.spec import RoiSpec, parse_roi
 from testbed.rtc.audiospec import AudioSpec, parse_audio
+from testbed.rtc.stopping import StopWhen, parse_stop_when
 from testbed.viewer.spec import ViewerSpec, parse_viewer
 
 SOURCES = ("synthetic", "video", "roi")
@@ -41,6 +42,8 @@ class StreamSpec:
     (video nor audio; RTCP goes on), then resumes; the stream still ends at duration_s.
     send_fps: send at most this many frames per second (e.g. the AI viewer's intake rate or a
     multiple of it); the source still runs at fps. A controller's Decision.max_fps overrides it.
+    stop_when: end the stream once its latency statistic is settled (testbed.rtc.stopping);
+    duration_s is then the longest it may run.
     stack: which WebRTC implementation runs the endpoints (testbed.rtc.stack); sender_stack /
     receiver_stack give one role another (a mixed pair). `options` holds the keys only those
     stacks have (aiortc: nack, history_packets, ...; chromium: encryption, field_trials, ...),
@@ -68,6 +71,7 @@ class StreamSpec:
     audio: dict[str, Any] = field(default_factory=dict)
     pauses: tuple[tuple[float, float], ...] = ()
     send_fps: float | None = None
+    stop_when: dict[str, Any] | None = None
     drain_s: float = 1.5
     connect_timeout_s: float = 20.0
     sender: str = "sender"
@@ -113,6 +117,9 @@ class StreamSpec:
 
     def audio_spec(self) -> AudioSpec:
         return AudioSpec(**self.audio)
+
+    def stop_rule(self) -> StopWhen | None:
+        return StopWhen(**self.stop_when) if self.stop_when else None
 
 
 GENERIC_KEYS = tuple(f.name for f in fields(StreamSpec) if f.name != "options")
@@ -201,6 +208,8 @@ def parse_stream(data: Mapping[str, Any], src: str = "--stream") -> StreamSpec:
         )
     generic["viewer"] = parse_viewer(generic.get("viewer"), src).to_dict()
     generic["audio"] = parse_audio(generic.get("audio"), src).to_dict()
+    stop = parse_stop_when(generic.get("stop_when"), float(generic.get("duration_s", 20.0)), src)
+    generic["stop_when"] = stop.to_dict() if stop is not None else None
     generic["pauses"] = parse_pauses(generic.get("pauses"), float(generic.get("duration_s", 20.0)),
                                      src, "stream.pauses")  # fmt: skip
     if generic["viewer"]["enabled"] and generic.get("source", "synthetic") == "synthetic":
@@ -219,6 +228,10 @@ def parse_stream(data: Mapping[str, Any], src: str = "--stream") -> StreamSpec:
             "stream.bitrate_mbps",
             f"frames would be under {MIN_FRAME_BYTES} bytes; raise the bitrate or lower fps",
         )
+    if spec.stop_when and "chromium" in (spec.stack_of("sender"), spec.stack_of("receiver")):
+        raise ConfigError(src, "stream.stop_when", "needs the sender's per-frame latency "
+                          "feedback, which only an aiortc pair sends; valid: stack aiortc at "
+                          "both ends (or precision: across repetitions)")  # fmt: skip
     if spec.send_fps is not None and spec.send_fps > spec.fps:
         raise ConfigError(src, "stream.send_fps", f"{spec.send_fps:g} is more than fps "
                           f"{spec.fps:g}; valid: (0, fps]")  # fmt: skip

@@ -165,3 +165,28 @@ def test_stream_output_is_written_once(run: str, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert not stale.exists() and (tmp_path / "new" / "cell.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "o"]
+
+
+def test_precision_stopped_cells_stop_when_settled_and_say_why(run: str, tmp_path: Path) -> None:
+    """A lossless cell stops long before duration_s; a lossy one runs until its interval is met
+    or duration_s; each says why in cell.json."""
+    from testbed.config import load_topology
+    from testbed.rtc.session import run_stream
+    from testbed.rtc.spec import parse_stream
+    from testbed.shaping.backends import make_backend
+
+    rule = {"metric": "p95", "ci_ms": 2, "ci_pct": 5, "min_s": 3}
+    outcomes = {}
+    for loss in (0, 5):
+        out = tmp_path / f"loss{loss}"
+        spec = parse_stream({"bitrate_mbps": 2.0, "duration_s": 20.0, "stop_when": rule}, "test")
+        topo = load_topology(ROOT / "topologies" / "p2p.yaml", [f"uplink.loss_pct={loss}"])
+        run_stream(topo, spec, out, make_backend("emu"), "test", run=run, seed=4)
+        outcomes[loss] = json.loads((out / "cell.json").read_text())["stopped"]
+    quiet, lossy = outcomes[0], outcomes[5]
+    assert quiet["reason"] == "precision" and quiet["at_s"] < 10, quiet
+    assert quiet["interval"]["high_ms"] - quiet["interval"]["low_ms"] <= 2 * 2 + 1e-9
+    if lossy["reason"] == "precision":  # met: it had frames a repair delayed, and took longer
+        assert lossy["at_s"] > quiet["at_s"] and lossy["interval"]["frames"] > 150
+    else:
+        assert lossy == {"reason": "duration", "at_s": 20.0, "interval": None}

@@ -111,8 +111,30 @@ def _audio_payload_type(sdp: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+async def _watch_precision(rate: RateControl, track: SourceTrack, spec: StreamSpec,
+                           stopped: dict[str, Any]) -> None:  # fmt: skip
+    """stop_when: every 0.5 s, end the source once the statistic is settled (testbed.rtc.stopping);
+    the warm-up's frames do not count (they are left out of the reported statistic too)."""
+    if rate.stopper is None:
+        return
+    t0 = time.monotonic()
+    warm = spec.warmup_s
+    while True:
+        await asyncio.sleep(0.5)
+        streamed = time.monotonic() - t0
+        if warm and streamed >= warm and rate.stopper.values:
+            rate.stopper.values.clear()  # the warm-up's estimates go
+            warm = 0.0
+        met = rate.stopper.met(streamed - spec.warmup_s)
+        if met is not None:
+            stopped.update(reason="precision", at_s=round(streamed, 3), interval=met)
+            track.pacer.count = min(track.pacer.count, track.pacer.index)  # no more frames
+            return
+
+
 def sender_record(spec: StreamSpec, opts: AiortcOptions, track: SourceTrack,
-                  tap: compat.SenderTap, rate: RateControl) -> record.EndpointRecord:  # fmt: skip
+                  tap: compat.SenderTap, rate: RateControl,
+                  stopped: dict[str, Any] | None = None) -> record.EndpointRecord:  # fmt: skip
     """What the sender's taps saw, as the stack-neutral record."""
     fec_pt = tap.fec.payload_type if tap.fec else None
     covers: dict[tuple[int, int], tuple[int, int]] = {}  # (repair seq, ts) -> (first seq, k)
@@ -142,6 +164,7 @@ def sender_record(spec: StreamSpec, opts: AiortcOptions, track: SourceTrack,
         "keyframe_requests": tap.keyframe_requests, "rtt_samples": tap.rtt.samples, "abr": rate.summary(), "encrypted": True,
         "payload_types": {"media": tap.media_pt, "rtx": tap.rtx_pt, "fec": fec_pt, "audio": tap.audio_pt},
         "history_packets": opts.history_packets, "not_applied": track.not_applied,
+        "stopped": stopped,
     }  # fmt: skip
     return record.EndpointRecord("sender", "aiortc", info, tables)
 
@@ -201,14 +224,17 @@ async def run_sender(spec: StreamSpec, out: Path) -> None:
     emit({"type": "connected"})
     track.sender = pc.getSenders()[0]
     rate.start()
+    stopped = {"reason": "duration", "at_s": spec.duration_s, "interval": None}
+    watcher = asyncio.ensure_future(_watch_precision(rate, track, spec, stopped))
     await track.finished.wait()
+    watcher.cancel()
     if tone is not None:
         tone.stop()
     await asyncio.sleep(spec.drain_s)
     await rate.close()
     emit({"type": "done"})
     await inbox.expect("stop")
-    sender_record(spec, opts, track, tap, rate).write(out)
+    sender_record(spec, opts, track, tap, rate, stopped).write(out)
     await pc.close()
 
 
@@ -328,8 +354,8 @@ async def run_receiver(spec: StreamSpec, out: Path) -> None:
         releaser.start()
     frame_feedback = None
     if (
-        spec.abr != "fixed"
-    ):  # a controller may use per-frame feedback; the baseline's wire is unchanged
+        spec.abr != "fixed" or spec.stop_when
+    ):  # a controller (or stop_when) may use per-frame feedback; the baseline's wire is unchanged
         frame_feedback = compat.FrameFeedbackSender(receiver, tap)
         frame_feedback.start()
     await _connected(pc, spec.connect_timeout_s)
