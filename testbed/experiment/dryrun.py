@@ -48,6 +48,8 @@ def plan_lines(exp: Experiment, done: Set[str], jobs: int) -> list[str]:
         lines.append(f"  {values}: {what}; {seconds:g} s streamed; {len(cells) - len(left)} done, "
                      f"{len(left)} to run")  # fmt: skip
     wall = (total_s + CELL_OVERHEAD_S * todo) / max(1, jobs)
-    lines.append(f"{todo} cell(s) to run, {total_s:.0f} s of streaming; about {wall / 60:.0f} min "
-                 f"at {jobs} at a time (nothing was started)")  # fmt: skip
+    early = any(c.stream.stop_when for c in exp.configs)
+    lines.append(f"{todo} cell(s) to run, {'at most ' if early else ''}{total_s:.0f} s of "
+                 f"streaming; about {wall / 60:.0f} min at {jobs} at a time"
+                 + (" (stop_when ends cells early)" if early else "") + " (nothing was started)")  # fmt: skip
     return lines
