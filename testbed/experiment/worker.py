@@ -18,7 +18,6 @@ import io
 import json
 import os
 import platform
-import re
 import shutil
 import signal
 import subprocess
@@ -49,15 +48,15 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-def cell_cores(slot: str, cells: int) -> set[int] | None:
-    """The cores of the cell in run-name slot `slot` (prefixN) when `cells` cells divide this
-    host's: the N-th share of them (every process the cell starts inherits it, emulators,
+def cell_cores(slot: int, cells: int) -> set[int] | None:
+    """The cores of the cell in run-name slot `slot` (the N of prefixN) when `cells` cells
+    divide this host's: the N-th share of them (every process the cell starts inherits it, emulators,
     endpoints, captures and browsers included); None: not pinned."""
     cores = sorted(os.sched_getaffinity(0))
     share = len(cores) // cells if cells > 0 else 0
     if share < 1:
         return None
-    n = int(re.sub(r"^\D+", "", slot) or 0) % cells
+    n = slot % cells
     return set(cores[n * share : (n + 1) * share])
 
 
@@ -292,7 +291,7 @@ def run_cell(job: dict[str, Any], blobs: Mapping[str, bytes]) -> dict[str, Any]:
             job = {**materialise(job, blobs), "host": dict(host)}
             log = work / f".log-{cell_id}"
             with open(log, "wb") as err:
-                cores = cell_cores(name, int(job.get("pin_cells") or 0))
+                cores = cell_cores(int(name[len(slots.prefix) :]), int(job.get("pin_cells") or 0))
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "testbed.experiment.cell", "--job", json.dumps(job),
                      "--out", str(final), "--name", name],

@@ -53,8 +53,8 @@ def test_cells_divide_the_hosts_cores() -> None:
     from testbed.experiment.worker import cell_cores
 
     cores = sorted(os.sched_getaffinity(0))
-    assert cell_cores("tb0", 0) is None and cell_cores("tb0", len(cores) + 1) is None
-    shares = [cell_cores(f"tb{n}", len(cores)) for n in range(len(cores))]
+    assert cell_cores(0, 0) is None and cell_cores(0, len(cores) + 1) is None
+    shares = [cell_cores(n, len(cores)) for n in range(len(cores))]
     assert [sorted(s or ()) for s in shares] == [[c] for c in cores]  # one core each, disjoint
     opts = RunOptions(len(cores), "tb", ("emu", "test"))
     assert pin_cells(opts) == (len(cores) if len(cores) > 1 else 0)
