@@ -159,6 +159,7 @@ class Session:
         self.connect_s = float("nan")
         self.connected_mono = 0.0
         self.answer_sdp = ""
+        self.started_s = 0.0  # when its endpoints were started, from the first's connection
         self.capture_stats: dict[str, str] = {}
 
     @property
@@ -275,6 +276,7 @@ class Session:
             "abr": snd.info.get("abr"), "fec_nacks_saved": rcv.info.get("fec_nacks_saved", 0),
             "keyframe_requests": snd.info.get("keyframe_requests", 0),
             "connect_s": self.connect_s, "stopped": snd.info.get("stopped"),
+            "started_s": round(self.started_s, 3),
             "media_ports": {"sender": ports[0], "receiver": ports[1]} if ports else None,
             "stray_datagrams": strays,
             "browser": {"sender": snd.info.get("browser"), "receiver": rcv.info.get("browser")},
@@ -339,6 +341,7 @@ def run_stream(
                     _check_link(net, started)
                     time.sleep(min(wait, 0.5))
                     wait = first.connected_mono + sess.start_s - time.monotonic()
+                sess.started_s = time.monotonic() - first.connected_mono  # as told: start_s
                 sess.start(net, lambda: _check_link(net, started))
                 sess.connect(net)
                 say(f"session {sess.name} connected at {sess.start_s:g} s "

@@ -43,11 +43,13 @@ def test_two_flows_share_the_bottleneck_and_add_up_to_its_log(run: str, tmp_path
     # everything the two senders sent their receivers crossed the bottleneck, and nothing else
     neck = read_link_log(tmp_path / "link-neck-uplink.log")
     assert carried == int((neck.event == "deliver").sum())
-    # b started 4 s after a connected: its first frame left 4 s + its own connection later
+    # b's endpoints started 4 s after a connected, as told; its first frame followed its own
+    # start-up and connection (a busy host makes the start-up longer: not the orchestrator's)
     frames = result.frames
     first = frames.groupby("session").sent_first_ns.min()
-    connect_b = cell["sessions"]["b"]["connect_s"]
-    assert 3.8e9 < first["b"] - first["a"] - connect_b * 1e9 < 4.8e9, (first, connect_b)
+    b = cell["sessions"]["b"]
+    assert 4.0 <= b["started_s"] < 4.3, b["started_s"]
+    assert 4.0e9 < first["b"] - first["a"] < 4.0e9 + (b["connect_s"] + 3) * 1e9, (first, b)
     sharing = cell["sharing"]
     assert sharing["jain"] > 0.95 and sharing["capacity_mbps"] == 4
     assert [c["event"] for c in sharing["convergence"]] == ["join b", "leave a"]

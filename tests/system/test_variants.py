@@ -71,7 +71,10 @@ def test_failing_controller_keeps_the_last_good_target(
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
-        (["abr=bola"], "stream.abr: 'bola' is unknown; known: accuracy_cap, budget, cap, fixed, margin, remb, steps"),
+        (
+            ["abr=bola"],
+            "stream.abr: 'bola' is unknown; known: accuracy_cap, budget, cap, fixed, margin, remb, steps",
+        ),
         (["abr=budget", "abr_params={budget: 5}"], "stream.abr_params"),
         (["fec={scheme: ldpc}"], "stream.fec.scheme: 'ldpc' is unknown; valid: none, xor, rs"),
         (
