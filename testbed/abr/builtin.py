@@ -166,9 +166,9 @@ class AccuracyCapController:
     """Send no more than the AI viewer needs: the cap is the lowest bitrate at which the task's
     accuracy reaches `threshold` on a measured curve (testbed.abr.curve: the JSON of `testbed
     bench viewer --json` or the CSV of `testbed report --accuracy --csv`; rows of kind `roi`),
-    interpolated. The target never exceeds the stack's estimate; while it already meets the
-    threshold (its accuracy on the curve) it stays; otherwise it climbs toward the cap by
-    climb_pct_per_s (multiplicative, GCC's 8%/s by default). A curve that never reaches the
+    interpolated. The target never exceeds the cap nor the stack's estimate; below the cap,
+    while it already meets the threshold (its accuracy on the curve) it stays; otherwise it
+    climbs toward the cap by climb_pct_per_s (multiplicative, GCC's 8%/s by default). A curve that never reaches the
     threshold caps at its most accurate bitrate (`reached` False in the summary)."""
 
     def __init__(self, initial_bps: float, fps: float, curve: str, threshold: float = 0.8,
@@ -192,6 +192,7 @@ class AccuracyCapController:
         self.last_ms = feedback.now_ms
         if accuracy_at(self.curve, self.target / 1e6) < self.threshold:
             self.target = min(self.cap, max(self.target, self.target * (1 + self.climb) ** dt_s))
+        self.target = min(self.target, self.cap)  # the cap is a ceiling, from the start
         if self.estimate is not None:
             self.target = min(self.target, self.estimate)
         self.target = max(self.lo, self.target)
