@@ -81,9 +81,11 @@ def test_accuracy_cap_keeps_a_rate_that_meets_the_threshold_and_climbs_otherwise
     flat = [(0.1, 0.5), (0.2, 0.85), (0.3, 0.8), (0.6, 0.95)]  # meets 0.8 from 0.2 on, with a dip
     path.write_text(json.dumps({"points": [{"achieved_mbps": m, "accuracy": a} for m, a in flat]}))
     keep = make("accuracy_cap", {"curve": str(path), "threshold": 0.8}, 0.2e6, 30)
-    assert keep.update(remb(0, 5.0)) == pytest.approx(0.2e6)  # at the cap, meeting it: kept
-    assert keep.update(remb(1000, 0.15)) == pytest.approx(0.15e6)  # the estimate fell under
-    assert 0.15e6 < keep.update(Feedback(3000, "tick")) <= 0.2e6  # climbs back, to the cap
+    cap = (0.1 + 0.3 / 0.35 * 0.1) * 1e6  # 0.8 crossed between 0.1 and 0.2 Mbps
+    assert keep.update(remb(0, 5.0)) == pytest.approx(cap)  # meets 0.8 there: kept
+    assert keep.update(Feedback(9000, "tick")) == pytest.approx(cap)
+    assert keep.update(remb(10_000, 0.15)) == pytest.approx(0.15e6)  # the estimate fell under
+    assert 0.15e6 < keep.update(Feedback(13_000, "tick")) <= cap  # climbs back, to the cap
 
 
 def test_a_controllers_error_names_it_the_event_and_the_value() -> None:
