@@ -9,6 +9,7 @@ a window's rate is at most (1 + tolerance) x the new target; a step up when it i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,6 @@ def step_reactions(frames: pd.DataFrame, control: pd.DataFrame, window_s: float 
 def reaction_summary(cells: Sequence[Path]) -> pd.DataFrame:
     """Per cell: its stack, steps up and down, each direction's median reaction and how many
     were never reached."""
-    import json
-
     out: list[dict[str, Any]] = []
     for cell in cells:
         if not (cell / "controller.parquet").exists():

@@ -19,6 +19,7 @@ once (testbed.experiment.runner) and `testbed report` lists flagged cells.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -90,8 +91,6 @@ def emulator_record(cell: Path) -> dict[str, dict[str, Any]]:
 
     out: dict[str, dict[str, Any]] = {}
     for stats_path in sorted(cell.glob("link-*.stats.json")):
-        import json
-
         stats = json.loads(stats_path.read_text())
         name = stats_path.name.removeprefix("link-").removesuffix(".stats.json")
         log_path = cell / f"link-{name}.log"
