@@ -60,6 +60,7 @@ def accuracy_table(answers: pd.DataFrame, by_task: bool = False) -> pd.DataFrame
              and c not in ("stream.bitrate_mbps", "uplink.loss_pct", "stream.video",
                            "stream.roi.enabled")]  # fmt: skip
     keys += [c for c in extra if answers[c].nunique() > 1]
+    keys += [c for c in ("stack", "abr") if c in answers and answers[c].nunique() > 1]
     if by_task:
         keys.append("task_type")
     rows = []
