@@ -84,3 +84,25 @@ def strict_mapping(
     data = mapping(value, src, key, example)
     check_keys(data, allowed, src, key)
     return dict(data)
+
+
+def pauses(value: Any, src: str, key: str, lo: float,
+           hi: float) -> tuple[tuple[float, float], ...]:  # fmt: skip
+    """[[from_s, to_s], ...] within (lo, hi], in order, not overlapping (a stream's pauses, on
+    its own clock or on a cell's)."""
+    if value is None:
+        return ()
+    example = "valid: a list of [from_s, to_s] pairs, e.g. [[10, 15]]"
+    if not isinstance(value, list | tuple):
+        raise ConfigError(src, key, f"{value!r}: {example}")
+    out: list[tuple[float, float]] = []
+    for i, pair in enumerate(value):
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise ConfigError(src, f"{key}[{i}]", f"{pair!r}: {example}")
+        a = number(pair[0], src, f"{key}[{i}]", lo, hi, lo_open=True)
+        b = number(pair[1], src, f"{key}[{i}]", lo, hi, lo_open=True)
+        if b <= a or (out and a < out[-1][1]):
+            raise ConfigError(src, f"{key}[{i}]", f"{list(pair)!r}: a pause ends after it "
+                              "begins, and after the one before it ends")  # fmt: skip
+        out.append((float(a), float(b)))
+    return tuple(out)

@@ -94,30 +94,8 @@ def parse_sessions(raw: Any, hosts: Sequence[str], src: str) -> tuple[SessionDef
         if not out and start != 0:
             raise ConfigError(src, f"{where}.start_s", "the first session starts at 0 (later "
                               "ones count from its connection)")  # fmt: skip
-        pauses = _pauses(data.get("pauses"), start, stop, src, f"{where}.pauses")
+        pauses = validate.pauses(data.get("pauses"), src, f"{where}.pauses", start, stop or 86_400)
         out.append(SessionDef(name, ends[0], ends[1], start, stop, _frozen(stream), pauses))
-    return tuple(out)
-
-
-def _pauses(raw: Any, start: float, stop: float | None, src: str,
-            key: str) -> tuple[tuple[float, float], ...]:  # fmt: skip
-    """[[from_s, to_s], ...] after start, before stop, in order, not overlapping."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise ConfigError(
-            src, key, f"{raw!r}: valid: a list of [from_s, to_s] pairs, e.g. [[40, 60]]"
-        )
-    out: list[tuple[float, float]] = []
-    for i, pair in enumerate(raw):
-        if not isinstance(pair, list) or len(pair) != 2:
-            raise ConfigError(src, f"{key}[{i}]", f"{pair!r}: valid: [from_s, to_s], e.g. [40, 60]")
-        a = validate.number(pair[0], src, f"{key}[{i}]", start, stop or 86_400, lo_open=True)
-        b = validate.number(pair[1], src, f"{key}[{i}]", start, stop or 86_400, lo_open=True)
-        if b <= a or (out and a < out[-1][1]):
-            raise ConfigError(src, f"{key}[{i}]", f"{pair!r}: a pause ends after it begins, "
-                              "and after the one before it ends")  # fmt: skip
-        out.append((float(a), float(b)))
     return tuple(out)
 
 

@@ -61,7 +61,7 @@ class HostSampler:
         self.samples: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tb-host-sampler", daemon=True)
-        self._start = _cpu_line()
+        self._start = (0, 0)  # (steal, all) ticks, read by start()
 
     def start(self) -> HostSampler:
         self._start = _cpu_line()

@@ -38,15 +38,11 @@ class RateControl(BackgroundLoop):
         on_report: Callable[[Feedback], None] | None = None,
     ) -> None:
         self.spec, self.sink, self.on_report = spec, sink, on_report
-        controller = make_controller(spec.abr, spec.abr_params, spec.bitrate_mbps * 1e6, spec.fps)
-        self.driver = AbrDriver(controller, spec.bitrate_mbps * 1e6, min_bitrate_bps(spec),
-                                name=spec.abr)  # fmt: skip
-        self.tick_s = float(getattr(controller, "period_ms", PERIOD_MS)) / 1000
+        self.steering = Steering(spec)
+        self.driver = self.steering.driver
         rule = spec.stop_rule()
         self.stopper = Stopper(rule) if rule is not None else None  # stop_when: fed here
         self.estimates: list[tuple[int, float | None]] = []  # rtp ts, latency estimate ms
-        self.floor_bps = min_bitrate_bps(spec)
-        self.audio_bps = spec.audio_spec().bitrate_bps if spec.abr != "fixed" else 0.0
 
     def on_frame_report(
         self,
@@ -74,28 +70,46 @@ class RateControl(BackgroundLoop):
         self.apply(self.driver.feed(event))
 
     def apply(self, target_bps: float) -> None:
-        self.sink.set_target_bitrate(self.video_bps(target_bps))
-        self.sink.set_limits(self.driver.max_fps or self.spec.send_fps, self.driver.scale_down)
-
-    def video_bps(self, target_bps: float) -> float:
-        """What the video is asked for: the budget less the audio's share, at least the floor."""
-        return max(target_bps - self.audio_bps, self.floor_bps)
+        self.sink.set_target_bitrate(self.steering.video_bps(target_bps))
+        self.sink.set_limits(*self.steering.limits())
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.tick_s)
+            await asyncio.sleep(self.steering.period_s)
             self.apply(self.driver.feed(Feedback(time.monotonic_ns() / 1e6, "tick")))
 
     def summary(self) -> dict[str, Any]:
-        return controller_summary(self.spec, self.driver)
+        return self.steering.summary()
 
     def controller_rows(self) -> list[tuple[Any, ...]]:
         """The sender record's controller table (testbed.rtc.record)."""
-        return [(round(t_ms * 1e6), kind, bps, self.video_bps(bps), None, *carried, None, None)
+        video = self.steering.video_bps
+        return [(round(t_ms * 1e6), kind, bps, video(bps), None, *carried, None, None)
                 for t_ms, kind, bps, *carried in self.driver.events]  # fmt: skip
 
 
-def controller_summary(spec: StreamSpec, driver: AbrDriver) -> dict[str, Any]:
-    """cell.json's `abr`: the controller, its parameters, its errors in words, its last target."""
-    return {"controller": spec.abr, "params": spec.abr_params, "errors": driver.errors,
-            "first_error": driver.first_error, "final_target_bps": driver.target_bps}  # fmt: skip
+class Steering:
+    """What every stack's rate control shares: the controller behind its driver and the period
+    it asks for, and what a target asks of the video (the budget less the audio's share, at
+    least the source's floor; the frame-rate and resolution limits in force)."""
+
+    def __init__(self, spec: StreamSpec) -> None:
+        self.spec = spec
+        controller = make_controller(spec.abr, spec.abr_params, spec.bitrate_mbps * 1e6, spec.fps)
+        self.floor_bps = min_bitrate_bps(spec)
+        self.driver = AbrDriver(controller, spec.bitrate_mbps * 1e6, self.floor_bps, name=spec.abr)
+        self.period_s = float(getattr(controller, "period_ms", PERIOD_MS)) / 1000
+        self.audio_bps = spec.audio_spec().bitrate_bps if spec.abr != "fixed" else 0.0
+
+    def video_bps(self, target_bps: float) -> float:
+        return max(target_bps - self.audio_bps, self.floor_bps)
+
+    def limits(self) -> tuple[float | None, float | None]:
+        """(max_fps, scale_down): the controller's, else the stream's send_fps."""
+        return self.driver.max_fps or self.spec.send_fps, self.driver.scale_down
+
+    def summary(self) -> dict[str, Any]:
+        """cell.json's `abr`: the controller, its parameters, its errors in words, its last target."""
+        d = self.driver
+        return {"controller": self.spec.abr, "params": self.spec.abr_params, "errors": d.errors,
+                "first_error": d.first_error, "final_target_bps": d.target_bps}  # fmt: skip

@@ -402,12 +402,6 @@ def run_stream(
         summary = cell["summary"]
         write_atomic(out / "frames.parquet", parquet_bytes(frames))
         write_atomic(out / "frames.csv", frames.to_csv(index=False))
-    write_json_atomic(out / "cell.json", cell)
-    viewer = first.spec.viewer_spec()
-    if first.name is None and viewer.enabled and viewer.judge_after:  # after the session
-        say(f"judging the viewer's frames ({viewer.judge})")
-        cell["viewer"] = judge_cell(out)
-        write_json_atomic(out / "cell.json", cell)
     for p in (out / "links").glob("*"):
         if p.suffix in (".log", ".json"):
             shutil.copy(p, out / p.name)
@@ -418,6 +412,11 @@ def run_stream(
             for sess, _, _, f in collected for role, cpu in (f.get("cpu") or {}).items()}  # fmt: skip
     cell["fidelity"] = fidelity_record(out, frames, captures, cpus, host)
     write_json_atomic(out / "cell.json", cell)
+    viewer = first.spec.viewer_spec()
+    if first.name is None and viewer.enabled and viewer.judge_after:  # after the session
+        say(f"judging the viewer's frames ({viewer.judge})")
+        cell["viewer"] = judge_cell(out)
+        write_json_atomic(out / "cell.json", cell)
     if first.name is None:
         write_atomic(out / "timeseries.csv", cell_series(out).to_csv(index=False))
     else:

@@ -242,23 +242,8 @@ def parse_stream(data: Mapping[str, Any], src: str = "--stream") -> StreamSpec:
 
 def parse_pauses(value: Any, duration_s: float, src: str,
                  key: str) -> tuple[tuple[float, float], ...]:  # fmt: skip
-    """[[from_s, to_s], ...]: in order, not overlapping, within (0, duration_s)."""
-    if value is None:
-        return ()
-    example = "valid: a list of [from_s, to_s] pairs, e.g. [[10, 15]]"
-    if not isinstance(value, list | tuple):
-        raise ConfigError(src, key, f"{value!r}: {example}")
-    out: list[tuple[float, float]] = []
-    for i, pair in enumerate(value):
-        if not isinstance(pair, list | tuple) or len(pair) != 2:
-            raise ConfigError(src, f"{key}[{i}]", f"{pair!r}: {example}")
-        a = validate.number(pair[0], src, f"{key}[{i}]", 0, duration_s, lo_open=True)
-        b = validate.number(pair[1], src, f"{key}[{i}]", 0, duration_s, lo_open=True)
-        if b <= a or (out and a < out[-1][1]):
-            raise ConfigError(src, f"{key}[{i}]", f"{list(pair)!r}: a pause ends after it "
-                              "begins, and after the one before it ends")  # fmt: skip
-        out.append((float(a), float(b)))
-    return tuple(out)
+    """[[from_s, to_s], ...]: in order, not overlapping, within (0, duration_s]."""
+    return validate.pauses(value, src, key, 0, duration_s)
 
 
 def _check_video(video: str, src: str) -> None:

@@ -35,6 +35,7 @@ from testbed.rtc.ratecontrol import RateControl
 from testbed.rtc.signaling import Inbox, emit, endpoint_args
 from testbed.rtc.sources import VIDEO_MAX_BPS, VIDEO_MIN_BPS, make_source
 from testbed.rtc.spec import StreamSpec
+from testbed.rtc.wireid import audio_payload_types
 from testbed.viewer.intake import Intake
 
 U32 = 1 << 32
@@ -107,8 +108,8 @@ def _kind(pt: int, media_pt: int | None, rtx_pt: int | None, fec_pt: int | None,
 
 
 def _audio_payload_type(sdp: str) -> int | None:
-    m = re.search(r"a=rtpmap:(\d+) opus/48000", sdp, re.IGNORECASE)
-    return int(m.group(1)) if m else None
+    """Opus's payload type in the SDP's audio section (none without audio)."""
+    return next((pt for pt, name in audio_payload_types(sdp).items() if name == "opus"), None)
 
 
 async def _watch_precision(rate: RateControl, track: SourceTrack, spec: StreamSpec,

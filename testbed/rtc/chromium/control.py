@@ -26,11 +26,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from testbed.abr.base import PERIOD_MS, Feedback
-from testbed.abr.driver import AbrDriver
-from testbed.abr.registry import make
-from testbed.rtc.ratecontrol import controller_summary
-from testbed.rtc.sources import min_bitrate_bps
+from testbed.abr.base import Feedback
+from testbed.rtc.ratecontrol import Steering
 from testbed.rtc.spec import StreamSpec
 
 
@@ -85,12 +82,8 @@ class BrowserControl:
     answer: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        spec = self.spec
-        controller = make(spec.abr, spec.abr_params, spec.bitrate_mbps * 1e6, spec.fps)
-        self.floor = min_bitrate_bps(spec)
-        self.driver = AbrDriver(controller, spec.bitrate_mbps * 1e6, self.floor, name=spec.abr)
-        self.period_s = float(getattr(controller, "period_ms", PERIOD_MS)) / 1000
-        self.audio_bps = spec.audio_spec().bitrate_bps
+        self.steering = Steering(self.spec)
+        self.driver = self.steering.driver
         self.stats = StatsFeedback()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -100,8 +93,7 @@ class BrowserControl:
             for event in self.stats.events(snap, now_ms):
                 target = self.driver.feed(event)
                 d = self.driver
-                wanted = (max(target - self.audio_bps, self.floor), d.max_fps or self.spec.send_fps,
-                          d.scale_down)  # fmt: skip
+                wanted = (self.steering.video_bps(target), *self.steering.limits())
                 if wanted != self.applied:
                     args = ", ".join("null" if v is None else f"{v:g}" for v in wanted)
                     self.answer = await self.js(f"tb.setTarget({args})")
@@ -113,7 +105,7 @@ class BrowserControl:
                 if event.kind != "tick" or not self.rows or self.rows[-1][2:4] != row[2:4]:
                     self.rows.append(row)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.period_s)
+                await asyncio.wait_for(stop.wait(), self.steering.period_s)
 
     def summary(self) -> dict[str, Any]:
-        return controller_summary(self.spec, self.driver)
+        return self.steering.summary()
