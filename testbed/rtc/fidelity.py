@@ -32,6 +32,7 @@ LATE_NS = 1_000_000
 THRESHOLDS = {
     "lateness_p99_us": 1000.0,  # an emulator's p99 release lateness
     "late_share": 0.005,  # its releases more than 1 ms late, as a share of what it released
+    "late_min": 10,  # ... and at least this many (an RTCP-only direction releases a few hundred)
     "steal_pct": 5.0,  # CPU time the hypervisor took
     "runqueue_per_cpu": 1.5,  # mean runnable processes per CPU
     "capture_drops": 0,  # packets a capture lost
@@ -122,8 +123,9 @@ def flags(record: dict[str, Any]) -> list[str]:
             out.append(
                 f"emulator {name}: release lateness p99 {p99:.0f} us > {t['lateness_p99_us']:g}"
             )
-        if e.get("released") and e["late_over_1ms"] / e["released"] > t["late_share"]:
-            out.append(f"emulator {name}: {e['late_over_1ms']} of {e['released']} releases more "
+        late, released = e.get("late_over_1ms", 0), e.get("released", 0)
+        if released and late >= t["late_min"] and late / released > t["late_share"]:
+            out.append(f"emulator {name}: {late} of {released} releases more "
                        f"than 1 ms late (> {t['late_share']:.1%})")  # fmt: skip
     host = record.get("host") or {}
     if host.get("steal_pct", 0) > t["steal_pct"]:
