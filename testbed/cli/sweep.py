@@ -50,6 +50,9 @@ from testbed.errors import ConfigError, TestbedError, interrupt_exit_code
 )
 @click.option("--pin/--no-pin", default=None, help="each cell on its own cores [when --jobs > 1 "
               "and this host has a core for each]")  # fmt: skip
+@click.option("--only", "only", multiple=True, metavar="KEY=VALUE",
+              help="only the configurations with this grid value (repeatable), e.g. "
+              "--only stream.abr=remb --only stream.stack=aiortc")  # fmt: skip
 @name_option()
 def run_cmd(
     experiment: Path,
@@ -64,10 +67,12 @@ def run_cmd(
     insecure: bool,
     dry_run: bool,
     pin: bool | None,
+    only: tuple[str, ...],
     name: str,
 ) -> None:
     """Run every cell of EXPERIMENT (skipping cells already done) as tasks on a Dask cluster
     (embedded unless --cluster), with a progress bar."""
+    from testbed.cli.rmcat import skip_not_applicable
     from testbed.config import validate_run_name
     from testbed.experiment.runner import RunOptions, default_jobs, pin_cells, run_experiment
     from testbed.experiment.spec import load_experiment
@@ -77,6 +82,9 @@ def run_cmd(
     try:
         validate_run_name(name)
         exp = load_experiment(experiment, max_cells=10**9 if yes else None)
+        if only:
+            exp = _only(exp, only)
+        exp = skip_not_applicable(exp)
         if jobs is not None and jobs < 1:
             raise ConfigError("--jobs", str(jobs), "valid: a whole number >= 1")
         if dry_run:
@@ -119,6 +127,23 @@ def run_cmd(
         )
         sys.exit(interrupt_exit_code(e))
     click.echo(f"done in {time.monotonic() - start:.0f} s: {target}  (next: testbed plot {target})")
+
+
+def _only(exp: Any, only: tuple[str, ...]) -> Any:
+    """The experiment cut to the configurations --only names (none left: one line, exit 2)."""
+    import yaml
+
+    wanted: dict[str, Any] = {}
+    for item in only:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError("--only", item, "valid: KEY=VALUE, a grid key and one of its values")
+        wanted[key] = yaml.safe_load(value)
+    cut = exp.only(wanted)
+    if not cut.configs:
+        raise ConfigError("--only", " ".join(only), f"no configuration of {exp.source} matches; "
+                          f"its grid: {', '.join(exp.grid) or 'none'}")  # fmt: skip
+    return cut
 
 
 def _configs(results: Path) -> Any:
@@ -166,9 +191,16 @@ def _report_accuracy(results: Path, csv_out: Path | None, by_task: bool, judge: 
 @click.option("--accuracy", is_flag=True, help="the AI viewer's task accuracy per configuration")
 @click.option("--by-task", is_flag=True, help="with --accuracy: a row per task type too")
 @click.option("--judge", default=None, help="with --accuracy: only this judge's answers")
+@click.option("--rmcat", is_flag=True, help="RFC 8868's metrics and a verdict per cell of RFC 8867 "
+              "cases; RESULTS: one case's results or a folder of them; then the scorecard")  # fmt: skip
 def report(results: Path, csv_out: Path | None, by: str | None, metric: str, accuracy: bool,
-           by_task: bool, judge: str | None) -> None:  # fmt: skip
+           by_task: bool, judge: str | None, rmcat: bool) -> None:  # fmt: skip
     """Per configuration: achieved bitrate, frames, completion, latency with 95% CIs, model."""
+    if rmcat:
+        from testbed.cli.rmcat import report_rmcat
+
+        report_rmcat(results, csv_out)
+        return
     if accuracy:
         _report_accuracy(results, csv_out, by_task, judge)
         return
@@ -287,6 +319,8 @@ def report(results: Path, csv_out: Path | None, by: str | None, metric: str, acc
     help="RESULTS is a cell folder or a results folder: target vs achieved bitrate, latency and "
     "losses per second, one line per cell",
 )
+@click.option("--rmcat", is_flag=True, help="RFC 8867 cases: each flow's rate vs the capacity "
+              "available to it, and delay, over time; a figure per cell")  # fmt: skip
 def plot(
     results: Path,
     out: Path | None,
@@ -298,6 +332,7 @@ def plot(
     by: str | None,
     timeseries: bool,
     accuracy: bool,
+    rmcat: bool,
 ) -> None:
     """The Figure 3 view, with the yellow region computed from the data (or --by, --timeseries)."""
     import matplotlib
@@ -311,6 +346,11 @@ def plot(
     if by is not None and by not in VARIANTS:
         fail(ConfigError("--by", by, f"valid: {', '.join(VARIANTS)}"))
     budget = response_ms - model_ms
+    if rmcat:
+        from testbed.cli.rmcat import plot_rmcat
+
+        plot_rmcat(results, out)
+        return
     if timeseries:
         _plot_timeseries(results, out, budget)
         return

@@ -5,7 +5,9 @@
     - {name: cbr, from: sender, to: receiver, kind: udp, rate_mbps: 3, on_ms: 500, off_ms: 500}
 
 kind: udp (constant rate_mbps, or on/off: on_ms at rate_mbps then off_ms silent), tcp (a bulk
-transfer with the congestion control cc: reno | cubic | bbr, what this kernel offers) or
+transfer with the congestion control cc: reno | cubic | bbr, what this kernel offers),
+tcp_short (RFC 8868's short TCP flows: downloads of size_kb [30, 50] (uniform), idle between
+them exponential with mean idle_mean_s (10); start_on: false starts with an idle period) or
 malformed (rate_pps hostile datagrams at the media port of the stream's endpoint on `to`:
 testbed.net.hostile; the endpoints must drop them, the cell counts them). start_s
 and stop_s count from the start of the session's stream (stop_s: none = until it ends).
@@ -19,7 +21,7 @@ from typing import Any
 from testbed import validate
 from testbed.errors import ConfigError
 
-KINDS = ("udp", "tcp", "malformed")
+KINDS = ("udp", "tcp", "tcp_short", "malformed")
 CONGESTION = ("reno", "cubic", "bbr")
 FLOW_KEYS = (
     "name",
@@ -33,6 +35,9 @@ FLOW_KEYS = (
     "cc",
     "start_s",
     "stop_s",
+    "size_kb",
+    "idle_mean_s",
+    "start_on",
 )
 
 
@@ -49,10 +54,18 @@ class FlowSpec:
     start_s: float = 0.0
     stop_s: float | None = None
     rate_pps: float | None = None  # malformed flows
+    size_kb: tuple[float, float] | None = None  # tcp_short: each download's size, uniform
+    idle_mean_s: float | None = None  # tcp_short: mean of the exponential idle time
+    start_on: bool = True  # tcp_short: the first download at start_s (else after an idle time)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["from"], d["to"] = d.pop("src"), d.pop("dst")
+        if self.kind != "tcp_short":
+            for key in ("size_kb", "idle_mean_s", "start_on"):
+                d.pop(key)
+        else:
+            d["size_kb"] = list(self.size_kb or ())
         return d
 
 
@@ -108,13 +121,35 @@ def parse_flows(raw: Any, hosts: tuple[str, ...], src: str) -> tuple[FlowSpec, .
         stop = None
         if d.get("stop_s") is not None:
             stop = validate.number(d["stop_s"], src, f"{where}.stop_s", start, 86_400, lo_open=True)
+        short = _short(d, kind, src, where)
         out.append(FlowSpec(name, str(d["from"]), str(d["to"]), kind, rate, on, off,
                             validate.choice(d.get("cc", "cubic"), CONGESTION, src, f"{where}.cc"),
-                            start, stop, pps))  # fmt: skip
+                            start, stop, pps, *short))  # fmt: skip
     names = [f.name for f in out]
     if len(set(names)) != len(names):
         raise ConfigError(src, "cross_traffic", f"flow names repeat: {names}")
     return tuple(out)
+
+
+def _short(d: dict[str, Any], kind: str, src: str,
+           where: str) -> tuple[tuple[float, float] | None, float | None, bool]:  # fmt: skip
+    """A tcp_short flow's (size_kb, idle_mean_s, start_on); other kinds have none of them."""
+    if kind != "tcp_short":
+        for key in ("size_kb", "idle_mean_s", "start_on"):
+            if key in d:
+                raise ConfigError(src, f"{where}.{key}", "only a tcp_short flow has it")
+        return None, None, True
+    size = d.get("size_kb", [30, 50])
+    if not isinstance(size, list) or len(size) != 2:
+        raise ConfigError(src, f"{where}.size_kb", f"{size!r}: valid: [smallest, largest] in KB")
+    lo = validate.number(size[0], src, f"{where}.size_kb", 0, 1e7, lo_open=True)
+    hi = validate.number(size[1], src, f"{where}.size_kb", lo, 1e7)
+    idle = validate.number(d.get("idle_mean_s", 10.0), src, f"{where}.idle_mean_s", 0, 3600,
+                           lo_open=True)  # fmt: skip
+    start_on = d.get("start_on", True)
+    if not isinstance(start_on, bool):
+        raise ConfigError(src, f"{where}.start_on", f"{start_on!r} is not true or false")
+    return (lo, hi), idle, start_on
 
 
 def check_malformed_targets(

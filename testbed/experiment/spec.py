@@ -10,7 +10,7 @@ import hashlib
 import itertools
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from testbed.config import (
     read_topology_file,
     read_yaml,
 )
+from testbed.config.rmcat import RmcatSpec, check_timeline, parse_rmcat
 from testbed.config.traffic import check_malformed_targets
 from testbed.errors import ConfigError
 from testbed.experiment.inputs import file_sha256, input_paths
@@ -29,7 +30,7 @@ from testbed.experiment.precision import Precision, parse_precision
 from testbed.rtc.spec import StreamSpec, parse_stream, session_streams, set_key
 
 EXPERIMENT_KEYS = ("name", "topology", "set", "stream", "grid", "repetitions", "seed", "max_cells",
-                   "precision", "repetitions_max")  # fmt: skip
+                   "precision", "repetitions_max", "rmcat")  # fmt: skip
 DEFAULT_MAX_CELLS = 1000
 
 
@@ -70,6 +71,14 @@ class Experiment:
     inputs: dict[str, str]  # every input file the cells name -> its sha256
     precision: Precision | None = None
     repetitions_max: int = 0
+    rmcat: RmcatSpec | None = None  # an RFC 8867 case (testbed.config.rmcat)
+
+    def only(self, wanted: Mapping[str, Any]) -> Experiment:
+        """The configurations whose grid values match every key = value of `wanted` (a key
+        inside a grid over whole mappings: stream.abr matches grid `stream: [{abr: ...}]`)."""
+        return replace(self, configs=tuple(c for c in self.configs
+                                           if all(_grid_value(c.values, k) == v
+                                                  for k, v in wanted.items())))  # fmt: skip
 
     def cell(self, config: int, repetition: int) -> Cell:
         c = self.configs[config]
@@ -90,6 +99,14 @@ class Experiment:
         for path, sha in sorted(self.inputs.items()):
             h.update(f"\0input\0{Path(path).name}\0{sha}".encode())
         return h.hexdigest()[:16]
+
+
+def _grid_value(values: Mapping[str, Any], key: str) -> Any:
+    if key in values:
+        return values[key]
+    head, _, rest = key.partition(".")
+    inner = values.get(head)
+    return inner.get(rest) if isinstance(inner, Mapping) and rest else None
 
 
 def _cell_id(params: Mapping[str, Any]) -> str:
@@ -172,6 +189,7 @@ def load_experiment(path: str | Path, max_cells: int | None = None) -> Experimen
     if precision is not None and repetitions < 2:
         raise ConfigError(src, "repetitions", "with precision: valid: >= 2 (an interval needs "
                           "two repetitions to start from)")  # fmt: skip
+    rmcat = parse_rmcat(raw.get("rmcat"), src)
     keys = list(grid)
     configs: list[Config] = []
     for combo in itertools.product(*(grid[k] for k in keys)):
@@ -186,6 +204,13 @@ def load_experiment(path: str | Path, max_cells: int | None = None) -> Experimen
                     raise ConfigError(src, "grid.stream", f"{value!r}: valid: mappings of stream "
                                       "keys, e.g. [{abr: gcc}, {abr: cap, abr_params: {cap_mbps: 1}}]")  # fmt: skip
                 stream_data.update(value)
+            elif key == "set":  # a grid over sets of topology keys that change together
+                if not isinstance(value, Mapping):
+                    raise ConfigError(src, "grid.set", f"{value!r}: valid: mappings of topology "
+                                      "keys, e.g. [{uplink.delay_ms: 50, downlink.delay_ms: 50}]")  # fmt: skip
+                overrides.extend(
+                    (str(k), _file_value(str(k), v, exp_dir)) for k, v in value.items()
+                )
             elif key.startswith("stream."):
                 set_key(stream_data, key.removeprefix("stream."), value)
             else:
@@ -203,6 +228,8 @@ def load_experiment(path: str | Path, max_cells: int | None = None) -> Experimen
             check_malformed_targets(
                 topo.cross_traffic, (spec.sender, spec.receiver), str(topo_path)
             )
+            if rmcat is not None:
+                check_timeline(rmcat, topo, spec.duration_s, src)
         except ConfigError as e:
             where = f"grid {values}" if values else "set/stream"
             key = f"grid.{e.key}" if e.key in values or f"stream.{e.key}" in values else e.key
@@ -214,5 +241,5 @@ def load_experiment(path: str | Path, max_cells: int | None = None) -> Experimen
         name=name, source=src, text=Path(src).read_text(), topology_path=str(topo_path),
         topology_text=topo_path.read_text(), configs=tuple(configs), repetitions=repetitions,
         grid=dict(grid), seed=seed, inputs={f: file_sha256(f) for f in sorted(files)},
-        precision=precision, repetitions_max=reps_max,
+        precision=precision, repetitions_max=reps_max, rmcat=rmcat,
     )  # fmt: skip

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,8 @@ def client_script(flow: FlowSpec, address: str, port: int, session_s: float) -> 
     base = f"iperf3 -c {address} -p {port} --connect-timeout 3000"
     if flow.kind == "tcp":
         run = f"{base} -C {flow.cc} -t {max(1, round(duration))} >/dev/null"
+    elif flow.kind == "tcp_short":
+        run = _downloads(flow, f"{base} -C {flow.cc}", duration)
     elif flow.on_ms is None:
         assert flow.rate_mbps is not None
         nbytes = max(UDP_PAYLOAD, round(flow.rate_mbps * 1e6 / 8 * duration))
@@ -51,6 +55,30 @@ def client_script(flow: FlowSpec, address: str, port: int, session_s: float) -> 
         burst = f"{base} -u -b {flow.rate_mbps}M -l {UDP_PAYLOAD} -n {nbytes} >/dev/null"
         run = f"for i in $(seq {cycles}); do {burst}; sleep {flow.off_ms / 1000:.3f}; done"
     return f"sleep {flow.start_s:.3f}; {run}"
+
+
+def download_plan(flow: FlowSpec, duration_s: float) -> list[tuple[float, int]]:
+    """A tcp_short flow's (idle seconds before it, bytes) per download, drawn from a generator
+    seeded by the flow's name (the same plan in every cell); idle times add up to at most
+    duration_s (the downloads' own time comes on top: the script stops at stop_s)."""
+    assert flow.size_kb is not None and flow.idle_mean_s is not None
+    rng = random.Random(zlib.crc32(flow.name.encode()))
+    plan, t = [], 0.0
+    idle = 0.0 if flow.start_on else rng.expovariate(1 / flow.idle_mean_s)
+    while t + idle < duration_s:
+        t += idle
+        plan.append((idle, round(rng.uniform(*flow.size_kb) * 1000)))
+        idle = rng.expovariate(1 / flow.idle_mean_s)
+    return plan
+
+
+def _downloads(flow: FlowSpec, client: str, duration_s: float) -> str:
+    """The shell of a tcp_short flow: each download after its idle time, none after stop_s."""
+    steps = [f"end=$(( $(date +%s) + {math.ceil(duration_s)} ))"]
+    for idle, nbytes in download_plan(flow, duration_s):
+        steps.append(f"sleep {idle:.3f}; [ $(date +%s) -lt $end ] || exit 0; "
+                     f"{client} -n {nbytes} >/dev/null")  # fmt: skip
+    return "; ".join(steps)
 
 
 class CrossTraffic:
@@ -68,7 +96,7 @@ class CrossTraffic:
                 continue
             port = BASE_PORT + i
             out = self.out / f"cross-{flow.name}.json"
-            one_shot = ["-1"] if flow.on_ms is None else []
+            one_shot = ["-1"] if flow.on_ms is None and flow.kind != "tcp_short" else []
             with open(out, "w") as f:
                 server = self.net.popen(flow.dst, ["iperf3", "-s", *one_shot, "-J", "-i", "0.5",
                                                    "-p", str(port)], stdout=f, stderr=subprocess.DEVNULL)  # fmt: skip

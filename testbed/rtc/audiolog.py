@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from testbed.rtc.wirelog import first_arrivals
+
 COLUMNS = {
     "ssrc": "the audio stream's SSRC",
     "seq": "RTP sequence number",
@@ -34,12 +36,8 @@ def audio_table(sent_wire: pd.DataFrame, recv_wire: pd.DataFrame,
     testbed.rtc.mediapath.media_flow), in the order sent."""
     pts = list(audio_pts)
     sent = sent_wire[(sent_wire.kind == "rtp") & sent_wire.pt.isin(pts)]
-    sent = sent.sort_values("t_ns").drop_duplicates(["ssrc", "seq", "ts"])
     recv = recv_wire[(recv_wire.kind == "rtp") & recv_wire.pt.isin(pts)]
-    first = recv.groupby(["ssrc", "seq", "ts"], as_index=False)["t_ns"].min()
-    out = sent[["ssrc", "seq", "ts", "pt", "t_ns", "ip_bytes"]].merge(
-        first.rename(columns={"t_ns": "recv_ns"}), on=["ssrc", "seq", "ts"], how="left"
-    )
+    out = first_arrivals(sent, recv)[["ssrc", "seq", "ts", "pt", "t_ns", "ip_bytes", "recv_ns"]]
     out = out.rename(columns={"ts": "rtp_ts", "t_ns": "sent_ns"})
     out["recv_ns"] = out.recv_ns.astype("Int64")
     out["latency_ns"] = (out.recv_ns - out.sent_ns).astype("Int64")

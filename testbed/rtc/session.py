@@ -65,9 +65,11 @@ from testbed.rtc.wireid import (
     PayloadTypes,
     audio_payload_types,
     payload_padding,
+    payload_types,
     receiver_feedback,
     sender_packets,
 )
+from testbed.rtc.wirelog import wire_table
 from testbed.versions import package_versions
 from testbed.viewer.judging import intake_table, judge_cell
 
@@ -241,8 +243,11 @@ class Session:
         recv_wire = to_frame(read_pcap(out / "receiver.pcap"), offset)
         strays = {"sender": stray_datagrams(sent_wire, sender_ip, ports, 0),
                   "receiver": stray_datagrams(recv_wire, receiver_ip, ports, 1)}  # fmt: skip
+        back = media_flow(recv_wire, receiver_ip, sender_ip, ports[::-1] if ports else None)
         sent_wire = media_flow(sent_wire, sender_ip, receiver_ip, ports)
         recv_wire = media_flow(recv_wire, sender_ip, receiver_ip, ports)
+        wire = wire_table(sent_wire, recv_wire, back, payload_types(self.answer_sdp))
+        write_atomic(out / "wire.parquet", parquet_bytes(wire))  # RFC 8868's per-packet log
         frames = frame_table(snd, rcv, sent_wire, recv_wire, int(spec.giveup_ms * 1e6),
                              sizes_from_wire=spec.source == "video")  # fmt: skip
         if spec.source == "roi":
