@@ -9,7 +9,7 @@ APT_PACKAGES += $(if $(RTC_TESTBED_IN_IMAGE),,docker.io debootstrap)
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 
-.PHONY: setup run test drill test-unit lint bench clean-kernel help dockerd image test-image
+.PHONY: setup run test drill test-unit lint bench clean-kernel help dockerd image test-image rmcat
 
 help:
 	@echo "make setup   apt packages + .venv with pinned Python dependencies"
@@ -18,6 +18,8 @@ help:
 	@echo "make drill   setup, then the on-demand drills: the whole fault matrix, a soak"
 	@echo "make lint    ruff + mypy --strict on testbed/"
 	@echo "make bench   the link fidelity and frame-latency floor benchmarks"
+	@echo "make rmcat   the RMCAT suite (RFC 8867), every case x controller, its report and figures;"
+	@echo "             ONLY='--only stream.stack=aiortc --only stream.abr=remb' for one controller"
 	@echo "make dockerd start the testbed's own Docker daemon (unless one answers)"
 	@echo "make image   build rtc-testbed/testbed:latest with no registry (docs/docker.md)"
 	@echo "make test-image  build it and run the quick sweep inside (on demand, ~15 min)"
@@ -47,6 +49,13 @@ bench: setup
 	$(VENV)/bin/testbed bench link --load
 	$(VENV)/bin/testbed bench floor
 	$(VENV)/bin/testbed bench sweep
+
+RMCAT_OUT ?= results/rmcat
+rmcat: setup
+	for f in experiments/rmcat/*.yaml; do \
+	  $(VENV)/bin/testbed run $$f -o $(RMCAT_OUT)/$$(basename $$f .yaml) $(ONLY) || exit $$?; done
+	$(VENV)/bin/testbed report $(RMCAT_OUT) --rmcat --csv $(RMCAT_OUT)-metrics.csv
+	$(VENV)/bin/testbed plot $(RMCAT_OUT) --rmcat
 
 test: setup
 	$(VENV)/bin/pytest -q

@@ -9,8 +9,9 @@ Definitions (docs/rmcat.md has them with their reasons):
   its fair share and stays there until the next event (inf: never), for each flow active over
   the whole interval (intervals shorter than 5 s are not judged);
 - oscillation: a swing of the 500 ms rate from below 0.5x to above 1.1x its fair share or back;
-- Jain's index per phase (between events, from 10 s after its start) over the flows' mean
-  rates, phases with at least two flows; jain_min is the lowest;
+- Jain's index per phase (between events, from 10 s after its start, or its second half when
+  shorter than 20 s) over the flows' mean rates, phases with at least two flows; jain_min is
+  the lowest;
 - queueing delay: the bottleneck's link log (sojourn in a queue discipline's log; else the
   time from arrival to leaving the rate stage less the packet's own transmission time).
 """
@@ -83,9 +84,11 @@ def oscillations(rate: pd.Series, fair: pd.Series) -> int:
 
 
 def phases(events: list[float], end_s: float) -> list[tuple[float, float]]:
+    """The judged part of each phase between events: from PHASE_SETTLE_S after its start (half
+    of it in a phase shorter than twice that), phases of at least MIN_INTERVAL_S."""
     bounds = [0.0, *events, end_s]
-    return [(a + PHASE_SETTLE_S, b) for a, b in itertools.pairwise(bounds)
-            if b - a > PHASE_SETTLE_S + 2]  # fmt: skip
+    return [(a + min(PHASE_SETTLE_S, (b - a) / 2), b) for a, b in itertools.pairwise(bounds)
+            if b - a >= MIN_INTERVAL_S]  # fmt: skip
 
 
 def jain_min(data: CellData) -> float | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +208,20 @@ def test_not_applicable_is_said_not_passed() -> None:
     assert (
         ecn is not None and verdict(ecn, {}, {"ecn_capable_pct": 0.0}, {"aiortc"}).result == "n.a."
     )
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "testbed.cli", *args], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)  # fmt: skip
+
+
+def test_only_cuts_the_grid_and_a_value_it_lacks_is_one_line() -> None:
+    case = str(CASE_FILES[CASE_FILES.index(ROOT / "experiments" / "rmcat" / "5.1.yaml")])
+    plan = _cli(
+        "run", case, "--dry-run", "--only", "stream.stack=aiortc", "--only", "stream.abr=remb"
+    )
+    assert plan.returncode == 0, plan.stderr
+    assert "2 cell(s) to run" in plan.stdout  # the two one-way delays
+    bad = _cli("run", case, "--dry-run", "--only", "stream.abr=nothing")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "--only" in bad.stderr and "no configuration" in bad.stderr
