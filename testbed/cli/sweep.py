@@ -23,7 +23,8 @@ from testbed.errors import ConfigError, TestbedError, interrupt_exit_code
     default=None,
     help="results folder [results/<experiment name>]",
 )
-@click.option("--jobs", type=int, default=None, help="cells at once [one per two cores]")
+@click.option("--jobs", type=int, default=None, help="cells at once [one per core when every cell "
+              "is aiortc with the synthetic source, else one per two cores]")  # fmt: skip
 @click.option("--backend", default="auto", show_default=True, help="auto | emu | netem")
 @click.option("--yes", is_flag=True, help="run a grid larger than its cell limit")
 @click.option(
@@ -92,7 +93,7 @@ def run_cmd(
             from testbed.experiment.runner import done_cells
 
             target = out or Path("results") / exp.name
-            for line in plan_lines(exp, done_cells(target), jobs or default_jobs()):
+            for line in plan_lines(exp, done_cells(target), jobs or default_jobs(exp)):
                 click.echo(line)
             return
         tls = None
@@ -105,7 +106,7 @@ def run_cmd(
         elif certs is not None:
             raise ConfigError("--certs", str(certs), "only with --cluster tls://HOST:PORT")
         chosen = choose_backend(backend, name)
-        opts = RunOptions(jobs or default_jobs(), name, chosen, click.echo, cluster=cluster,
+        opts = RunOptions(jobs or default_jobs(exp), name, chosen, click.echo, cluster=cluster,
                           order=order, order_seed=order_seed, tls=tls, pin=pin)  # fmt: skip
         pin_cells(opts)  # --pin with more cells than cores: one line, before anything starts
         require_root()
