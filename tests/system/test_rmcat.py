@@ -18,7 +18,7 @@ from tests.system.conftest import run_cli
 TOPO = ROOT / "topologies"
 STREAM = ("stream: {stack: aiortc, abr: remb, abr_params: {min_mbps: 0.15, max_mbps: 1.5}, fps: 30,"
           " bitrate_mbps: 0.15, duration_s: 12, warmup_s: 0, drain_s: 1,"
-          " audio: {codec: opus, bitrate_kbps: 20}{extra}}}\nrepetitions: 1\nseed: 1\n")  # fmt: skip
+          " audio: {codec: opus, bitrate_kbps: 20}{extra}}\nrepetitions: 1\nseed: 1\n")  # fmt: skip
 CASES = {
     "step": (f"name: step\ntopology: {TOPO / 'rmcat-path.yaml'}\nrmcat: {{case: \"5.1\"}}\n"
              "set:\n  uplink.schedule: {at_end: hold, segments: [{duration_ms: 6000, rate_mbps: 2},"
