@@ -66,10 +66,10 @@ def case_figure(data: CellData, title: str) -> Any:
     ax_rate.legend(fontsize=6, ncol=3, loc="upper right")
     ax_delay.set_ylabel("delay (ms), per second")
     ax_delay.set_xlabel("time since the first frame (s)")
-    ax_delay.set_yscale("symlog", linthresh=100)
+    ax_delay.set_ylim(bottom=0)
     ax_delay.legend(fontsize=6, ncol=3, loc="upper right")
     ax_rate.set_xlim(0, max(data.end_s, 1.0))
-    ax_rate.set_ylim(0, max(3.0, float(np.nanmax([c.max() for c in data.capacity.values()] or [1]))
-                            * 1.1))  # fmt: skip
+    top = float(np.nanmax([c.max() for c in data.capacity.values()] or [1.0]))
+    ax_rate.set_ylim(0, max(2.0, top * 1.25))  # a burst of retransmissions may leave the axes
     fig.tight_layout()
     return fig
