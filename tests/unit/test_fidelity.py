@@ -70,3 +70,21 @@ def test_cells_divide_the_hosts_cores() -> None:
     assert pin_cells(RunOptions(1, "tb", ("emu", "test"))) == 0  # one at a time: no need
     with pytest.raises(ConfigError, match="--jobs"):
         pin_cells(RunOptions(len(cores) + 1, "tb", ("emu", "test"), pin=True))
+
+
+def test_the_default_jobs_follow_what_was_measured() -> None:
+    import os
+
+    from testbed.experiment.runner import default_jobs, light
+    from testbed.experiment.spec import load_experiment
+    from tests.conftest import ROOT
+
+    cores = len(os.sched_getaffinity(0))
+    fig3 = load_experiment(ROOT / "experiments" / "fig3.yaml")  # one aiortc session, synthetic
+    assert light(fig3) and default_jobs(fig3) == cores
+    browsers = load_experiment(ROOT / "experiments" / "fig3-chromium.yaml")
+    assert not light(browsers) and default_jobs(browsers) == max(1, cores // 2)
+    several = load_experiment(ROOT / "experiments" / "rmcat" / "5.4.yaml").only(
+        {"stream.abr": "remb"}
+    )
+    assert len(several.configs) == 1 and not light(several)  # sessions: not measured so
