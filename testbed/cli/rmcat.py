@@ -46,13 +46,22 @@ def plot_rmcat(path: Path, out: Path | None) -> None:
             for cell in _cells(results):
                 data = load_cell(cell, rmcat.bottleneck)
                 label = data.flows[0].label if data.flows else ""
-                title = f"RFC 8867 {rmcat.case.case} ({rmcat.variant}): {label}, cell {cell.name}"
+                grid = {k: v for k, v in data.meta.get("params", {}).items()
+                        if k not in ("stream", "repetition")}  # fmt: skip
+                title = (f"RFC 8867 {rmcat.case.case} ({rmcat.variant}): {label}"
+                         + "".join(f", {_words(k, v)}" for k, v in grid.items()))  # fmt: skip
                 paths = save(
                     case_figure(data, title), target / f"{rmcat.case.case}-{cell.name}.pdf"
                 )
                 click.echo("figure: " + ", ".join(str(p) for p in paths))
     except TestbedError as e:
         fail(e)
+
+
+def _words(key: str, value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return f"{key} {value}"
 
 
 def skip_not_applicable(exp: Any) -> Any:
