@@ -92,16 +92,20 @@ def phases(events: list[float], end_s: float) -> list[tuple[float, float]]:
 
 
 def jain_min(data: CellData) -> float | None:
-    """The lowest Jain's index over phases with >= 2 flows sending through the whole phase."""
+    """The lowest Jain's index over phases with >= 2 flows sending through the whole phase,
+    among the flows sharing a bottleneck (phases between that bottleneck's events)."""
     values = []
-    for a, b in phases([t for t, _ in data.events], data.end_s):
-        live = [f for f in data.flows if any(x <= a and y >= b - 0.5 for x, y in f.spans)]
-        if len(live) < 2:
-            continue
-        secs = [s for s in data.rates.index if a <= s and s + 1 <= b]
-        j = jain([float(data.rates.loc[secs, f.name].mean()) for f in live])
-        if j is not None:
-            values.append(j)
+    for neck in {f.bottleneck for f in data.flows}:
+        mine = [f for f in data.flows if f.bottleneck == neck]
+        end = min((f.spans[-1][1] for f in mine if f.spans), default=data.end_s)
+        for a, b in phases([t for t in data.times(neck) if t < end], end):
+            live = [f for f in mine if any(x <= a and y >= b - 0.5 for x, y in f.spans)]
+            if len(live) < 2:
+                continue
+            secs = [s for s in data.rates.index if a <= s and s + 1 <= b]
+            j = jain([float(data.rates.loc[secs, f.name].mean()) for f in live])
+            if j is not None:
+                values.append(j)
     return min(values) if values else None
 
 
@@ -150,7 +154,8 @@ def flow_metrics(data: CellData, flow: Flow) -> dict[str, Any]:
         mins = len(live) * 0.5 / 60
         swings = oscillations(half[live], data.fair(flow, pd.Index(live), step=0.5))
         out["oscillations_per_min"] = swings / mins if mins else None
-    conv = convergence(rate, fair, [t for t, _ in data.events], flow.spans, data.end_s)
+    own_end = flow.spans[-1][1] if flow.spans else data.end_s
+    conv = convergence(rate, fair, data.times(flow.bottleneck), flow.spans, own_end)
     out["convergence_s"] = conv
     out["convergence_max_s"] = max(conv) if conv else None
     wire = _wire(flow)

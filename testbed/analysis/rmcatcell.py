@@ -45,8 +45,13 @@ class CellData:
     rates: pd.DataFrame  # Mbps per second (index) per flow (columns), wire bytes incl. audio
     rates_half: pd.DataFrame  # the same per 500 ms
     capacity: dict[tuple[str, str], pd.Series]  # available Mbps per second, per bottleneck
-    events: list[tuple[float, str]] = field(default_factory=list)  # (t_s, what), sorted
+    # (t_s, what, the bottleneck it happened at), sorted: a flow's events are its bottleneck's
+    events: list[tuple[float, str, tuple[str, str]]] = field(default_factory=list)
     end_s: float = 0.0
+
+    def times(self, neck: tuple[str, str]) -> list[float]:
+        """When something changed at this bottleneck (capacity, or a flow through it)."""
+        return [t for t, _, n in self.events if n == neck]
 
     def active(self, flow: Flow, t: float) -> bool:
         return any(a <= t < b for a, b in flow.spans)
@@ -213,21 +218,22 @@ def _available(folder: Path, meta: dict[str, Any], links: Mapping[str, Any],
 
 
 def _events(data: CellData, folder: Path, meta: dict[str, Any], links: Mapping[str, Any],
-            origin: int) -> list[tuple[float, str]]:  # fmt: skip
+            origin: int) -> list[tuple[float, str, tuple[str, str]]]:  # fmt: skip
     """Capacity changes at any bottleneck, joins, leaves, pauses and resumes (what happened),
-    within the test and not in its first or last 3 s."""
-    out: set[tuple[float, str]] = set()
+    within the test and not in its first or last 3 s, each with the bottleneck it concerns."""
+    out: set[tuple[float, str, tuple[str, str]]] = set()
     for neck in {f.bottleneck for f in data.flows}:
         cap = data.capacity[neck]
         for s in range(1, len(cap)):
             if abs(cap.iloc[s] - cap.iloc[s - 1]) > 0.05:
-                out.add((float(s), f"capacity {cap.iloc[s - 1]:.2f} -> {cap.iloc[s]:.2f} Mbps"))
+                what = f"capacity {cap.iloc[s - 1]:.2f} -> {cap.iloc[s]:.2f} Mbps at {neck[0]}"
+                out.add((float(s), what, neck))
     first = min((f.spans[0][0] for f in data.flows if f.spans), default=0.0)
     for f in data.flows:
         for i, (a, b) in enumerate(f.spans):
             if a > first + 3:
-                out.add((round(a, 1), f"{'resume' if i else 'join'} {f.name}"))
+                out.add((round(a, 1), f"{'resume' if i else 'join'} {f.name}", f.bottleneck))
             if b < data.end_s - 3:
                 last = i == len(f.spans) - 1
-                out.add((round(b, 1), f"{'leave' if last else 'pause'} {f.name}"))
+                out.add((round(b, 1), f"{'leave' if last else 'pause'} {f.name}", f.bottleneck))
     return sorted(e for e in out if 3 <= e[0] <= data.end_s - 3)

@@ -58,7 +58,7 @@ def case_figure(data: CellData, title: str) -> Any:
         if q is not None:
             ax_delay.plot(q.index + 0.5, q.to_numpy(), color="0.4", linewidth=0.7,
                           linestyle=["--", "-."][j % 2], label=f"queue {neck[0]} p95")  # fmt: skip
-    for t, _ in data.events:
+    for t, _, _ in data.events:
         for ax in (ax_rate, ax_delay):
             ax.axvline(t, color="0.7", linewidth=0.5)
     ax_rate.set_ylabel("rate (Mbps)")

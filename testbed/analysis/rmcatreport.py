@@ -119,7 +119,8 @@ def lines(rows: list[dict[str, Any]]) -> list[str]:
         grid = {
             k: v for k, v in (r.get("params") or {}).items() if k not in ("stream", "repetition")
         }
-        out.append(f"{r['case']} ({r['variant']}) {r['controller']} {grid or ''} cell {r['cell_id']}: "
+        variant = f" ({r['variant']})" if r["variant"] else ""
+        out.append(f"{r['case']}{variant} {r['controller']} {grid or ''} cell {r['cell_id']}: "
                    f"{r['verdict'].upper()}")  # fmt: skip
         c = r["cell"]
         out.append("  cell: " + ", ".join(f"{k} {_f(c.get(k))}" for k in (

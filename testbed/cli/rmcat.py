@@ -48,7 +48,8 @@ def plot_rmcat(path: Path, out: Path | None) -> None:
                 label = data.flows[0].label if data.flows else ""
                 grid = {k: v for k, v in data.meta.get("params", {}).items()
                         if k not in ("stream", "repetition")}  # fmt: skip
-                title = (f"RFC 8867 {rmcat.case.case} ({rmcat.variant}): {label}"
+                variant = f" ({rmcat.variant})" if rmcat.variant else ""
+                title = (f"RFC 8867 {rmcat.case.case}{variant}: {label}"
                          + "".join(f", {_words(k, v)}" for k, v in grid.items()))  # fmt: skip
                 paths = save(
                     case_figure(data, title), target / f"{rmcat.case.case}-{cell.name}.pdf"

@@ -131,7 +131,7 @@ STACKS = ("aiortc", "chromium")
 @dataclass(frozen=True)
 class RmcatSpec:
     case: Case  # with the experiment's criteria applied
-    variant: str = "schedule"
+    variant: str = ""  # how capacity varies, where the case varies it
     bottleneck: str | None = None  # "link.direction"; None: each session's own path
     not_applicable: tuple[tuple[str, str], ...] = ()  # (stack, why)
 
@@ -178,7 +178,9 @@ def parse_rmcat(raw: Any, src: str) -> RmcatSpec | None:
         raise ConfigError(src, "rmcat.case", f"{d.get('case')!r} is unknown; valid: "
                           f"{', '.join(CASES)} (quote it: \"5.1\")")  # fmt: skip
     case = _criteria(CASES[name], d["criteria"], src) if "criteria" in d else CASES[name]
-    variant = validate.choice(d.get("variant", "schedule"), VARIANTS, src, "rmcat.variant")
+    variant = (
+        validate.choice(d["variant"], VARIANTS, src, "rmcat.variant") if "variant" in d else ""
+    )
     neck = d.get("bottleneck")
     if neck is not None and (not isinstance(neck, str) or neck.count(".") != 1
                              or neck.split(".")[1] not in ("uplink", "downlink")):  # fmt: skip

@@ -65,7 +65,7 @@ def test_three_shortened_cases_are_measured_and_judged(run: str, tmp_path: Path)
     spec = case_of(root / "step")
     assert spec is not None
     analysed = analyse_cell(step, spec)
-    caps = [t for t, what in analysed["events"] if what.startswith("capacity")]
+    caps = [t for t, what, _ in analysed["events"] if what.startswith("capacity")]
     assert len(caps) == 1 and abs(caps[0] - change_s) <= 1.0, (caps, change_s)
     # loss before repair counts the media packets the bottleneck dropped (RTCP too may drop)
     wire = pd.read_parquet(step / "wire.parquet")
