@@ -220,6 +220,10 @@ def check_timeline(rmcat: RmcatSpec, topo: TopologySpec, duration_s: float, src:
         if s.start_s >= duration_s:
             raise ConfigError(src, f"sessions.{s.name}.start_s", f"{s.start_s:g} s: the test "
                               f"ends at {duration_s:g} s (stream.duration_s)")  # fmt: skip
+        end = s.stop_s if s.stop_s is not None else s.start_s + duration_s
+        if end > duration_s:
+            raise ConfigError(src, f"sessions.{s.name}.stop_s", f"it streams until {end:g} s, after "
+                              f"the test's {duration_s:g} s: give it stop_s: {duration_s:g}")  # fmt: skip
     for f in topo.cross_traffic:
         if f.start_s >= duration_s:
             raise ConfigError(src, f"cross_traffic.{f.name}.start_s", f"{f.start_s:g} s: the "

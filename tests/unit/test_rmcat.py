@@ -65,6 +65,8 @@ stream: {{duration_s: 30, sender: a, receiver: b}}
     ('rmcat: {case: "5.6"}\nset:\n  cross_traffic: [{name: late, from: a, to: b, kind: tcp, start_s: 45}]\n',
      "cross_traffic.late.start_s", "45 s: the test ends at 30 s"),
     ('rmcat: {case: "5.1", bottleneck: nowhere.uplink}\n', "rmcat.bottleneck", "no such link"),
+    ('rmcat: {case: "5.4"}\nset:\n  sessions: [{name: f1, sender: a, receiver: b}, {name: f2, sender: a, '
+     'receiver: b, start_s: 10}]\n', "sessions.f2.stop_s", "streams until 40 s, after the test's 30 s"),
 ])  # fmt: skip
 def test_bad_case_files_are_one_line_naming_the_key(tmp_path: Path, extra: str, key: str,
                                                     words: str) -> None:  # fmt: skip
