@@ -275,19 +275,23 @@ def verdict(rmcat: RmcatSpec, flows: dict[str, dict[str, Any]], cell: dict[str, 
     )
     key = f"{case.key} {', '.join(_fmt(v) for v in key_values)}"
     if why := rmcat.na_reason(stacks):
-        return Verdict("n.a.", key, (why,))
+        return Verdict("n.a.", "", (why,))
     if case.case == "6.2" and not cell.get("ecn_capable_pct"):
-        return Verdict("n.a.", key, ("no packet reached the bottleneck ECN-capable (no ECT "
+        return Verdict("n.a.", "", ("no packet reached the bottleneck ECN-capable (no ECT "
                                      "codepoint in its link log): the stack does not use ECN",))  # fmt: skip
-    failed = []
+    failed, short = [], []
     for c in case.criteria:
         values = {"cell": cell.get(c.metric)} if c.metric in cell else {
             n: m.get(c.metric) for n, m in flows.items()}  # fmt: skip
         for who, v in values.items():
             if v is None:
                 failed.append(f"{c.metric} ({who}): not measured")
+                short.append(f"{c.metric} not measured")
             elif not c.holds(float(v)):
                 failed.append(f"{c.metric} ({who}) = {_fmt(v)}, wanted {c.op} {c.threshold:g}")
+                short.append(f"{c.metric} {_fmt(v)}, wanted {c.op} {c.threshold:g}")
+    if failed:  # the scorecard's figure: what failed first (and how many more did)
+        key = short[0] + (f"; {len(short) - 1} more" if len(short) > 1 else "")
     return Verdict("fail" if failed else "pass", key, tuple(failed))
 
 
