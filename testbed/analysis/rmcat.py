@@ -8,7 +8,8 @@ Definitions (docs/rmcat.md has them with their reasons):
 - convergence after an event: from the event until its 2 s mean rate is within [0.6, 1.1] x
   its fair share and stays there until the next event (inf: never), for each flow active over
   the whole interval (intervals shorter than 5 s are not judged);
-- oscillation: a swing of the 500 ms rate from below 0.5x to above 1.1x its fair share or back;
+- oscillation: a swing of the 500 ms rate from below 0.5x to above 1.1x its fair share or back,
+  counted in steady state (between events, from 5 s after each);
 - Jain's index per phase (between events, from 10 s after its start, or its second half when
   shorter than 20 s) over the flows' mean rates, phases with at least two flows; jain_min is
   the lowest;
@@ -41,6 +42,7 @@ MIN_INTERVAL_S = 5.0
 PHASE_SETTLE_S = 10.0
 STARVED_MBPS = 0.15
 JOIN_GRACE_S = 5.0
+SETTLE_S = 5.0  # oscillation is counted from this long after each event (steady state)
 
 
 def _q(values: Any, p: float) -> float | None:
@@ -149,11 +151,14 @@ def flow_metrics(data: CellData, flow: Flow) -> dict[str, Any]:
         "starved_share": float((rate[judged] < STARVED_MBPS).mean()) if judged else None,
     }  # fmt: skip
     half = data.rates_half.get(flow.name)
-    if half is not None:
-        live = [b for b in half.index if data.active(flow, b * 0.5 + 0.25)]
-        mins = len(live) * 0.5 / 60
-        swings = oscillations(half[live], data.fair(flow, pd.Index(live), step=0.5))
-        out["oscillations_per_min"] = swings / mins if mins else None
+    if half is not None:  # in steady state: each stretch between events, from SETTLE_S after it
+        swings, bins = 0, 0
+        for a, b in itertools.pairwise([0.0, *data.times(flow.bottleneck), data.end_s]):
+            live = [k for k in half.index if a + (SETTLE_S if a else 0.0) <= k * 0.5 < b
+                    and data.active(flow, k * 0.5 + 0.25)]  # fmt: skip
+            swings += oscillations(half[live], data.fair(flow, pd.Index(live), step=0.5))
+            bins += len(live)
+        out["oscillations_per_min"] = swings / (bins * 0.5 / 60) if bins else None
     own_end = flow.spans[-1][1] if flow.spans else data.end_s
     conv = convergence(rate, fair, data.times(flow.bottleneck), flow.spans, own_end)
     out["convergence_s"] = conv
