@@ -60,7 +60,9 @@ def default_jobs(exp: Experiment | None = None) -> int:
     docs/experiments.md, two at a time on 2 cores gave the same statistics in half the time),
     else one per two cores (a cell encoding video or running browsers is not measured so)."""
     cores = len(os.sched_getaffinity(0)) or 2
-    return max(1, cores if exp is not None and light(exp) else cores // 2)
+    if exp is not None and light(exp):  # never more than its cells (one cell keeps every core)
+        return max(1, min(cores, len(exp.configs) * exp.repetitions))
+    return max(1, cores // 2)
 
 
 def _changed(meta: dict[str, Any], exp: Experiment) -> str:

@@ -82,6 +82,8 @@ def test_the_default_jobs_follow_what_was_measured() -> None:
     cores = len(os.sched_getaffinity(0))
     fig3 = load_experiment(ROOT / "experiments" / "fig3.yaml")  # one aiortc session, synthetic
     assert light(fig3) and default_jobs(fig3) == cores
+    one = fig3.only({"stream.bitrate_mbps": 1, "uplink.loss_pct": 0})
+    assert len(one.configs) == 1 and default_jobs(one) == min(cores, one.repetitions)
     browsers = load_experiment(ROOT / "experiments" / "fig3-chromium.yaml")
     assert not light(browsers) and default_jobs(browsers) == max(1, cores // 2)
     several = load_experiment(ROOT / "experiments" / "rmcat" / "5.4.yaml").only(
