@@ -59,9 +59,10 @@ def analyse(path: Path, say: Callable[[str], None] = lambda _: None) -> list[dic
             say(f"{results}: not an RMCAT case (its experiment has no rmcat: key); skipped")
             continue
         seen = set()
+        order = [label for label, _ in controllers(results)]
         for cell in _cells(results):
             row = analyse_cell(cell, rmcat)
-            row["results"] = results.name
+            row["results"], row["order"] = results.name, order
             rows.append(row)
             seen.add(row["controller"])
         for label, stack in controllers(results):
@@ -71,7 +72,7 @@ def analyse(path: Path, say: Callable[[str], None] = lambda _: None) -> list[dic
             rows.append({"results": results.name, "case": rmcat.case.case, "variant": rmcat.variant,
                          "controller": label, "cell_id": None, "flows": {}, "cell": {},
                          "verdict": "n.a." if why else "not run", "key": "",
-                         "reasons": [why] if why else []})  # fmt: skip
+                         "reasons": [why] if why else [], "order": order})  # fmt: skip
     return rows
 
 
@@ -105,7 +106,9 @@ def scorecard(rows: list[dict[str, Any]]) -> pd.DataFrame:
             n = sum(1 for r in mine if r["controller"] == ctl and r["cell_id"])
             text = worst["verdict"] + (f" ({worst['key']})" if worst["key"] else "")
             table.setdefault(case, {})[ctl] = text + (f" [{n} cells]" if n > 1 else "")
-    return pd.DataFrame(table).T.fillna("not run")
+    order = list(dict.fromkeys(c for r in rows for c in r.get("order", [])))
+    frame = pd.DataFrame(table).T.fillna("not run")
+    return frame[[c for c in order if c in frame] + [c for c in frame if c not in order]]
 
 
 def lines(rows: list[dict[str, Any]]) -> list[str]:
