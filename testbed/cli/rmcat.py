@@ -51,9 +51,8 @@ def plot_rmcat(path: Path, out: Path | None) -> None:
                 variant = f" ({rmcat.variant})" if rmcat.variant else ""
                 title = (f"RFC 8867 {rmcat.case.case}{variant}: {label}"
                          + "".join(f", {_words(k, v)}" for k, v in grid.items()))  # fmt: skip
-                paths = save(
-                    case_figure(data, title), target / f"{rmcat.case.case}-{cell.name}.pdf"
-                )
+                name = f"{results.name}-{cell.name}.pdf"  # 5.1 and 5.1-udp share cell ids
+                paths = save(case_figure(data, title), target / name)
                 click.echo("figure: " + ", ".join(str(p) for p in paths))
     except TestbedError as e:
         fail(e)

@@ -25,7 +25,7 @@ CASES = {
              " {duration_ms: 6000, rate_mbps: 0.5}]}\n" + STREAM.replace("{extra}", ", sender: a, receiver: b")),
     "two": (f"name: two\ntopology: {TOPO / 'rmcat-dumbbell.yaml'}\nrmcat: {{case: \"5.4\", bottleneck: neck.uplink}}\n"
             "set:\n  neck.uplink.rate_mbps: 2\n  sessions:\n    - {name: f1, sender: s1, receiver: r1}\n"
-            "    - {name: f2, sender: s2, receiver: r2, start_s: 4}\n" + STREAM.replace("{extra}", "")),
+            "    - {name: f2, sender: s2, receiver: r2, start_s: 4, stop_s: 12}\n" + STREAM.replace("{extra}", "")),
     "tcp": (f"name: tcp\ntopology: {TOPO / 'rmcat-dumbbell.yaml'}\nrmcat: {{case: \"5.6\", bottleneck: neck.uplink}}\n"
             "set:\n  neck.uplink.rate_mbps: 2\n  neck.downlink.rate_mbps: 2\n  sessions:\n"
             "    - {name: media, sender: s1, receiver: r1}\n"
