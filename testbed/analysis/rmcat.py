@@ -33,7 +33,6 @@ from testbed.analysis.rmcatcell import CellData, Flow, load_cell
 from testbed.config.rmcat import CASES, RmcatSpec
 from testbed.net.traffic import server_intervals
 from testbed.rtc.sharing import jain
-from testbed.shaping.linklog import read_link_log
 
 BAND = (0.6, 1.1)
 WATERMARKS = (0.5, 1.1)
@@ -140,9 +139,7 @@ def flow_metrics(data: CellData, flow: Flow) -> dict[str, Any]:
     fair = data.fair(flow, rate.index)
     active = [s for s in rate.index if data.active(flow, s + 0.5)]
     judged = [s for s in active if not any(a <= s < a + JOIN_GRACE_S for a, _ in flow.spans)]
-    frames = pd.read_parquet(data.folder / "frames.parquet")
-    if "session" in frames:
-        frames = frames[frames.session == flow.name]
+    frames = data.frames[data.frames.session == flow.name]
     lat = frames.latency_ns.astype("float64") / 1e6
     out: dict[str, Any] = {
         "frame_delay_p50_ms": _q(lat, 50), "frame_delay_p95_ms": _q(lat, 95),
@@ -183,10 +180,9 @@ def queue_delay_p95(data: CellData) -> float | None:
     """The 95th percentile of queueing delay over the bottlenecks' delivered packets."""
     values = []
     for link, direction in {f.bottleneck for f in data.flows}:
-        path = data.folder / f"link-{link}-{direction}.log"
-        if not path.exists():
+        log = data.link_log((link, direction))
+        if log is None:
             continue
-        log = read_link_log(path)
         done = log[log.event == "deliver"]
         if "sojourn_ns" in done:
             values.append(done.sojourn_ns.astype("float64").to_numpy() / 1e6)
@@ -203,11 +199,9 @@ def queue_delay_p95(data: CellData) -> float | None:
 
 def ecn_capable_pct(data: CellData) -> float | None:
     for link, direction in {f.bottleneck for f in data.flows}:
-        path = data.folder / f"link-{link}-{direction}.log"
-        if path.exists():
-            log = read_link_log(path)
-            if "ecn" in log:
-                return float(100 * log.ecn.astype(str).isin(["ect", "ce"]).mean())
+        log = data.link_log((link, direction))
+        if log is not None and "ecn" in log:
+            return float(100 * log.ecn.astype(str).isin(["ect", "ce"]).mean())
     return None
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from testbed.rtc.sharing import flow_rates
-from testbed.shaping.linklog import read_header
+from testbed.shaping.linklog import read_header, read_link_log
 
 MAX_WIRE_MBPS = 1.7  # RFC 8867's 1.5 Mbps of video, packet headers and 20 kbps of audio
 GAP_S = 2.0  # a flow that sent no frame for this long paused (or left)
@@ -40,6 +40,7 @@ class Flow:
 class CellData:
     folder: Path
     meta: dict[str, Any]
+    frames: pd.DataFrame  # frames.parquet, with its session column ("flow" for one session)
     origin_ns: int
     flows: list[Flow]
     rates: pd.DataFrame  # Mbps per second (index) per flow (columns), wire bytes incl. audio
@@ -48,6 +49,14 @@ class CellData:
     # (t_s, what, the bottleneck it happened at), sorted: a flow's events are its bottleneck's
     events: list[tuple[float, str, tuple[str, str]]] = field(default_factory=list)
     end_s: float = 0.0
+    _logs: dict[tuple[str, str], pd.DataFrame | None] = field(default_factory=dict)
+
+    def link_log(self, neck: tuple[str, str]) -> pd.DataFrame | None:
+        """The bottleneck's link log (read once; None when the cell has none)."""
+        if neck not in self._logs:
+            path = self.folder / f"link-{neck[0]}-{neck[1]}.log"
+            self._logs[neck] = read_link_log(path) if path.exists() else None
+        return self._logs[neck]
 
     def times(self, neck: tuple[str, str]) -> list[float]:
         """When something changed at this bottleneck (capacity, or a flow through it)."""
@@ -138,25 +147,16 @@ def load_cell(folder: Path, bottleneck: str | None = None) -> CellData:
         flows.append(Flow(name, folder / sub, fields["stack"]["label"].split("->")[0], label,
                           (neck[0], neck[1]), _spans((mine - origin) / 1e9)))  # fmt: skip
     rates = _with_audio(flow_rates(sent, origin), flows, origin, 1.0)
-    half = _with_audio(_rates_every(sent, origin, 0.5), flows, origin, 0.5)
+    half = _with_audio(flow_rates(sent, origin, 0.5), flows, origin, 0.5)
     end = max((b for f in flows for _, b in f.spans), default=0.0)
     n = int(np.ceil(end)) + 1
     capacity = {
         f.bottleneck: _available(folder, meta, links, f.bottleneck, origin, n) for f in flows
     }
-    data = CellData(folder, meta, origin, flows, rates.reindex(range(n), fill_value=0.0),
+    data = CellData(folder, meta, frames, origin, flows, rates.reindex(range(n), fill_value=0.0),
                     half, capacity, end_s=end)  # fmt: skip
     data.events = _events(data, folder, meta, links, origin)
     return data
-
-
-def _rates_every(sent: pd.DataFrame, origin: int, step: float) -> pd.DataFrame:
-    wire = sent.wire_bytes.fillna(0) + sent.rtx_bytes.fillna(0) + sent.fec_bytes.fillna(0)
-    b = ((sent.sent_first_ns.astype("int64") - origin) / 1e9 // step).astype(int)
-    table = pd.DataFrame({"bin": b, "session": sent.session, "bits": wire.astype("float64") * 8})
-    pivot = table.pivot_table(index="bin", columns="session", values="bits", aggfunc="sum")
-    pivot = pivot.reindex(range(int(pivot.index.max()) + 1)) if len(pivot) else pivot
-    return pivot.fillna(0.0) / step / 1e6
 
 
 def _with_audio(rates: pd.DataFrame, flows: list[Flow], origin: int, step: float) -> pd.DataFrame:

@@ -12,23 +12,19 @@ import pandas as pd
 
 from testbed.analysis.plots import PALETTE, _style
 from testbed.analysis.rmcatcell import CellData
-from testbed.shaping.linklog import read_link_log
 
 
 def _frame_delay(data: CellData, name: str) -> pd.Series:
-    frames = pd.read_parquet(data.folder / "frames.parquet")
-    if "session" in frames:
-        frames = frames[frames.session == name]
+    frames = data.frames[data.frames.session == name]
     done = frames[frames.latency_ns.notna()]
     sec = ((done.sent_first_ns.astype("int64") - data.origin_ns) // 1_000_000_000).astype(int)
     return (done.latency_ns.astype("float64") / 1e6).groupby(sec).quantile(0.95)
 
 
 def _queue(data: CellData, link: str, direction: str) -> pd.Series | None:
-    path = data.folder / f"link-{link}-{direction}.log"
-    if not path.exists():
+    log = data.link_log((link, direction))
+    if log is None:
         return None
-    log = read_link_log(path)
     done = log[log.event == "deliver"]
     start = log.attrs["header"].get("start_mono_ns", data.origin_ns)
     sec = ((done.arrival_ns + start - data.origin_ns) // 1_000_000_000).astype(int)

@@ -32,15 +32,16 @@ EVENT_GAP_S = 3.0  # sessions starting (ending) this close to the first start (l
 # (end) with the cell: no join (leave) event of their own
 
 
-def flow_rates(frames: pd.DataFrame, origin_ns: int) -> pd.DataFrame:
-    """Mbps per second (rows: second since origin) per session (columns)."""
+def flow_rates(frames: pd.DataFrame, origin_ns: int, bin_s: float = 1.0) -> pd.DataFrame:
+    """Mbps per bin of bin_s (rows: bin index since origin) per session (columns)."""
     sent = frames[frames.sent_first_ns.notna()].copy()
     wire = sent.wire_bytes.fillna(0) + sent.rtx_bytes.fillna(0) + sent.fec_bytes.fillna(0)
-    sent["second"] = ((sent.sent_first_ns.astype("int64") - origin_ns) // 1_000_000_000).astype(int)
+    step_ns = round(bin_s * 1_000_000_000)
+    sent["second"] = ((sent.sent_first_ns.astype("int64") - origin_ns) // step_ns).astype(int)
     sent["bits"] = wire.astype("float64") * 8
     table = sent.pivot_table(index="second", columns="session", values="bits", aggfunc="sum")
     table = table.reindex(range(0, int(table.index.max()) + 1)) if len(table) else table
-    return table.fillna(0.0) / 1e6
+    return table.fillna(0.0) / bin_s / 1e6
 
 
 def jain(values: list[float]) -> float | None:
