@@ -50,10 +50,35 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
         what = "" if full else "internal error "
         said, code = f"cell {job['cell_id']}: {full}{what}{type(e).__name__}: {e}", 1
+    if code == 1 and not _full(final):
+        keep_failed(tmp, failed_folder(final), said)  # its logs, for the runner to keep aside
     shutil.rmtree(tmp, ignore_errors=True)  # first: on a full disk even the message may fail
     with contextlib.suppress(OSError):
         print(said, file=sys.stderr, flush=True)
     return code
+
+
+KEEP_MAX_BYTES = 64 << 20  # a failed cell's files larger than this are not kept (captures)
+
+
+def failed_folder(final: Path) -> Path:
+    """Where a failed cell's folder waits for the worker to send it back (beside FINAL)."""
+    return final.with_name(f".failed-{final.name}")
+
+
+def keep_failed(tmp: Path, into: Path, said: str) -> None:
+    """Move what a failed cell wrote (its endpoints' logs, link logs, captures up to
+    KEEP_MAX_BYTES each) to INTO with failure.txt saying why: a failure is diagnosed from them.
+    Never a result; best effort (a cell that wrote nothing leaves only failure.txt)."""
+    shutil.rmtree(into, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        if tmp.is_dir():
+            for f in tmp.rglob("*"):
+                if f.is_file() and f.stat().st_size > KEEP_MAX_BYTES:
+                    f.unlink()
+            tmp.rename(into)
+        into.mkdir(exist_ok=True)
+        (into / "failure.txt").write_text(said + "\n")
 
 
 def _full(final: Path) -> str:

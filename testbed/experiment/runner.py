@@ -44,6 +44,7 @@ from testbed.versions import package_versions
 Say = Callable[[str], None]
 RERUN = "rerun"  # _settle: the cell's fidelity record flagged it; run it once more
 FLAGGED = "flagged"  # where a flagged first run is kept (beside cells/, never a result)
+FAILED = "failed"  # where a failed run's files are kept, one folder per attempt (never a result)
 WORK = ".work-"  # results/NAME/cells/.work-PID: the embedded cluster's cells being written
 
 
@@ -392,7 +393,10 @@ class _Sweep:
             return "cancelled (its worker left the cluster?)"
         res = fut.result()
         if not res["ok"]:
-            return f"{res['reason']} (on {res['host']})"
+            aside = keep_failed_cell(self.out, cell.cell_id, res.get("kept"))
+            return f"{res['reason']} (on {res['host']})" + (
+                f"; its files: {aside}" if aside else ""
+            )
         if res.get("flags") and cell.cell_id not in self.reruns:
             self.reruns[cell.cell_id] = list(res["flags"])
             write_cell(self.out / FLAGGED / cell.cell_id, res["tar"])  # the evidence, aside
@@ -431,7 +435,22 @@ def _extract_data(tar: tarfile.TarFile, into: Path) -> None:
     tar.extractall(into)
 
 
-def write_cell(final: Path, tar_bytes: bytes) -> None:
+def keep_failed_cell(out: Path, cell_id: str, tar_bytes: bytes | None) -> Path | None:
+    """What a failed cell wrote (logs, link logs, failure.txt), in RESULTS/failed/CELL-N/ (N
+    counts its failed attempts): the evidence to diagnose it from; None if nothing came back."""
+    if not tar_bytes:
+        return None
+    attempt = len(list((out / FAILED).glob(f"{cell_id}-*"))) + 1
+    final = out / FAILED / f"{cell_id}-{attempt}"
+    final.parent.mkdir(exist_ok=True)
+    try:
+        write_cell(final, tar_bytes, need="failure.txt")
+    except (OSError, TestbedError):  # best effort: the failure's reason is said regardless
+        return None
+    return final
+
+
+def write_cell(final: Path, tar_bytes: bytes, need: str = "cell.json") -> None:
     """Unpack a cell that came back from a worker beside its place and rename it there: the
     cell appears whole or not at all, and once (a cell that is already there stays)."""
     if final.exists():
@@ -441,8 +460,8 @@ def write_cell(final: Path, tar_bytes: bytes) -> None:
     try:
         with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
             _extract_data(tar, tmp)
-        if not (tmp / "cell.json").exists():
-            raise TestbedError(f"cell {final.name} came back without its cell.json")
+        if not (tmp / need).exists():
+            raise TestbedError(f"cell {final.name} came back without its {need}")
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

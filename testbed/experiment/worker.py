@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.errors import TestbedError
+from testbed.experiment.cell import failed_folder
 from testbed.experiment.inputs import materialise
 from testbed.files import disk_full
 from testbed.net.containers import hosts as _hosts  # noqa: F401 (registers the undo of containers)
@@ -309,13 +310,16 @@ def run_cell(job: dict[str, Any], blobs: Mapping[str, bytes]) -> dict[str, Any]:
                 log.unlink(missing_ok=True)
                 return {"ok": False, "reason": "cancelled", "host": host["name"]}
             if proc.returncode != 0:
-                return {"ok": False, "reason": failure(proc, cell_id, name, work, log),
-                        "host": host["name"]}  # fmt: skip
+                reason = failure(proc, cell_id, name, work, log)
+                kept = failed_folder(final)
+                return {"ok": False, "reason": reason, "host": host["name"],
+                        "kept": _pack(kept) if kept.is_dir() else None}  # fmt: skip
             log.unlink(missing_ok=True)
             return {"ok": True, "tar": _pack(final), "host": host["name"], "name": name,
                     "seconds": time.time() - started, "flags": _flags(final)}  # fmt: skip
         finally:
             shutil.rmtree(final, ignore_errors=True)
+            shutil.rmtree(failed_folder(final), ignore_errors=True)
             _say({"cell": cell_id, "state": "end"})
 
 

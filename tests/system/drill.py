@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -56,6 +56,7 @@ class Outcome:
     left: list[str]  # what of the run was left afterwards (empty: nothing)
     rerun: str  # "1 cell" when the rerun completed the sweep with the cell exactly once
     seconds: float
+    kept: list[str] = field(default_factory=list)  # files kept aside in RESULTS/failed/
 
     def ok(self) -> bool:
         return not self.left and self.rerun == "1 cell" and self.killed.startswith("pid")
@@ -213,6 +214,8 @@ def run_case(kind: str, sig: signal.Signals, moment: str, workdir: Path, run: st
         ]
         result = "failed: " + (lines[-1] if lines else f"client {exit_words(client.returncode)}")
     left = _leftovers(cell_run.run, before, root_ns) + [f"partial {p.name}" for p in partial]
+    kept = sorted(str(p.relative_to(out / "failed")) for p in (out / "failed").rglob("*")
+                  if p.is_file())  # fmt: skip
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=150)
     if "never ended" in again.stdout:
         result += "; the rerun said the previous session never ended"
@@ -220,7 +223,8 @@ def run_case(kind: str, sig: signal.Signals, moment: str, workdir: Path, run: st
     cells = _whole_cells(out)
     rerun = "1 cell" if again.returncode == 0 and len(cells) == 1 else (
         f"exit {again.returncode}, {len(cells)} cell(s): {again.stderr.strip()[-200:]}")  # fmt: skip
-    return Outcome(kind, sig.name, moment, killed, result, left, rerun, time.monotonic() - t0)
+    return Outcome(kind, sig.name, moment, killed, result, left, rerun,
+                   time.monotonic() - t0, kept)  # fmt: skip
 
 
 def _kill_at(kind: str, sig: signal.Signals, moment: str, client: subprocess.Popen[str],

@@ -56,6 +56,12 @@ def test_fault(
     assert said.format(pid=pid) in outcome.result, outcome
     assert outcome.left == [], outcome
     assert outcome.rerun == "1 cell", outcome
+    if kind in ("client", "cell"):  # interrupted or killed: nothing of the cell is kept
+        assert outcome.kept == [], outcome
+    else:  # a failure the cell saw: its files kept aside with the reason
+        assert "1/failure.txt" in " ".join(outcome.kept), outcome
+    if (kind, moment) == ("receiver", "mid"):
+        assert any(k.endswith("receiver.stderr") for k in outcome.kept), outcome
 
 
 @pytest.mark.drill

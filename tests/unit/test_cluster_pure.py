@@ -182,3 +182,31 @@ def test_without_tarfiles_data_filter_the_same_members_are_refused(
     with pytest.raises(TestbedError, match="not a plain file inside its folder"):
         write_cell(tmp_path / "cells" / "def", _tar({"../evil": b"x", "./cell.json": b"{}"}))
     assert not (tmp_path / "evil").exists() and not (tmp_path / "cells" / "def").exists()
+
+
+def test_a_failed_cells_files_are_kept_aside_per_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed cell's folder (captures over the limit dropped) comes back as RESULTS/failed/
+    CELL-N with failure.txt; never among the cells."""
+    from testbed.experiment import cell
+    from testbed.experiment.runner import keep_failed_cell
+    from testbed.experiment.worker import _pack
+
+    monkeypatch.setattr(cell, "KEEP_MAX_BYTES", 100)
+    staged = tmp_path / "work" / ".tmp-abc-1"
+    (staged / "sessions" / "s").mkdir(parents=True)
+    (staged / "sessions" / "s" / "sender.stderr").write_text("boom\n")
+    (staged / "sessions" / "s" / "sender.pcap").write_bytes(b"x" * 101)
+    aside = cell.failed_folder(tmp_path / "work" / "abc")
+    cell.keep_failed(staged, aside, "cell abc: sender: no 'done' within 151 s")
+    assert not staged.exists()
+    assert not (aside / "sessions" / "s" / "sender.pcap").exists()
+    out = tmp_path / "results"
+    out.mkdir()
+    first = keep_failed_cell(out, "abc", _pack(aside))
+    second = keep_failed_cell(out, "abc", _pack(aside))
+    assert first == out / "failed" / "abc-1" and second == out / "failed" / "abc-2"
+    assert (first / "sessions" / "s" / "sender.stderr").read_text() == "boom\n"
+    assert "no 'done'" in (first / "failure.txt").read_text()
+    assert keep_failed_cell(out, "def", None) is None and not (out / "cells").exists()
