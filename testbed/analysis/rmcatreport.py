@@ -115,6 +115,8 @@ def lines(rows: list[dict[str, Any]]) -> list[str]:
     """Per cell: case, controller, grid values, per-flow figures, the verdict and why."""
     out = []
     for r in rows:
+        if r["verdict"] == "not run":  # the scorecard says so once, not once per results folder
+            continue
         if not r["cell_id"]:
             out.append(f"{r['case']} {r['controller']}: {r['verdict']}"
                        + (f" — {r['reasons'][0]}" if r["reasons"] else ""))  # fmt: skip
