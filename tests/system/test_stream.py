@@ -93,6 +93,16 @@ def test_lossy_session_retransmits_and_accounts_for_every_drop(run: str, tmp_pat
     ).all()
 
 
+def test_a_round_trip_over_half_a_second_keeps_the_session(run: str, tmp_path: Path) -> None:
+    """aioice gives each ICE consent check 0.5 s and closes after six failures: at 400 ms one
+    way the session died ~30 s in ("sender: no 'done'") until compat gave the checks STUN's
+    retransmissions. 40 s at an 800 ms round trip completes."""
+    frames = session(run, tmp_path, ["uplink.delay_ms=400", "downlink.delay_ms=400"],
+                     bitrate_mbps=0.1, duration_s=40.0, width=160, height=120)  # fmt: skip
+    assert len(frames) == 1200 and (frames.status == "complete").all()
+    assert (frames.latency_ns >= 400_000_000).all()
+
+
 def test_nack_off_means_no_retransmissions(run: str, tmp_path: Path) -> None:
     frames = session(run, tmp_path, ["uplink.loss_pct=5"], nack="off", duration_s=3.0)
     assert frames.retransmissions.sum() == 0 and frames.nacks.sum() == 0

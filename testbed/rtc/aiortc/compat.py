@@ -21,7 +21,13 @@ What it changes, and why (each a documented research knob, recorded in results):
 - FEC: repair packets sent after each frame's media on the same DTLS/SRTP transport (own
   payload type and SSRC); at the receiver, repair packets are taken before aiortc's router,
   rebuilt media packets are handed to aiortc as if they had arrived (and, as in libwebrtc, not
-  counted as received in RTCP receiver reports), and NACKs wait for FEC (testbed.fec.receiver).
+  counted as received in RTCP receiver reports), and NACKs wait for FEC (testbed.fec.receiver);
+- ICE consent checks (aioice, RFC 7675) given STUN's retransmissions: aioice sends each check
+  once and gives up after 0.5 s, and six failures in a row close the connection, so a session
+  whose round trip exceeds 0.5 s (one way 250+ ms, or a full 1000 ms queue) died ~30 s in
+  (`testbed stream` at 400 ms one way: "sender: no 'done'"; RFC 8867 5.6 with its 1000 ms
+  queue). RFC 7675 expires consent after 30 s without a response; libnice retransmits its
+  checks too. Each check now waits 0.5 + 1 + 2 s for its answer.
 
 And what it observes, for identification only (timing comes from wire captures):
 - every RTP packet the sender hands to DTLS (plain, before SRTP): RTX -> original seq;
@@ -33,6 +39,7 @@ And what it observes, for identification only (timing comes from wire captures):
 from __future__ import annotations
 
 import asyncio
+import inspect
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -40,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiortc
+from aioice.ice import StunProtocol
 from aiortc import rtcdtlstransport, rtcrtpreceiver, rtcrtpsender
 from aiortc.codecs import h264, opus, vpx
 from aiortc.jitterbuffer import MAX_MISORDER, JitterBuffer
@@ -59,6 +67,9 @@ SUPPORTED_AIORTC = "1.16.0"
 FEC_PAYLOAD_TYPE = 120  # not among aiortc's video payload types (checked against the SDP)
 
 
+CONSENT_RETRANSMISSIONS = 2  # a consent check waits 0.5 + 1 + 2 = 3.5 s for its answer
+
+
 def check_version() -> None:
     if aiortc.__version__ != SUPPORTED_AIORTC:
         raise UnavailableError(
@@ -66,6 +77,31 @@ def check_version() -> None:
             f"written for {SUPPORTED_AIORTC} (it patches internals); install "
             f"aiortc=={SUPPORTED_AIORTC} (make setup does)"
         )
+    _patch_consent()
+
+
+def _patch_consent() -> None:
+    """Consent checks (the only STUN requests aioice sends with retransmissions=0) retransmit
+    CONSENT_RETRANSMISSIONS times: a round trip up to 3.5 s keeps the connection (see above)."""
+    request = StunProtocol.request
+    if getattr(request, "testbed_consent", False):
+        return
+    if "retransmissions" not in inspect.signature(request).parameters:
+        raise UnavailableError(
+            "aioice's StunProtocol.request has no retransmissions parameter: "
+            "testbed.rtc.aiortc.compat cannot patch its consent checks; install aioice==0.13.0"
+        )
+
+    async def patched(self: StunProtocol, message: Any, addr: tuple[str, int],
+                      integrity_key: bytes | None = None,
+                      retransmissions: int | None = None) -> Any:  # fmt: skip
+        if retransmissions == 0:
+            retransmissions = CONSENT_RETRANSMISSIONS
+        return await request(self, message, addr, integrity_key=integrity_key,
+                             retransmissions=retransmissions)  # fmt: skip
+
+    patched.testbed_consent = True  # type: ignore[attr-defined]
+    StunProtocol.request = patched  # type: ignore[method-assign,assignment]
 
 
 # --- sender ---------------------------------------------------------------------------------
